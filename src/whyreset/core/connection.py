@@ -1,0 +1,248 @@
+"""What the core says about one TCP connection: frozen results, one docstring per field.
+
+The core (``core/``) builds these from a `PacketTable`; the diagnosis (``diagnose/``), the reports and the lab only
+read them. ``Side.ORIG`` is the originator (SYN sender, or the heuristic's pick: see `Connection.orig_inferred_by`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from whyreset.ids import Outcome, Side, TcpState
+from whyreset.model import Array, PacketTable
+
+
+class RstAcceptability(StrEnum):
+    """Whether the RST's receiver could accept it (RFC 5961 section 3.2, against the receiver's RCV.NXT/window)."""
+
+    EXACT = "exact"
+    """seq == RCV.NXT: accepted, the connection is aborted."""
+    IN_WINDOW = "in_window"
+    """In the window but not exact: RFC 5961 receivers answer with a challenge ACK and keep the connection."""
+    OUT_OF_WINDOW = "out_of_window"
+    """Outside the window: silently dropped by the receiver."""
+    SYN_SENT_ACK_OK = "syn_sent_ack_ok"
+    """Receiver in SYN_SENT and the RST acknowledges its SYN: accepted (connection refused)."""
+    SYN_SENT_ACK_BAD = "syn_sent_ack_bad"
+    """Receiver in SYN_SENT and the RST does not acknowledge its SYN: dropped."""
+    UNKNOWN = "unknown"
+    """The receiver's window is not known from the capture (e.g. it starts mid-connection)."""
+
+
+class EventKind(StrEnum):
+    """Notable things on a connection. Bulk data is summarised in `DirectionStats`, not listed packet by packet."""
+
+    SYN = "syn"
+    SYN_ACK = "syn_ack"
+    HANDSHAKE_ACK = "handshake_ack"
+    SYN_RETRANSMIT = "syn_retransmit"
+    SYN_ACK_RETRANSMIT = "syn_ack_retransmit"
+    FIRST_DATA = "first_data"
+    LAST_DATA = "last_data"
+    RETRANSMISSION = "retransmission"
+    KEEPALIVE_PROBE = "keepalive_probe"
+    ZERO_WINDOW = "zero_window"
+    IDLE_GAP = "idle_gap"
+    FIN = "fin"
+    FIN_ACKED = "fin_acked"
+    RST = "rst"
+    DATA_AFTER_FIN = "data_after_fin"
+    """Data sent by a side after it received (and acknowledged) the other side's FIN, or after its own FIN."""
+    ICMP_ERROR = "icmp_error"
+    CHALLENGE_ACK = "challenge_ack"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One notable event, anchored on a packet of the capture."""
+
+    kind: EventKind
+    """What happened."""
+    side: Side
+    """Which endpoint sent the packet (for IDLE_GAP: the sender of the packet that ended the gap)."""
+    frame: int
+    """Capture record number of the packet."""
+    ts_ns: int
+    """Capture timestamp of the packet, integer ns."""
+    rel_seq: int
+    """Sequence number relative to the sender's ISN (unwrapped, may exceed 2**32)."""
+    rel_ack: int | None
+    """Acknowledgment relative to the receiver's ISN, None when the ACK bit is clear."""
+    length: int
+    """Payload length."""
+    detail: dict[str, Any] = field(default_factory=dict)
+    """Kind-specific facts (gap_ns for IDLE_GAP, icmp type/code for ICMP_ERROR...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResetInfo:
+    """One RST segment and what it meant to its receiver."""
+
+    sender: Side
+    """Endpoint whose address sent the RST (it may still be forged by a middlebox: see the diagnosis)."""
+    frame: int
+    """Capture record number."""
+    ts_ns: int
+    """Capture timestamp, integer ns."""
+    seq: int
+    """Absolute sequence number."""
+    ack: int | None
+    """Absolute acknowledgment number, None when the ACK bit is clear."""
+    rel_seq: int | None
+    """Sequence number relative to the sender's ISN, None when the ISN is unknown."""
+    ttl: int
+    """TTL / hop limit of the RST."""
+    ip_id: int
+    """IPv4 identification of the RST (0 for IPv6)."""
+    acceptability: RstAcceptability
+    """RFC 5961 check against the receiver's state."""
+    receiver_state: TcpState
+    """Receiver's state when the RST arrived."""
+    sender_state: TcpState
+    """Sender's state when it sent the RST."""
+    payload_text: str | None
+    """Printable text carried in the RST's payload (RFC 1122 4.2.2.12), when present."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """An endpoint entering a state, and the packet that made it so."""
+
+    state: TcpState
+    """The new state."""
+    frame: int
+    """Packet that caused the transition (sent or received by this endpoint)."""
+    ts_ns: int
+    """Capture timestamp of that packet."""
+
+
+@dataclass(frozen=True, slots=True)
+class DirectionStats:
+    """Counters for the segments one endpoint sent."""
+
+    packets: int
+    """Segments sent."""
+    payload_bytes: int
+    """TCP payload bytes sent (including retransmissions, as Zeek's *_bytes does not: see `bytes_acked`)."""
+    frame_bytes: int
+    """Frame lengths summed (what tshark's conversation table counts)."""
+    ip_bytes: int
+    """IP lengths summed (Zeek's orig_ip_bytes / resp_ip_bytes)."""
+    isn: int | None
+    """Initial sequence number (None when the SYN was not seen)."""
+    data_bytes: int
+    """Distinct sequence space sent (highest seq end - ISN, excluding SYN/FIN), Zeek's orig_bytes / resp_bytes."""
+    bytes_acked: int
+    """Of `data_bytes`, how many the other side acknowledged."""
+    unacked_bytes: int
+    """Payload bytes sent that the other side never acknowledged in the capture."""
+    retransmissions: int
+    """Segments carrying sequence space already sent."""
+    out_of_order: int
+    """Segments that arrived (at the capture point) below the highest sequence seen but were not sent before."""
+    lost_segments: int
+    """Sequence gaps: a segment starting beyond the highest sequence seen (earlier data missed by the capture)."""
+    dup_acks: int
+    """Pure ACKs repeating the previous ACK with no window change (RFC 5681 duplicate ACK)."""
+    zero_windows: int
+    """Segments advertising a zero window."""
+    keepalive_probes: int
+    """Keep-alive probes (seq = SND.NXT - 1, 0 or 1 byte, after idle)."""
+    max_idle_ns: int
+    """Longest silence between two consecutive packets of the connection that ended with this side's packet."""
+    wscale: int | None
+    """Window scale announced in the SYN, None when absent or unseen."""
+    mss: int | None
+    """MSS announced in the SYN."""
+    ttls: tuple[int, ...]
+    """Distinct TTL / hop-limit values seen on this side's packets, most frequent first."""
+    fin_frame: int | None
+    """First FIN sent."""
+    rst_frames: tuple[int, ...]
+    """RSTs sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """One TCP connection rebuilt from a capture."""
+
+    index: int
+    """Position in capture order (like tshark's tcp.stream)."""
+    uid: str
+    """Zeek-style unique id (``C`` + base62), stable for the same capture."""
+    community_id: str
+    """Community ID v1 of the 5-tuple (``1:...``)."""
+    ip_version: int
+    """4 or 6."""
+    orig_h: str
+    """Originator address, canonical text."""
+    orig_p: int
+    """Originator port."""
+    resp_h: str
+    """Responder address, canonical text."""
+    resp_p: int
+    """Responder port."""
+    orig_inferred_by: str
+    """How the originator was chosen: ``syn``, ``syn_ack`` (SYN missed), ``port`` (lower port is the server),
+    ``first_packet``. Anything but ``syn`` means the roles are a guess (flagged in outputs)."""
+    ts_first_ns: int
+    """Timestamp of the first packet."""
+    ts_last_ns: int
+    """Timestamp of the last packet."""
+    first_frame: int
+    """Capture record number of the first packet."""
+    last_frame: int
+    """Capture record number of the last packet."""
+    orig: DirectionStats
+    """What the originator sent."""
+    resp: DirectionStats
+    """What the responder sent."""
+    orig_states: tuple[StateChange, ...]
+    """Originator's state timeline (first entry is its state at the first packet)."""
+    resp_states: tuple[StateChange, ...]
+    """Responder's state timeline."""
+    outcome: Outcome
+    """How the connection ended (design/causes.md outcomes)."""
+    conn_state: str
+    """Zeek's conn_state (S0, S1, SF, REJ, S2, S3, RSTO, RSTR, RSTOS0, RSTRH, SH, SHR, OTH)."""
+    history: str
+    """Zeek's history string."""
+    resets: tuple[ResetInfo, ...]
+    """Every RST on the connection, in capture order."""
+    events: tuple[Event, ...]
+    """Notable events in capture order."""
+    established: bool
+    """A complete three-way handshake was seen (or implied by data in both directions for mid-stream captures)."""
+    midstream: bool
+    """The capture starts after the handshake (no SYN seen)."""
+    port_reuse: bool
+    """This connection reuses the 4-tuple of an earlier one in the capture."""
+    truncated_packets: int
+    """Packets of this connection cut by snaplen."""
+    packets: PacketTable = field(repr=False, compare=False)
+    """This connection's rows of the packet table, in capture order."""
+    from_orig: Array = field(repr=False, compare=False)
+    """Per row of `packets`: True when the originator sent it."""
+
+    @property
+    def duration_ns(self) -> int:
+        return self.ts_last_ns - self.ts_first_ns
+
+    def stats(self, side: Side) -> DirectionStats:
+        return self.orig if side is Side.ORIG else self.resp
+
+    def states(self, side: Side) -> tuple[StateChange, ...]:
+        return self.orig_states if side is Side.ORIG else self.resp_states
+
+    def final_state(self, side: Side) -> TcpState:
+        timeline = self.states(side)
+        return timeline[-1].state if timeline else TcpState.UNKNOWN
+
+    def address(self, side: Side) -> tuple[str, int]:
+        return (self.orig_h, self.orig_p) if side is Side.ORIG else (self.resp_h, self.resp_p)
+
+    @property
+    def first_reset(self) -> ResetInfo | None:
+        return self.resets[0] if self.resets else None
