@@ -1,0 +1,312 @@
+"""The pipeline: read a capture, rebuild its connections, diagnose the ones that ended badly.
+
+    capture ──► whyreset.ingest.iter_capture (chunks) ──► whyreset.core.tracker.ConnectionTracker ──►
+    diagnosis
+
+`analyze` returns an `Analysis`: the connections, the findings by uid, the reader's report and the ICMP
+errors, and
+`Analysis.records()`, the JSON objects of docs/json-schema.md. `iter_connections` is the streaming form: it
+yields
+connections as the tracker finishes them, so a caller that writes them out as they come keeps memory bounded.
+
+A capture that is cut short or corrupt is not an exception here: the readers yield every readable record
+first, then
+raise a `CaptureError`; the pipeline analyses what was read and records the one-line error in ``report.error``
+(`ExitStatus.PARTIAL_INPUT`). Only an input with nothing readable at all gives `ExitStatus.NO_INPUT`.
+
+The diagnosis is optional at import time: when ``whyreset.diagnose`` provides no diagnoser (yet), connections
+are
+reported with their outcome and ``cause`` null. A diagnoser that exists but fails to import is a bug: it is
+reported
+in `Analysis.warnings` (and on stderr by the CLI), never silently ignored.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import IO, Any, Protocol
+
+from whyreset.core.connection import Connection
+from whyreset.diagnose.finding import Finding
+from whyreset.errors import CaptureError, UnknownFormatError, UnsupportedLinkTypeError
+from whyreset.model import Capture, IcmpError, ReadReport
+from whyreset.report.jsonout import JsonRecord, connection_record, is_abnormal
+
+Source = str | os.PathLike[str] | IO[bytes]
+ProgressCallback = Callable[[int, int | None], None]
+"""Called as reading advances with (bytes read so far, total bytes or None when unknown, e.g. stdin)."""
+
+
+class ExitStatus(IntEnum):
+    """Exit statuses of ``whyreset analyze`` (the most severe over all inputs wins: NO_INPUT > PARTIAL_INPUT >
+    FINDINGS > OK; USAGE is click's own status for a bad command line)."""
+
+    OK = 0
+    """Every input read completely, no abnormal connection."""
+    FINDINGS = 1
+    """Abnormal connections found (reset, timeout, not established, or a diagnosed cause)."""
+    USAGE = 2
+    """Bad command line (click's usage error)."""
+    PARTIAL_INPUT = 3
+    """A capture was truncated or corrupt: the analysis of its readable part was printed."""
+    NO_INPUT = 4
+    """An input could not be read at all (missing, unreadable, not a capture)."""
+
+
+_SEVERITY = (ExitStatus.OK, ExitStatus.FINDINGS, ExitStatus.PARTIAL_INPUT, ExitStatus.NO_INPUT)
+
+
+def most_severe(statuses: Iterable[ExitStatus]) -> ExitStatus:
+    """The status that wins when several inputs are analysed in one run."""
+    return max(statuses, key=lambda status: _SEVERITY.index(status), default=ExitStatus.OK)
+
+
+@dataclass(frozen=True, slots=True)
+class InputFailure:
+    """Why reading an input stopped early (or never started)."""
+
+    kind: str
+    """Exception class name (``TruncatedCaptureError``, ``FileNotFoundError``...)."""
+    message: str
+    """The one-line message for people."""
+    nothing_read: bool
+    """True when no record could be used at all (the input is unreadable, not merely cut short)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """Everything whyreset found in one input."""
+
+    source: str
+    """Path, or ``-`` for standard input."""
+    connections: tuple[Connection, ...]
+    """Every TCP connection, in order of first packet (``Connection.index``)."""
+    findings: dict[str, Finding]
+    """Diagnoses by connection uid (connections that ended well have none)."""
+    report: ReadReport
+    """What the reader saw besides TCP segments: counts, skips, limits, the error that stopped it."""
+    icmp_errors: tuple[IcmpError, ...]
+    """ICMP/ICMPv6 errors quoting TCP segments."""
+    diagnosed: bool
+    """Whether a diagnoser ran (False when disabled or not available)."""
+    failure: InputFailure | None = None
+    """Set when reading stopped early; ``report.error`` carries the same message."""
+    warnings: tuple[str, ...] = ()
+    """Problems of whyreset itself worth telling (e.g. the diagnosis module failed to load)."""
+
+    def finding(self, uid: str) -> Finding | None:
+        return self.findings.get(uid)
+
+    @property
+    def abnormal(self) -> tuple[Connection, ...]:
+        """Connections that ended badly (see `whyreset.report.jsonout.is_abnormal`)."""
+        return tuple(conn for conn in self.connections if is_abnormal(conn, self.findings.get(conn.uid)))
+
+    @property
+    def status(self) -> ExitStatus:
+        """This input's exit status."""
+        if self.failure is not None:
+            return ExitStatus.NO_INPUT if self.failure.nothing_read else ExitStatus.PARTIAL_INPUT
+        return ExitStatus.FINDINGS if self.abnormal else ExitStatus.OK
+
+    def records(self, *, show_payload: bool = False) -> list[JsonRecord]:
+        """The JSON objects (schema v1, docs/json-schema.md), one per connection, in connection order."""
+        return [
+            connection_record(
+                conn, self.findings.get(conn.uid), source=self.source, show_payload=show_payload
+            )
+            for conn in self.connections
+        ]
+
+
+# --- diagnosis adapter --------------------------------------------------------------------------------------
+
+
+class Diagnoser(Protocol):
+    def __call__(self, connections: list[Connection], icmp_errors: list[IcmpError]) -> dict[str, Finding]: ...
+
+
+@dataclass(slots=True)
+class _DiagnoserLoad:
+    diagnoser: Diagnoser | None = None
+    warning: str | None = None
+
+
+_DIAGNOSER_MODULES = ("whyreset.diagnose", "whyreset.diagnose.verdict", "whyreset.diagnose.catalogue")
+
+
+def load_diagnoser() -> tuple[Diagnoser | None, str | None]:
+    """Find ``diagnose(connection, context)`` and its context builder in the catalogue package.
+
+    Returns (diagnoser, warning). A module that does not exist yet is not an error (the cause stays null); a
+    module
+    that exists but raises while importing is a bug and comes back as a warning.
+    """
+    load = _DiagnoserLoad()
+    for module_name in _DIAGNOSER_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and module_name.startswith(exc.name):
+                continue  # the module itself is absent: not written yet
+            load.warning = f"diagnosis disabled: importing {module_name} failed: {exc!r}"
+            break
+        except Exception as exc:  # a real bug in the catalogue: tell it, keep analysing
+            load.warning = f"diagnosis disabled: importing {module_name} failed: {exc!r}"
+            break
+        diagnose = getattr(module, "diagnose", None)
+        if callable(diagnose):
+            load.diagnoser = _bind_diagnoser(module, diagnose)
+            break
+    return load.diagnoser, load.warning
+
+
+def _bind_diagnoser(module: Any, diagnose: Callable[..., Finding | None]) -> Diagnoser:
+    build_context = getattr(module, "build_context", None)
+    context_class = getattr(module, "DiagnosisContext", None)
+
+    def run(connections: list[Connection], icmp_errors: list[IcmpError]) -> dict[str, Finding]:
+        # The context is capture-wide (per-host TTL profiles, listening ports, reset clusters): build it from
+        # every
+        # connection first, then diagnose each one against it.
+        context: Any = None
+        if callable(build_context):
+            context = build_context(connections, icmp_errors)
+        elif context_class is not None:
+            context = context_class()
+            for conn in connections:
+                context.observe(conn)
+        findings: dict[str, Finding] = {}
+        for conn in connections:
+            finding = diagnose(conn, context)
+            if finding is not None:
+                findings[conn.uid] = finding
+        return findings
+
+    return run
+
+
+# --- the pipeline -------------------------------------------------------------------------------------------
+
+
+def source_name(source: Source) -> str:
+    if isinstance(source, str | os.PathLike):
+        return os.fspath(source)
+    return str(getattr(source, "name", "<stream>"))
+
+
+def _total_bytes(source: Source) -> int | None:
+    if isinstance(source, str | os.PathLike) and os.fspath(source) != "-":
+        try:
+            return os.stat(source).st_size
+        except OSError:
+            return None
+    return None
+
+
+@dataclass(slots=True)
+class _ReadState:
+    """What `iter_connections` learnt while streaming, for the caller to pick up at the end."""
+
+    report: ReadReport = field(default_factory=ReadReport)
+    icmp_errors: list[IcmpError] = field(default_factory=list)
+    failure: InputFailure | None = None
+
+
+def iter_connections(
+    source: Source,
+    state: _ReadState | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+) -> Iterator[Connection]:
+    """Yield connections as the tracker finishes them (not in index order), then the rest at end of input.
+
+    Reading errors never escape: they end the stream and are recorded in ``state`` (and
+    ``state.report.error``).
+    """
+    from whyreset.core.tracker import ConnectionTracker
+    from whyreset.ingest import iter_capture
+
+    state = state if state is not None else _ReadState()
+    name = source_name(source)
+    state.report.source = name
+    total = _total_bytes(source)
+    tracker = ConnectionTracker()
+    ingest_source: Any = os.fspath(source) if isinstance(source, os.PathLike) else source
+    try:
+        for chunk in iter_capture(ingest_source):
+            state.report = chunk.report
+            state.icmp_errors.extend(chunk.icmp_errors)
+            yield from tracker.feed(chunk)
+            if progress is not None:
+                progress(_bytes_read(chunk, total), total)
+    except CaptureError as exc:
+        state.failure = _capture_failure(exc, state.report)
+    except OSError as exc:
+        message = f"cannot read {name}: {exc.strerror or exc}"
+        state.failure = InputFailure(type(exc).__name__, message, nothing_read=state.report.records == 0)
+        state.report.error = state.report.error or message
+    yield from tracker.finish()
+    if progress is not None and total is not None and state.failure is None:
+        progress(total, total)
+
+
+def _bytes_read(chunk: Capture, total: int | None) -> int:
+    # Readers may expose how far they got; without it, estimate from the records read so far.
+    done = getattr(chunk.report, "bytes_read", None)
+    if isinstance(done, int):
+        return done
+    return 0 if total is None else min(total, chunk.report.records * 100)
+
+
+def _capture_failure(exc: CaptureError, report: ReadReport) -> InputFailure:
+    message = exc.describe()
+    if report.error is None:
+        report.error = message
+        report.error_offset = exc.offset
+        report.error_record = exc.record
+    unusable = isinstance(exc, UnknownFormatError | UnsupportedLinkTypeError)
+    nothing_read = unusable or (report.records == 0 and report.tcp_segments == 0)
+    return InputFailure(type(exc).__name__, message, nothing_read=nothing_read)
+
+
+def analyze(
+    source: Source,
+    *,
+    diagnose: bool = True,
+    progress: ProgressCallback | None = None,
+) -> Analysis:
+    """Analyse one capture: a path, ``-`` for standard input, or a binary file object."""
+    state = _ReadState()
+    connections = sorted(iter_connections(source, state, progress=progress), key=lambda conn: conn.index)
+    findings: dict[str, Finding] = {}
+    warnings: list[str] = []
+    diagnosed = False
+    if diagnose:
+        diagnoser, warning = load_diagnoser()
+        if warning is not None:
+            warnings.append(warning)
+        if diagnoser is not None:
+            findings = diagnoser(connections, state.icmp_errors)
+            diagnosed = True
+    if not state.report.source:
+        state.report.source = source_name(source)
+    return Analysis(
+        source=source_name(source),
+        connections=tuple(connections),
+        findings=findings,
+        report=state.report,
+        icmp_errors=tuple(state.icmp_errors),
+        diagnosed=diagnosed,
+        failure=state.failure,
+        warnings=tuple(warnings),
+    )
+
+
+def analyze_path(path: str | os.PathLike[str], *, diagnose: bool = True) -> Analysis:
+    """`analyze` for a file on disk (the lab's entry point)."""
+    return analyze(os.fspath(path), diagnose=diagnose)

@@ -1,0 +1,196 @@
+"""The ``whyreset`` command line.
+
+``whyreset analyze FILE... [-]`` prints a summary per input (or JSON lines with ``--json``, Zeek logs with
+``--zeek DIR``) and exits with an `ExitStatus`: 0 ok, 1 abnormal connections found, 2 usage error, 3 a capture
+was
+truncated or corrupt (its readable part was analysed), 4 an input could not be read at all.
+
+Other command groups live with their owners and are registered here when importable: ``lab``
+(whyreset.lab.cli),
+``explain`` and ``rules`` (whyreset.diagnose.cli). A module that is not written yet is skipped quietly; one
+that
+exists but fails to import is a bug: it is reported on stderr, and ``analyze`` keeps working.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import IO
+
+import click
+
+from whyreset import __version__
+
+STDIN = "-"
+PROGRESS_MIN_BYTES = 16 * 1024 * 1024
+"""Files smaller than this are read too fast for a progress bar to help."""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="whyreset")
+def main() -> None:
+    """Why did my TCP connection reset?
+
+    Rebuild every TCP connection of a capture and explain each abnormal ending, with the packets as evidence.
+    """
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, metavar="FILE... | -")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object per line and connection (docs/json-schema.md)."
+)
+@click.option(
+    "--zeek",
+    "zeek_dir",
+    type=click.Path(file_okay=False, writable=True),
+    help="Write conn.log and whyreset.log (Zeek TSV) into DIR.",
+)
+@click.option(
+    "--zeek-json", is_flag=True, help="With --zeek: write the logs as JSON lines (Zeek's use_json)."
+)
+@click.option("--all", "list_all", is_flag=True, help="List every connection, not only the abnormal ones.")
+@click.option(
+    "--show-payload", is_flag=True, help="Show payload text carried by RST segments (hidden by default)."
+)
+@click.option("--no-diagnose", is_flag=True, help="Rebuild connections only; no cause analysis.")
+@click.option(
+    "--max-listed", default=50, show_default=True, type=click.IntRange(min=0), help="Abnormal rows shown."
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar on stderr (default: on for large files when stderr is a terminal and not --json).",
+)
+def analyze(
+    files: tuple[str, ...],
+    as_json: bool,
+    zeek_dir: str | None,
+    zeek_json: bool,
+    list_all: bool,
+    show_payload: bool,
+    no_diagnose: bool,
+    max_listed: int,
+    progress: bool | None,
+) -> None:
+    """Analyse captures (pcap, pcapng, gzip, tcpdump text); ``-`` reads standard input.
+
+    \b
+    Exit status: 0 ok, 1 abnormal connections found, 2 usage error,
+    3 truncated/corrupt capture (readable part analysed), 4 unreadable input.
+    """
+    from rich.console import Console
+
+    from whyreset.analysis import Analysis, ExitStatus, most_severe
+    from whyreset.analysis import analyze as run_analysis
+    from whyreset.report.jsonout import write_json_line
+    from whyreset.report.terminal import render_analysis, safe_text
+
+    if zeek_json and zeek_dir is None:
+        raise click.UsageError("--zeek-json needs --zeek DIR")
+    if files.count(STDIN) > 1:
+        raise click.UsageError("standard input (-) can be read only once")
+    out = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    statuses: list[ExitStatus] = []
+    analyses: list[Analysis] = []
+    for path in files:
+        with _progress_for(path, err, enabled=_want_progress(progress, path, as_json)) as on_progress:
+            analysis = run_analysis(path, diagnose=not no_diagnose, progress=on_progress)
+        statuses.append(analysis.status)
+        if analysis.failure is not None:
+            # One line on stderr, whatever the output format: scripts reading stdout still get valid JSON.
+            err.print(safe_text(f"whyreset: {path}: {analysis.failure.message}", "red"))
+        for warning in analysis.warnings:
+            err.print(safe_text(f"whyreset: warning: {warning}", "yellow"))
+        if as_json:
+            for record in analysis.records(show_payload=show_payload):
+                write_json_line(record, sys.stdout)
+            sys.stdout.flush()
+        else:
+            render_analysis(
+                out, analysis, list_all=list_all, max_listed=max_listed, show_payload=show_payload
+            )
+        if zeek_dir is not None:
+            analyses.append(analysis)
+    if zeek_dir is not None:
+        from whyreset.report.zeek import write_zeek_logs
+
+        write_zeek_logs(zeek_dir, ((a.connections, a.findings) for a in analyses), use_json=zeek_json)
+    sys.exit(int(most_severe(statuses)))
+
+
+def _want_progress(requested: bool | None, path: str, as_json: bool) -> bool:
+    if requested is not None:
+        return requested and not as_json
+    if as_json or path == STDIN or not sys.stderr.isatty():
+        return False
+    try:
+        return os.path.getsize(path) >= PROGRESS_MIN_BYTES
+    except OSError:
+        return False
+
+
+@contextmanager
+def _progress_for(
+    path: str, console: object, *, enabled: bool
+) -> Iterator[Callable[[int, int | None], None] | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    assert isinstance(console, Console)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(os.path.basename(path), total=None)
+
+        def update(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _register_subcommands(group: click.Group, *, warn: IO[str] | None = None) -> None:
+    """Add the command groups other packages provide, without letting one broken module break ``analyze``."""
+    sources = (("whyreset.lab.cli", ("lab",)), ("whyreset.diagnose.cli", ("explain", "rules")))
+    for module_name, command_names in sources:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and module_name.startswith(exc.name):
+                continue  # not written yet
+            _warn(warn, f"whyreset: warning: commands {', '.join(command_names)} unavailable: {exc!r}")
+            continue
+        except Exception as exc:  # a bug in that module: say so, keep the rest of the CLI usable
+            _warn(warn, f"whyreset: warning: commands {', '.join(command_names)} unavailable: {exc!r}")
+            continue
+        for command_name in command_names:
+            command = getattr(module, command_name, None)
+            if isinstance(command, click.Command):
+                group.add_command(command, command_name)
+
+
+def _warn(stream: IO[str] | None, message: str) -> None:
+    print(message, file=stream if stream is not None else sys.stderr)
+
+
+_register_subcommands(main)

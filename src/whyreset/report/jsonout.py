@@ -1,0 +1,211 @@
+"""JSON records: one object per connection, versioned (docs/json-schema.md is the reference).
+
+The same objects are returned by the Python API (`whyreset.analysis.Analysis.records`) and printed by
+``whyreset analyze --json`` (one per line). Field names follow Zeek's conn.log where the concept is the same
+(``orig_h``, ``conn_state``, ``history``, ``orig_ip_bytes``...), so people who know Zeek read them without a
+manual.
+
+Bump `SCHEMA_VERSION` when a field changes meaning or disappears; adding a field does not bump it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from enum import Enum
+from typing import IO, Any
+
+from whyreset.core.connection import Connection, DirectionStats, ResetInfo, StateChange
+from whyreset.diagnose.finding import Finding
+from whyreset.ids import Outcome, Side
+
+SCHEMA_VERSION = 1
+
+ABNORMAL_OUTCOMES = frozenset({Outcome.RESET, Outcome.TIMEOUT, Outcome.NOT_ESTABLISHED})
+"""Outcomes that are abnormal whatever the diagnosis says (a clean, open or half-closed connection is abnormal
+only
+when the diagnosis names a cause, e.g. ``close_wait_leak``)."""
+
+JsonRecord = dict[str, Any]
+
+
+def ns_to_epoch(ts_ns: int) -> float:
+    """Integer nanoseconds to epoch seconds rounded to the microsecond, as Zeek's ``ts`` (and its TSV) shows
+    it."""
+    return round(ts_ns / 1e9, 6)
+
+
+def is_abnormal(connection: Connection, finding: Finding | None) -> bool:
+    """A connection that ended badly: an abnormal outcome, or a diagnosis that names a cause."""
+    if connection.outcome in ABNORMAL_OUTCOMES:
+        return True
+    return finding is not None and finding.cause is not None
+
+
+def connection_record(
+    connection: Connection,
+    finding: Finding | None,
+    *,
+    source: str = "",
+    show_payload: bool = False,
+) -> JsonRecord:
+    """The schema-v1 object of one connection (with its diagnosis when there is one)."""
+    first_reset = connection.first_reset
+    record: JsonRecord = {
+        "schema_version": SCHEMA_VERSION,
+        "source": source,
+        "uid": connection.uid,
+        "community_id": connection.community_id,
+        "index": connection.index,
+        "ip_version": connection.ip_version,
+        "orig_h": connection.orig_h,
+        "orig_p": connection.orig_p,
+        "resp_h": connection.resp_h,
+        "resp_p": connection.resp_p,
+        "proto": "tcp",
+        "ts": ns_to_epoch(connection.ts_first_ns),
+        "ts_ns": connection.ts_first_ns,
+        "ts_last_ns": connection.ts_last_ns,
+        "duration": connection.duration_ns / 1e9,
+        "first_frame": connection.first_frame,
+        "last_frame": connection.last_frame,
+        "outcome": str(connection.outcome),
+        "cause": str(finding.cause) if finding is not None and finding.cause is not None else None,
+        "abnormal": is_abnormal(connection, finding),
+        "conn_state": connection.conn_state,
+        "history": connection.history,
+        "orig_pkts": connection.orig.packets,
+        "resp_pkts": connection.resp.packets,
+        "orig_bytes": connection.orig.data_bytes,
+        "resp_bytes": connection.resp.data_bytes,
+        "orig_ip_bytes": connection.orig.ip_bytes,
+        "resp_ip_bytes": connection.resp.ip_bytes,
+        "orig_inferred_by": connection.orig_inferred_by,
+        "midstream": connection.midstream,
+        "established": connection.established,
+        "port_reuse": connection.port_reuse,
+        "truncated_packets": connection.truncated_packets,
+        "orig_final_state": str(connection.final_state(Side.ORIG)),
+        "resp_final_state": str(connection.final_state(Side.RESP)),
+        "orig_states": [_state_record(change) for change in connection.orig_states],
+        "resp_states": [_state_record(change) for change in connection.resp_states],
+        "rst_count": len(connection.resets),
+        "rst": _reset_record(first_reset, show_payload) if first_reset is not None else None,
+        "orig": _direction_record(connection.orig),
+        "resp": _direction_record(connection.resp),
+        "diagnosis": finding_record(finding) if finding is not None else None,
+    }
+    return record
+
+
+def _state_record(change: StateChange) -> JsonRecord:
+    return {"state": str(change.state), "frame": change.frame, "ts": ns_to_epoch(change.ts_ns)}
+
+
+def _reset_record(reset: ResetInfo, show_payload: bool) -> JsonRecord:
+    # The RST's payload is capture data: it is shown only when asked (--show-payload); its presence is always
+    # told.
+    return {
+        "sender": str(reset.sender),
+        "frame": reset.frame,
+        "ts": ns_to_epoch(reset.ts_ns),
+        "seq": reset.seq,
+        "ack": reset.ack,
+        "rel_seq": reset.rel_seq,
+        "ttl": reset.ttl,
+        "ip_id": reset.ip_id,
+        "acceptability": str(reset.acceptability),
+        "receiver_state": str(reset.receiver_state),
+        "sender_state": str(reset.sender_state),
+        "has_payload_text": reset.payload_text is not None,
+        "payload_text": reset.payload_text if show_payload else None,
+    }
+
+
+def _direction_record(stats: DirectionStats) -> JsonRecord:
+    return {
+        "packets": stats.packets,
+        "payload_bytes": stats.payload_bytes,
+        "frame_bytes": stats.frame_bytes,
+        "ip_bytes": stats.ip_bytes,
+        "isn": stats.isn,
+        "data_bytes": stats.data_bytes,
+        "bytes_acked": stats.bytes_acked,
+        "unacked_bytes": stats.unacked_bytes,
+        "retransmissions": stats.retransmissions,
+        "out_of_order": stats.out_of_order,
+        "lost_segments": stats.lost_segments,
+        "dup_acks": stats.dup_acks,
+        "zero_windows": stats.zero_windows,
+        "keepalive_probes": stats.keepalive_probes,
+        "max_idle": stats.max_idle_ns / 1e9,
+        "wscale": stats.wscale,
+        "mss": stats.mss,
+        "ttls": list(stats.ttls),
+        "fin_frame": stats.fin_frame,
+        "rst_frames": list(stats.rst_frames),
+    }
+
+
+def finding_record(finding: Finding) -> JsonRecord:
+    """The diagnosis part of a record."""
+    impact = finding.impact
+    return {
+        "cause": str(finding.cause) if finding.cause is not None else None,
+        "confidence": finding.confidence,
+        "actor": str(finding.actor) if finding.actor is not None else None,
+        "summary": finding.summary,
+        "alternatives": [
+            {"cause": str(alt.cause), "confidence": alt.confidence, "how_to_tell": alt.how_to_tell}
+            for alt in finding.alternatives
+        ],
+        "evidence": [
+            {
+                "text": item.text,
+                "frame": item.frame,
+                "ts": ns_to_epoch(item.ts_ns) if item.ts_ns is not None else None,
+                "side": str(item.side) if item.side is not None else None,
+                "data": jsonable(item.data),
+            }
+            for item in finding.evidence
+        ],
+        "impact": {
+            "orig_unacked_bytes": impact.orig_unacked_bytes,
+            "resp_unacked_bytes": impact.resp_unacked_bytes,
+            "request_unanswered": impact.request_unanswered,
+            "summary": impact.summary,
+        },
+        "symptoms": jsonable(finding.symptoms),
+        "fix": list(finding.fix),
+        "vantage": finding.vantage,
+        "undetermined_reason": finding.undetermined_reason,
+    }
+
+
+def jsonable(value: Any) -> Any:
+    """Turn evidence data (enums, numpy scalars, tuples, bytes) into plain JSON values."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, Mapping):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(item) for item in value]
+    item_method = getattr(value, "item", None)  # numpy scalars
+    if callable(item_method):
+        return jsonable(item_method())
+    return str(value)
+
+
+def write_json_line(record: JsonRecord, out: IO[str]) -> None:
+    """One record per line; non-ASCII kept as is, no NaN (strict JSON readers reject it)."""
+    out.write(json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":")))
+    out.write("\n")

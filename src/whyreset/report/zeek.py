@@ -1,0 +1,357 @@
+"""Zeek logs: ``conn.log`` exactly as Zeek writes it, and ``whyreset.log`` (the diagnoses) joined on ``uid``.
+
+Format followed (checked against Zeek's sources, see docs/zeek.md): the ASCII writer
+(src/logging/writers/ascii/
+Ascii.cc, src/threading/formatters/Ascii.cc, src/Desc.cc) with its default options (``LogAscii::separator``
+tab,
+``set_separator`` ``,``, ``empty_field`` ``(empty)``, ``unset_field`` ``-``, ``enable_utf_8`` T, meta header
+on), and
+the default ``Conn::Info`` of Zeek 7.1 and later (scripts/base/protocols/conn/main.zeek), which ends with
+``ip_proto``. The JSON variant mirrors ``LogAscii::use_json=T``: one object per line, keys in field order,
+unset fields
+left out, times as epoch seconds.
+
+Rules mirrored from Zeek:
+- ``duration``, ``orig_bytes`` and ``resp_bytes`` are set only when the duration is > 0 (``set_conn``),
+otherwise
+  they are unset (``-``); ``history`` is unset when empty; ``service``, ``local_orig``, ``local_resp`` and
+  ``tunnel_parents`` are unset (no protocol detection, no ``Site::local_nets``, no tunnels).
+- time and interval values are printed with 6 decimals (trailing zeros kept); doubles with up to 6 significant
+  decimals, trailing zeros removed, ``.0`` added to integral values.
+- strings: empty -> ``(empty)``; a value equal to ``-`` or ``(empty)`` gets its first character escaped;
+``\\``,
+  ASCII control characters and bytes that are not valid UTF-8 become ``\\xNN``; valid UTF-8 passes through;
+  inside a
+  set or vector, the set separator is escaped too; a line that would start with ``#`` gets its ``#`` escaped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from whyreset.core.connection import Connection
+from whyreset.diagnose.finding import Finding
+from whyreset.ids import Side
+from whyreset.report.jsonout import is_abnormal, ns_to_epoch
+
+SEPARATOR = "\t"
+SET_SEPARATOR = ","
+EMPTY_FIELD = "(empty)"
+UNSET_FIELD = "-"
+META_PREFIX = "#"
+ZEEK_VERSION_FOLLOWED = "7.1+"
+"""The default conn.log field list followed (``ip_proto`` appeared in Zeek 7.1; earlier versions stop before
+it)."""
+
+TCP_IP_PROTO = 6
+
+
+@dataclass(frozen=True, slots=True)
+class LogField:
+    """One column of a Zeek log."""
+
+    name: str
+    type: str
+    """Zeek type name as written in ``#types`` (``time``, ``count``, ``set[string]``...)."""
+
+
+CONN_FIELDS: tuple[LogField, ...] = tuple(
+    LogField(name, type_)
+    for name, type_ in (
+        ("ts", "time"),
+        ("uid", "string"),
+        ("id.orig_h", "addr"),
+        ("id.orig_p", "port"),
+        ("id.resp_h", "addr"),
+        ("id.resp_p", "port"),
+        ("proto", "enum"),
+        ("service", "string"),
+        ("duration", "interval"),
+        ("orig_bytes", "count"),
+        ("resp_bytes", "count"),
+        ("conn_state", "string"),
+        ("local_orig", "bool"),
+        ("local_resp", "bool"),
+        ("missed_bytes", "count"),
+        ("history", "string"),
+        ("orig_pkts", "count"),
+        ("orig_ip_bytes", "count"),
+        ("resp_pkts", "count"),
+        ("resp_ip_bytes", "count"),
+        ("tunnel_parents", "set[string]"),
+        ("ip_proto", "count"),
+    )
+)
+
+WHYRESET_FIELDS: tuple[LogField, ...] = tuple(
+    LogField(name, type_)
+    for name, type_ in (
+        ("ts", "time"),
+        ("uid", "string"),
+        ("id.orig_h", "addr"),
+        ("id.orig_p", "port"),
+        ("id.resp_h", "addr"),
+        ("id.resp_p", "port"),
+        ("outcome", "string"),
+        ("cause", "string"),
+        ("confidence", "double"),
+        ("actor", "string"),
+        ("summary", "string"),
+        ("alternatives", "vector[string]"),
+        ("rst_sender", "string"),
+        ("rst_frame", "count"),
+        ("rst_acceptability", "string"),
+        ("orig_final_state", "string"),
+        ("resp_final_state", "string"),
+        ("undetermined_reason", "string"),
+    )
+)
+
+Row = dict[str, Any]
+"""Field name -> value; a missing key or None means unset."""
+
+
+# --- value rendering (Zeek's ASCII formatter) ---------------------------------------------------------------
+
+
+def escape_string(value: str, *, in_set: bool = False) -> str:
+    """Escape a string value as Zeek's ASCII writer does (UTF-8 mode)."""
+    if value == "":
+        return EMPTY_FIELD
+    escaped = "".join(_escape_char(char, in_set) for char in value)
+    if value in (UNSET_FIELD, EMPTY_FIELD):
+        # Reserved words are made unambiguous by escaping their first character.
+        return _hex(ord(value[0])) + escaped[1:]
+    return escaped
+
+
+def _escape_char(char: str, in_set: bool) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a raw byte kept by surrogateescape decoding: not valid UTF-8
+        return _hex(code - 0xDC00)
+    if code >= 0x80:
+        return char if not 0xD800 <= code <= 0xDFFF else _hex(0xEF) + _hex(0xBF) + _hex(0xBD)
+    if code < 0x20 or code == 0x7F or char == "\\" or (in_set and char == SET_SEPARATOR):
+        return _hex(code)
+    return char
+
+
+def _hex(code: int) -> str:
+    return f"\\x{code:02x}"
+
+
+def format_time(seconds: float) -> str:
+    """``time`` and ``interval`` values: 6 decimals, trailing zeros kept."""
+    return f"{seconds:.6f}"
+
+
+def format_double(value: float) -> str:
+    """``double`` values: up to 6 decimals, trailing zeros removed, ``.0`` kept on integral values."""
+    text = f"{value:.6f}".rstrip("0").rstrip(".")
+    if text in ("", "-"):
+        text += "0"
+    if "." not in text and "e" not in text and "inf" not in text and "nan" not in text:
+        text += ".0"
+    return text
+
+
+def format_value(value: Any, type_: str) -> str:
+    """One TSV cell."""
+    if value is None:
+        return UNSET_FIELD
+    if type_ in ("time", "interval"):
+        return format_time(float(value))
+    if type_ == "double":
+        return format_double(float(value))
+    if type_ == "bool":
+        return "T" if value else "F"
+    if type_ in ("count", "int", "port"):
+        return str(int(value))
+    if type_.startswith(("set[", "vector[")):
+        items = list(value)
+        if not items:
+            return EMPTY_FIELD
+        return SET_SEPARATOR.join(escape_string(str(item), in_set=True) for item in items)
+    return escape_string(str(value))
+
+
+def format_row(row: Row, fields: Sequence[LogField]) -> str:
+    """One log line (without the newline)."""
+    line = SEPARATOR.join(format_value(row.get(f.name), f.type) for f in fields)
+    if line.startswith(META_PREFIX):
+        line = _hex(ord(META_PREFIX)) + line[1:]
+    return line
+
+
+def header_lines(path: str, fields: Sequence[LogField], open_time: float | None = None) -> list[str]:
+    """The meta header Zeek writes before the first row."""
+    return [
+        f"{META_PREFIX}separator {_hex(ord(SEPARATOR))}",
+        f"{META_PREFIX}set_separator{SEPARATOR}{SET_SEPARATOR}",
+        f"{META_PREFIX}empty_field{SEPARATOR}{EMPTY_FIELD}",
+        f"{META_PREFIX}unset_field{SEPARATOR}{UNSET_FIELD}",
+        f"{META_PREFIX}path{SEPARATOR}{path}",
+        f"{META_PREFIX}open{SEPARATOR}{zeek_timestamp(open_time)}",
+        f"{META_PREFIX}fields{SEPARATOR}{SEPARATOR.join(f.name for f in fields)}",
+        f"{META_PREFIX}types{SEPARATOR}{SEPARATOR.join(f.type for f in fields)}",
+    ]
+
+
+def zeek_timestamp(wall_time: float | None = None) -> str:
+    """``#open``/``#close`` stamp: local wall-clock time as ``%Y-%m-%d-%H-%M-%S``."""
+    return time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(time.time() if wall_time is None else wall_time))
+
+
+# --- rows ---------------------------------------------------------------------------------------------------
+
+
+def conn_row(connection: Connection) -> Row:
+    """A conn.log row for one connection."""
+    duration = connection.duration_ns / 1e9
+    has_duration = connection.duration_ns > 0
+    return {
+        "ts": ns_to_epoch(connection.ts_first_ns),
+        "uid": connection.uid,
+        "id.orig_h": connection.orig_h,
+        "id.orig_p": connection.orig_p,
+        "id.resp_h": connection.resp_h,
+        "id.resp_p": connection.resp_p,
+        "proto": "tcp",
+        "service": None,
+        "duration": duration if has_duration else None,
+        "orig_bytes": connection.orig.data_bytes if has_duration else None,
+        "resp_bytes": connection.resp.data_bytes if has_duration else None,
+        "conn_state": connection.conn_state or None,
+        "local_orig": None,
+        "local_resp": None,
+        "missed_bytes": int(getattr(connection, "missed_bytes", 0)),
+        "history": connection.history or None,
+        "orig_pkts": connection.orig.packets,
+        "orig_ip_bytes": connection.orig.ip_bytes,
+        "resp_pkts": connection.resp.packets,
+        "resp_ip_bytes": connection.resp.ip_bytes,
+        "tunnel_parents": None,
+        "ip_proto": TCP_IP_PROTO,
+    }
+
+
+def whyreset_row(connection: Connection, finding: Finding | None) -> Row:
+    """A whyreset.log row: the diagnosis of one abnormal connection."""
+    reset = connection.first_reset
+    return {
+        "ts": ns_to_epoch(connection.ts_first_ns),
+        "uid": connection.uid,
+        "id.orig_h": connection.orig_h,
+        "id.orig_p": connection.orig_p,
+        "id.resp_h": connection.resp_h,
+        "id.resp_p": connection.resp_p,
+        "outcome": str(connection.outcome),
+        "cause": str(finding.cause) if finding is not None and finding.cause is not None else None,
+        "confidence": finding.confidence if finding is not None else None,
+        "actor": str(finding.actor) if finding is not None and finding.actor is not None else None,
+        "summary": finding.summary if finding is not None else None,
+        "alternatives": (
+            [f"{alt.cause}:{format_double(alt.confidence)}" for alt in finding.alternatives]
+            if finding is not None
+            else None
+        ),
+        "rst_sender": str(reset.sender) if reset is not None else None,
+        "rst_frame": reset.frame if reset is not None else None,
+        "rst_acceptability": str(reset.acceptability) if reset is not None else None,
+        "orig_final_state": str(connection.final_state(Side.ORIG)),
+        "resp_final_state": str(connection.final_state(Side.RESP)),
+        "undetermined_reason": finding.undetermined_reason if finding is not None else None,
+    }
+
+
+# --- writers ------------------------------------------------------------------------------------------------
+
+
+class ZeekLogWriter:
+    """Writes one log (TSV with Zeek's meta header, or JSON lines) row by row; `close` writes ``#close``."""
+
+    def __init__(
+        self,
+        out: IO[str],
+        path: str,
+        fields: Sequence[LogField],
+        *,
+        use_json: bool = False,
+        open_time: float | None = None,
+    ) -> None:
+        self._out = out
+        self._fields = tuple(fields)
+        self._use_json = use_json
+        if not use_json:  # Zeek's JSON mode implicitly turns the meta header off
+            for line in header_lines(path, self._fields, open_time):
+                out.write(line + "\n")
+
+    def write(self, row: Row) -> None:
+        if self._use_json:
+            self._out.write(
+                json.dumps(json_row(row, self._fields), ensure_ascii=False, separators=(",", ":"))
+            )
+        else:
+            self._out.write(format_row(row, self._fields))
+        self._out.write("\n")
+
+    def close(self, close_time: float | None = None) -> None:
+        if not self._use_json:
+            self._out.write(f"{META_PREFIX}close{SEPARATOR}{zeek_timestamp(close_time)}\n")
+
+
+def json_row(row: Row, fields: Sequence[LogField]) -> dict[str, Any]:
+    """The JSON object Zeek's JSON formatter writes: keys in field order, unset fields left out."""
+    obj: dict[str, Any] = {}
+    for f in fields:
+        value = row.get(f.name)
+        if value is None:
+            continue
+        if f.type in ("time", "interval", "double"):
+            obj[f.name] = round(float(value), 6)
+        elif f.type in ("count", "int", "port"):
+            obj[f.name] = int(value)
+        elif f.type == "bool":
+            obj[f.name] = bool(value)
+        elif f.type.startswith(("set[", "vector[")):
+            obj[f.name] = [str(item) for item in value]
+        else:
+            obj[f.name] = str(value)
+    return obj
+
+
+def write_zeek_logs(
+    directory: str | os.PathLike[str],
+    analyses: Iterable[tuple[Sequence[Connection], dict[str, Finding]]],
+    *,
+    use_json: bool = False,
+    open_time: float | None = None,
+) -> tuple[str, str]:
+    """Write ``conn.log`` (every connection) and ``whyreset.log`` (abnormal ones) into ``directory``.
+
+    Several inputs go into the same pair of logs, as Zeek does when it reads several traces. Returns both
+    paths.
+    """
+    os.makedirs(directory, exist_ok=True)
+    conn_path = os.path.join(directory, "conn.log")
+    whyreset_path = os.path.join(directory, "whyreset.log")
+    with (
+        open(conn_path, "w", encoding="utf-8", newline="\n") as conn_out,
+        open(whyreset_path, "w", encoding="utf-8", newline="\n") as why_out,
+    ):
+        conn_log = ZeekLogWriter(conn_out, "conn", CONN_FIELDS, use_json=use_json, open_time=open_time)
+        why_log = ZeekLogWriter(why_out, "whyreset", WHYRESET_FIELDS, use_json=use_json, open_time=open_time)
+        for connections, findings in analyses:
+            for connection in connections:
+                conn_log.write(conn_row(connection))
+                finding = findings.get(connection.uid)
+                if is_abnormal(connection, finding) or finding is not None:
+                    why_log.write(whyreset_row(connection, finding))
+        conn_log.close(open_time)
+        why_log.close(open_time)
+    return conn_path, whyreset_path
