@@ -1,10 +1,10 @@
 """Generate the benchmark capture: >= 1,000,000 packets of mixed TCP connections, IPv4 and IPv6.
 
-Every connection follows one of the templates below (a normal exchange, refused, reset after a request, close with
-unread data, SYN unanswered, retransmissions then reset, a reset forged on the path, a keep-alive race, a half-open
-peer). A template is a short list of packets relative to the connection (who sends, flags, sequence offset, ack
-offset, payload length, time offset); numpy broadcasts it over thousands of connections at once, so the whole file is
-built with `whyreset.ingest.craft`'s bulk path in seconds.
+Every connection follows one of the templates below (a normal exchange, refused, reset after a request, close
+with unread data, SYN unanswered, retransmissions then reset, a reset forged on the path, a keep-alive race, a
+half-open peer). A template is a short list of packets relative to the connection (who sends, flags, sequence
+offset, ack offset, payload length, time offset); numpy broadcasts it over thousands of connections at once,
+so the whole file is built with `whyreset.ingest.craft`'s bulk path in seconds.
 
     .venv/bin/python bench/generate.py bench/out/bench.pcap --packets 1000000 --seed 1
 """
@@ -116,7 +116,8 @@ def _middlebox_reset(rtt: int = 1200) -> list[Step]:
         Step(CLIENT, PSH | ACK, 1, 1, 150, rtt + 100),
         Step(SERVER, PSH | ACK, 1, 151, 600, 2 * rtt + 100),
         Step(CLIENT, ACK, 151, 601, 0, 2 * rtt + 200),
-        # 5 minutes idle, then the client's next request meets an RST that never came from the server (its TTL).
+        # 5 minutes idle, then the client's next request meets an RST that never came from the server (its
+        # TTL).
         Step(CLIENT, PSH | ACK, 151, 601, 150, 300_000_000),
         Step(SERVER, RST, 601, 0, 0, 300_000_300, ttl=PATH_TTL),
     ]
@@ -169,7 +170,8 @@ class Batch:
 
 
 def _addresses(ids: npt.NDArray[np.int64], ipv6: bool, server: bool) -> npt.NDArray[Any]:
-    """Client addresses are unique per 50,000 connections (ports make each 4-tuple unique); servers are few."""
+    """Client addresses are unique per 50,000 connections (ports make each 4-tuple unique); servers are
+    few."""
     if not ipv6:
         base = 0xC0000200 if server else 0x0A000000  # 192.0.2.0/24 servers, 10.0.0.0/8 clients
         host = ids % 16 + 1 if server else ids // 50_000 + 1
@@ -248,7 +250,8 @@ def generate(packets: int, seed: int) -> tuple[FrameBatch, npt.NDArray[np.int64]
             if len(ids):
                 batches.append(_template_batch(steps, ids, family, rng))
         counts[name] = int(np.count_nonzero(kinds == kind))
-    # IPv4 and IPv6 frames come from separate bulk calls: same link type, so they concatenate; then sort by time.
+    # IPv4 and IPv6 frames come from separate bulk calls: same link type, so they concatenate; then sort by
+    # time.
     frames = FrameBatch.concat([b.frames for b in batches])
     ts_ns = np.concatenate([b.ts_ns for b in batches]) + 1_700_000_000 * 1_000_000_000
     order = np.argsort(ts_ns, kind="stable")

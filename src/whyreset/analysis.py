@@ -1,24 +1,20 @@
 """The pipeline: read a capture, rebuild its connections, diagnose the ones that ended badly.
 
-    capture ──► whyreset.ingest.iter_capture (chunks) ──► whyreset.core.tracker.ConnectionTracker ──►
-    diagnosis
+    capture ──► ingest.iter_capture (chunks) ──► core.tracker.ConnectionTracker ──► diagnose
 
 `analyze` returns an `Analysis`: the connections, the findings by uid, the reader's report and the ICMP
-errors, and
-`Analysis.records()`, the JSON objects of docs/json-schema.md. `iter_connections` is the streaming form: it
-yields
-connections as the tracker finishes them, so a caller that writes them out as they come keeps memory bounded.
+errors, and `Analysis.records()`, the JSON objects of docs/json-schema.md. `iter_connections` is the streaming
+form: it yields connections as the tracker finishes them, so a caller that writes them out as they come keeps
+memory bounded.
 
 A capture that is cut short or corrupt is not an exception here: the readers yield every readable record
-first, then
-raise a `CaptureError`; the pipeline analyses what was read and records the one-line error in ``report.error``
-(`ExitStatus.PARTIAL_INPUT`). Only an input with nothing readable at all gives `ExitStatus.NO_INPUT`.
+first, then raise a `CaptureError`; the pipeline analyses what was read and records the one-line error in
+``report.error`` (`ExitStatus.PARTIAL_INPUT`). Only an input with nothing readable at all gives
+`ExitStatus.NO_INPUT`.
 
 The diagnosis is optional at import time: when ``whyreset.diagnose`` provides no diagnoser (yet), connections
-are
-reported with their outcome and ``cause`` null. A diagnoser that exists but fails to import is a bug: it is
-reported
-in `Analysis.warnings` (and on stderr by the CLI), never silently ignored.
+are reported with their outcome and ``cause`` null. A diagnoser that exists but fails to import is a bug: it
+is reported in `Analysis.warnings` (and on stderr by the CLI), never silently ignored.
 """
 
 from __future__ import annotations
@@ -143,8 +139,7 @@ def load_diagnoser() -> tuple[Diagnoser | None, str | None]:
     """Find ``diagnose(connection, context)`` and its context builder in the catalogue package.
 
     Returns (diagnoser, warning). A module that does not exist yet is not an error (the cause stays null); a
-    module
-    that exists but raises while importing is a bug and comes back as a warning.
+    module that exists but raises while importing is a bug and comes back as a warning.
     """
     load = _DiagnoserLoad()
     for module_name in _DIAGNOSER_MODULES:
@@ -170,9 +165,8 @@ def _bind_diagnoser(module: Any, diagnose: Callable[..., Finding | None]) -> Dia
     context_class = getattr(module, "DiagnosisContext", None)
 
     def run(connections: list[Connection], icmp_errors: list[IcmpError]) -> dict[str, Finding]:
-        # The context is capture-wide (per-host TTL profiles, listening ports, reset clusters): build it from
-        # every
-        # connection first, then diagnose each one against it.
+        # The context is capture-wide (per-host TTL profiles, listening ports, reset clusters): build it
+        # from every connection first, then diagnose each one against it.
         context: Any = None
         if callable(build_context):
             context = build_context(connections, icmp_errors)

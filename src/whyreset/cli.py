@@ -2,14 +2,12 @@
 
 ``whyreset analyze FILE... [-]`` prints a summary per input (or JSON lines with ``--json``, Zeek logs with
 ``--zeek DIR``) and exits with an `ExitStatus`: 0 ok, 1 abnormal connections found, 2 usage error, 3 a capture
-was
-truncated or corrupt (its readable part was analysed), 4 an input could not be read at all.
+was truncated or corrupt (its readable part was analysed), 4 an input could not be read at all.
 
 Other command groups live with their owners and are registered here when importable: ``lab``
-(whyreset.lab.cli),
-``explain`` and ``rules`` (whyreset.diagnose.cli). A module that is not written yet is skipped quietly; one
-that
-exists but fails to import is a bug: it is reported on stderr, and ``analyze`` keeps working.
+(whyreset.lab.cli), ``explain`` and ``rules`` (whyreset.diagnose.cli). A module that is not written yet is
+skipped quietly; one that exists but fails to import is a bug: it is reported on stderr, and ``analyze`` keeps
+working.
 """
 
 from __future__ import annotations

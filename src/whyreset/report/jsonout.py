@@ -24,15 +24,13 @@ SCHEMA_VERSION = 1
 
 ABNORMAL_OUTCOMES = frozenset({Outcome.RESET, Outcome.TIMEOUT, Outcome.NOT_ESTABLISHED})
 """Outcomes that are abnormal whatever the diagnosis says (a clean, open or half-closed connection is abnormal
-only
-when the diagnosis names a cause, e.g. ``close_wait_leak``)."""
+only when the diagnosis names a cause, e.g. ``close_wait_leak``)."""
 
 JsonRecord = dict[str, Any]
 
 
 def ns_to_epoch(ts_ns: int) -> float:
-    """Integer nanoseconds to epoch seconds rounded to the microsecond, as Zeek's ``ts`` (and its TSV) shows
-    it."""
+    """Integer nanoseconds to epoch seconds rounded to the microsecond, as Zeek's ``ts`` shows it."""
     return round(ts_ns / 1e9, 6)
 
 
@@ -104,8 +102,7 @@ def _state_record(change: StateChange) -> JsonRecord:
 
 
 def _reset_record(reset: ResetInfo, show_payload: bool) -> JsonRecord:
-    # The RST's payload is capture data: it is shown only when asked (--show-payload); its presence is always
-    # told.
+    # The RST's payload is capture data: shown only when asked (--show-payload); its presence is always told.
     return {
         "sender": str(reset.sender),
         "frame": reset.frame,

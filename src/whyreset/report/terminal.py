@@ -1,12 +1,9 @@
 """The terminal summary of ``whyreset analyze``: counts, the abnormal connections with their RST and
-diagnosis, and
-what the reader skipped.
+diagnosis, and what the reader skipped.
 
 Every string that comes from the capture (RST payload text, diagnosis text quoting it, bad text lines, file
-names) is
-hostile until proven otherwise: it goes into rich `Text` objects (never parsed as markup) after `safe_text`
-turned
-control characters, which could drive the terminal, into visible ``\\xNN`` escapes.
+names) is hostile until proven otherwise: it goes into rich `Text` objects (never parsed as markup) after
+`safe_text` turned control characters, which could drive the terminal, into visible ``\\xNN`` escapes.
 """
 
 from __future__ import annotations

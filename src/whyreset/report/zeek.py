@@ -1,28 +1,24 @@
 """Zeek logs: ``conn.log`` exactly as Zeek writes it, and ``whyreset.log`` (the diagnoses) joined on ``uid``.
 
 Format followed (checked against Zeek's sources, see docs/zeek.md): the ASCII writer
-(src/logging/writers/ascii/
-Ascii.cc, src/threading/formatters/Ascii.cc, src/Desc.cc) with its default options (``LogAscii::separator``
-tab,
-``set_separator`` ``,``, ``empty_field`` ``(empty)``, ``unset_field`` ``-``, ``enable_utf_8`` T, meta header
-on), and
-the default ``Conn::Info`` of Zeek 7.1 and later (scripts/base/protocols/conn/main.zeek), which ends with
-``ip_proto``. The JSON variant mirrors ``LogAscii::use_json=T``: one object per line, keys in field order,
-unset fields
-left out, times as epoch seconds.
+(src/logging/writers/ascii/Ascii.cc, src/threading/formatters/Ascii.cc, src/Desc.cc) with its default options
+(``LogAscii::separator`` tab, ``set_separator`` ``,``, ``empty_field`` ``(empty)``, ``unset_field`` ``-``,
+``enable_utf_8`` T, meta header on), and the default ``Conn::Info`` of Zeek 7.1 and later
+(scripts/base/protocols/conn/main.zeek), which ends with ``ip_proto``. The JSON variant mirrors
+``LogAscii::use_json=T``: one object per line, keys in field order, unset fields left out, times as epoch
+seconds.
 
 Rules mirrored from Zeek:
+
 - ``duration``, ``orig_bytes`` and ``resp_bytes`` are set only when the duration is > 0 (``set_conn``),
-otherwise
-  they are unset (``-``); ``history`` is unset when empty; ``service``, ``local_orig``, ``local_resp`` and
-  ``tunnel_parents`` are unset (no protocol detection, no ``Site::local_nets``, no tunnels).
-- time and interval values are printed with 6 decimals (trailing zeros kept); doubles with up to 6 significant
-  decimals, trailing zeros removed, ``.0`` added to integral values.
+  otherwise they are unset (``-``); ``history`` is unset when empty; ``service``, ``local_orig``,
+  ``local_resp`` and ``tunnel_parents`` are unset (no protocol detection, no local nets, no tunnels).
+- time and interval values are printed with 6 decimals (trailing zeros kept); doubles with up to 6 decimals,
+  trailing zeros removed, ``.0`` added to integral values.
 - strings: empty -> ``(empty)``; a value equal to ``-`` or ``(empty)`` gets its first character escaped;
-``\\``,
-  ASCII control characters and bytes that are not valid UTF-8 become ``\\xNN``; valid UTF-8 passes through;
-  inside a
-  set or vector, the set separator is escaped too; a line that would start with ``#`` gets its ``#`` escaped.
+  ``\\``, ASCII control characters and bytes that are not valid UTF-8 become ``\\xNN``; valid UTF-8 passes
+  through; inside a set or vector, the set separator is escaped too; a line that would start with ``#`` gets
+  its ``#`` escaped.
 """
 
 from __future__ import annotations
@@ -45,8 +41,7 @@ EMPTY_FIELD = "(empty)"
 UNSET_FIELD = "-"
 META_PREFIX = "#"
 ZEEK_VERSION_FOLLOWED = "7.1+"
-"""The default conn.log field list followed (``ip_proto`` appeared in Zeek 7.1; earlier versions stop before
-it)."""
+"""The default conn.log field list followed (``ip_proto`` appeared in Zeek 7.1; older ones stop before it)."""
 
 TCP_IP_PROTO = 6
 
@@ -334,8 +329,7 @@ def write_zeek_logs(
 ) -> tuple[str, str]:
     """Write ``conn.log`` (every connection) and ``whyreset.log`` (abnormal ones) into ``directory``.
 
-    Several inputs go into the same pair of logs, as Zeek does when it reads several traces. Returns both
-    paths.
+    Several inputs go into the same pair of logs, as Zeek does when it reads several traces. Returns both paths.
     """
     os.makedirs(directory, exist_ok=True)
     conn_path = os.path.join(directory, "conn.log")
