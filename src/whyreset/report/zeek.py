@@ -329,7 +329,7 @@ def write_zeek_logs(
 ) -> tuple[str, str]:
     """Write ``conn.log`` (every connection) and ``whyreset.log`` (abnormal ones) into ``directory``.
 
-    Several inputs go into the same pair of logs, as Zeek does when it reads several traces. Returns both paths.
+    Several inputs share the same pair of logs, as when Zeek reads several traces. Returns both paths.
     """
     os.makedirs(directory, exist_ok=True)
     conn_path = os.path.join(directory, "conn.log")
