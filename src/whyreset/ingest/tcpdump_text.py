@@ -1,0 +1,260 @@
+"""Read the text that tcpdump prints (pasted in tickets and blog posts) into the packet table.
+
+Entry points for the format sniffer: `looks_like_tcpdump_text` and `iter_text_capture`. The text goes through
+four stages, each in `whyreset.ingest.text`:
+
+1. `records`: physical lines -> one record per packet (line numbers, -v continuation lines, wrapped lines,
+   noise).
+2. `fields`: a record -> TCP fields as printed (or not-TCP / ICMP error / bad line).
+3. `sequence`: relative sequence numbers -> absolute ones (tcpdump's own base rule), pure-ACK seq inference.
+4. here: host/port names -> addresses (`names`), timestamps (`timestamps`) and numpy columns, a chunk at a
+   time.
+
+What text cannot carry is written once each into ``report.limits``: payload bytes (``captured_payload`` is 0),
+TTL and IP id without -v, the frame length (IP length or a header estimate instead), the seq of pure ACKs
+without -vv, the date, the addresses behind host names. Frame numbers are the packet order (1-based) among
+packet records.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import numpy as np
+
+from whyreset.ingest.text.fields import BadLine, IcmpFields, NotTcp, TcpFields, parse_record
+from whyreset.ingest.text.names import NameBook
+from whyreset.ingest.text.records import LineCounts, iter_records, match_packet_line
+from whyreset.ingest.text.sequence import SequenceResolver
+from whyreset.ingest.text.timestamps import TimeKind, TimeResolver
+from whyreset.model import (
+    ACK,
+    SACK_COLUMN,
+    SACK_MAX_BLOCKS,
+    Capture,
+    IcmpError,
+    PacketTable,
+    ReadReport,
+    format_addr,
+)
+
+FORMAT_NAME = "tcpdump-text"
+_TCP_HINT_RE = re.compile(r"Flags \[[^\]]*\]|\d+:\d+\(\d+\) (?:ack \d+ )?win \d+| > \S+: [SFRP.]+ ")
+_SNIFF_MIN_PACKET_LINES = 1
+
+LIMIT_NO_TTL = "no TTL in text without -v: ttl is 0 and IP id 0"
+LIMIT_NO_PAYLOAD = "text carries no payload bytes: captured_payload is 0 (RST diagnostic text unavailable)"
+LIMIT_FRAME_FROM_IP = "no link-layer length in text without -e: frame_len is the IP packet length"
+LIMIT_FRAME_ESTIMATED = (
+    "no packet length in text without -v/-e: frame_len estimated from headers and payload length"
+)
+LIMIT_CHECKSUM_OFFLOAD = (
+    "tcpdump reported incorrect TCP checksums: usual for packets captured on the sending host "
+    "(checksum offload), not an error"
+)
+LIMIT_ICMP_UNQUOTED = "ICMP errors printed without -v do not quote the TCP segment's source port: not linked"
+
+
+def looks_like_tcpdump_text(head: bytes) -> bool:
+    """Whether the first bytes of an input look like tcpdump text: a packet line that prints a TCP segment."""
+    if b"\x00" in head[:4096]:
+        return False
+    text = head.decode("utf-8", "replace")
+    packet_lines = 0
+    for line in text.splitlines()[:2000]:
+        stripped = line.strip()
+        if match_packet_line(stripped) is None:
+            continue
+        packet_lines += 1
+        if _TCP_HINT_RE.search(stripped):
+            return True
+    # -v and tcpdump 3.x put the TCP fields on the next line: packet lines plus a TCP hint anywhere will do.
+    return packet_lines >= _SNIFF_MIN_PACKET_LINES and _TCP_HINT_RE.search(text) is not None
+
+
+def iter_text_capture(stream: BinaryIO, report: ReadReport, chunk_records: int = 262144) -> Iterator[Capture]:
+    """Parse tcpdump text from ``stream``: a `Capture` per ``chunk_records`` TCP segments, and one at the end.
+
+    Never raises for bad content: unparsable packet lines go to ``report.bad_lines`` and reading continues.
+    """
+    report.format = FORMAT_NAME
+    reader = _TextReader(report, chunk_records)
+    yield from reader.run(stream)
+
+
+@dataclass(slots=True)
+class _TextReader:
+    report: ReadReport
+    chunk_records: int
+    names: NameBook = field(init=False)
+    times: TimeResolver = field(init=False)
+    sequences: SequenceResolver = field(init=False)
+    counts: LineCounts = field(default_factory=LineCounts)
+    frame: int = 0
+    pending: list[TcpFields] = field(default_factory=list)
+    pending_frames: list[int] = field(default_factory=list)
+    icmp: list[tuple[int, IcmpFields]] = field(default_factory=list)
+    noted: set[str] = field(default_factory=set)
+    first_frame_of_chunk: int = 1
+
+    def __post_init__(self) -> None:
+        self.names = NameBook(self.report.limits)
+        self.times = TimeResolver(self.report.limits)
+        self.sequences = SequenceResolver(self.report.limits)
+
+    def run(self, stream: BinaryIO) -> Iterator[Capture]:
+        emitted = False
+        for record in iter_records(stream, self.counts):
+            self.counts.skipped += record.dropped_lines
+            parsed = parse_record(record)
+            self._take(parsed)
+            if len(self.pending) >= self.chunk_records:
+                yield self._flush()
+                emitted = True
+        self.report.skipped_lines = self.counts.skipped
+        if self.pending or self.icmp or not emitted:
+            yield self._flush()
+
+    def _take(self, parsed: TcpFields | NotTcp | IcmpFields | BadLine) -> None:
+        if isinstance(parsed, BadLine):
+            self.report.bad_lines.append((parsed.line_no, parsed.reason))
+            return
+        self.report.records += 1
+        self.frame += 1
+        if isinstance(parsed, TcpFields):
+            if parsed.fragment:
+                self.report.fragments += 1
+            self.pending.append(parsed)
+            self.pending_frames.append(self.frame)
+        elif isinstance(parsed, IcmpFields):
+            self.report.non_tcp += 1
+            self.icmp.append((self.frame, parsed))
+        else:
+            if parsed.fragment:
+                self.report.fragments += 1
+            if parsed.unquoted_icmp:
+                self._note(LIMIT_ICMP_UNQUOTED)
+            if parsed.ip:
+                self.report.non_tcp += 1
+            else:
+                self.report.non_ip += 1
+
+    def _flush(self) -> Capture:
+        segments, frames = self.pending, self.pending_frames
+        self.pending, self.pending_frames = [], []
+        self.report.skipped_lines = self.counts.skipped
+        self.sequences.resolve(segments)
+        # TCP rows and ICMP errors get their timestamps together, in frame order, so that -ttt deltas add up.
+        icmp, self.icmp = self.icmp, []
+        stamped = sorted(
+            [
+                (frame, segment.time_kind, segment.time_value)
+                for frame, segment in zip(frames, segments, strict=True)
+            ]
+            + [(frame, error.time_kind, error.time_value) for frame, error in icmp]
+        )
+        times = self.times.resolve(
+            [kind for _, kind, _ in stamped],
+            [value for _, _, value in stamped],
+            [frame for frame, _, _ in stamped],
+        )
+        ts_by_frame = {frame: ts for (frame, _, _), ts in zip(stamped, times, strict=True)}
+        table = self._table(segments, frames, ts_by_frame)
+        errors = [self._icmp_error(frame, error, ts_by_frame[frame]) for frame, error in icmp]
+        self.report.tcp_segments += len(table)
+        return Capture(packets=table, icmp_errors=errors, rst_payloads={}, report=self.report)
+
+    def _table(
+        self, segments: list[TcpFields], frames: list[int], ts_by_frame: dict[int, int]
+    ) -> PacketTable:
+        table = PacketTable.empty(len(segments))
+        if not segments:
+            return table
+        columns = table.columns
+        src = [self.names.host(s.src, s.ip_version) for s in segments]
+        dst = [self.names.host(s.dst, s.ip_version) for s in segments]
+        columns["frame"][:] = frames
+        columns["ts_ns"][:] = [ts_by_frame[frame] for frame in frames]
+        columns["frame_len"][:] = [self._frame_len(s) for s in segments]
+        columns["ip_version"][:] = [s.ip_version for s in segments]
+        columns["src_hi"][:] = [hi for hi, _ in src]
+        columns["src_lo"][:] = [lo for _, lo in src]
+        columns["dst_hi"][:] = [hi for hi, _ in dst]
+        columns["dst_lo"][:] = [lo for _, lo in dst]
+        columns["ttl"][:] = [self._ttl(s) for s in segments]
+        columns["ip_id"][:] = [s.ip_id for s in segments]
+        columns["ip_df"][:] = [s.ip_df for s in segments]
+        columns["sport"][:] = [self.names.port(s.sport) for s in segments]
+        columns["dport"][:] = [self.names.port(s.dport) for s in segments]
+        columns["seq"][:] = [s.seq or 0 for s in segments]
+        columns["ack"][:] = [s.ack or 0 for s in segments]
+        columns["flags"][:] = [s.flags for s in segments]
+        columns["window"][:] = [s.window for s in segments]
+        columns["payload_len"][:] = [s.payload_len for s in segments]
+        columns["opt_mss"][:] = [s.mss for s in segments]
+        columns["opt_wscale"][:] = [s.wscale for s in segments]
+        columns["opt_sack_perm"][:] = [s.sack_perm for s in segments]
+        columns["opt_has_ts"][:] = [s.has_ts for s in segments]
+        columns["opt_ts_val"][:] = [s.ts_val for s in segments]
+        columns["opt_ts_ecr"][:] = [s.ts_ecr for s in segments]
+        self._fill_sack(columns[SACK_COLUMN], columns["sack_count"], segments)
+        if any(s.payload_len for s in segments):
+            self._note(LIMIT_NO_PAYLOAD)
+        if any(s.bad_checksum for s in segments):
+            self._note(LIMIT_CHECKSUM_OFFLOAD)
+        return table
+
+    @staticmethod
+    def _fill_sack(blocks: np.ndarray, counts: np.ndarray, segments: list[TcpFields]) -> None:
+        for row, segment in enumerate(segments):
+            if segment.sack:
+                kept = segment.sack[:SACK_MAX_BLOCKS]
+                counts[row] = len(kept)
+                blocks[row, : len(kept)] = kept
+
+    def _ttl(self, segment: TcpFields) -> int:
+        if segment.ttl is None:
+            self._note(LIMIT_NO_TTL)
+            return 0
+        return min(segment.ttl, 255)
+
+    def _frame_len(self, segment: TcpFields) -> int:
+        if segment.frame_len is not None:
+            return segment.frame_len
+        if segment.ip_len is not None:
+            self._note(LIMIT_FRAME_FROM_IP)
+            return segment.ip_len
+        self._note(LIMIT_FRAME_ESTIMATED)
+        ip_header = 20 if segment.ip_version == 4 else 40
+        return ip_header + 20 + segment.options_len + segment.payload_len
+
+    def _icmp_error(self, frame: int, error: IcmpFields, ts_ns: int) -> IcmpError:
+        quoted = error.quoted
+        assert quoted is not None  # fields only builds IcmpFields around a quoted segment
+        ip_version = error.ip_version
+        return IcmpError(
+            frame=frame,
+            ts_ns=ts_ns,
+            reporter=format_addr(*self.names.host(error.reporter, ip_version)),
+            ttl=error.ttl,
+            ip_version=ip_version,
+            icmp_type=error.icmp_type,
+            icmp_code=error.icmp_code,
+            quoted_src=format_addr(*self.names.host(quoted.src, ip_version)),
+            quoted_dst=format_addr(*self.names.host(quoted.dst, ip_version)),
+            quoted_sport=self.names.port(quoted.sport),
+            quoted_dport=self.names.port(quoted.dport),
+            # A quoted segment with ACK may be printed relative (tcpdump runs its seq logic on quotes too).
+            quoted_seq=quoted.seq if quoted.seq is not None and not quoted.flags & ACK else None,
+        )
+
+    def _note(self, text: str) -> None:
+        if text not in self.noted:
+            self.noted.add(text)
+            self.report.limits.append(text)
+
+
+__all__ = ["FORMAT_NAME", "TimeKind", "iter_text_capture", "looks_like_tcpdump_text"]

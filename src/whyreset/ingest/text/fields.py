@@ -1,0 +1,481 @@
+"""One packet record of tcpdump text, parsed into fields.
+
+Layers, outside in, as tcpdump prints them:
+
+1. ``-e`` link header: ``MAC > MAC, ethertype IPv4 (0x0800), length 74: `` (Ethernet), `` In MAC (oui ..)
+   ethertype IPv4 (0x0800), length 80: `` (Linux cooked), with ``vlan N, p N, ethertype ..., `` for 802.1Q.
+   The first ``length N`` is the frame length. With ``-e`` tcpdump drops the ``IP`` word: the ethertype says
+   it.
+2. ``IP`` / ``IP6``, then under ``-v`` the IP header in parentheses: ``(tos 0x0, ttl 64, id 1, offset 0, flags
+   [DF], proto TCP (6), length 60)`` or ``(flowlabel 0x1, hlim 64, next-header TCP (6) payload length: 40)``.
+3. ``src.port > dst.port: `` then the transport. TCP in tcpdump 4.x: ``Flags [S.], cksum 0x1 (correct), seq
+   1:5, ack 1, win 5, urg 1, options [...], length 4``. TCP in tcpdump 3.x: ``S [tcp sum ok] 1:1(0) ack 1 win
+   5 <mss 1460,nop> (DF) (ttl 128, id 1, len 48)``, where the ACK bit shows only as ``ack N`` and URG as ``urg
+   N``.
+
+Sequence and SACK numbers are returned as printed (maybe relative); `whyreset.ingest.text.sequence` restores
+them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from whyreset.ingest.text.records import Record
+from whyreset.ingest.text.timestamps import TimeKind, clock_to_ns, date_to_ns, epoch_to_ns
+from whyreset.model import ACK, CWR, ECE, FIN, NS, PSH, RST, SYN, URG
+
+_MODERN_FLAG_BITS = {"F": FIN, "S": SYN, "R": RST, "P": PSH, ".": ACK, "U": URG, "E": ECE, "W": CWR, "e": NS}
+_OLD_FLAG_BITS = {"F": FIN, "S": SYN, "R": RST, "P": PSH, "E": ECE, "W": CWR, ".": 0}
+
+_LINK_RE = re.compile(
+    r"(?P<link>.*?ethertype (?P<etype>[^,(]+?)(?: \(0x[0-9a-fA-F]+\))?, length (?P<flen>\d+): )"
+    r"(?:vlan \d+, p \d+, ethertype (?P<etype2>[^,(]+?)(?: \(0x[0-9a-fA-F]+\))?, )*"
+)
+_ENDPOINTS_RE = re.compile(r"(?P<src>\S+) > (?P<dst>\S+?):(?:\s|$)")
+MODERN_TCP_RE = re.compile(
+    r"Flags \[(?P<flags>[^\]]*)\]"
+    r"(?:, cksum 0x[0-9a-fA-F]+ \((?P<cksum>[^)]*)\))?"
+    r"(?:, seq (?P<seq>\d+)(?::(?P<seq_end>\d+))?)?"
+    r"(?:, ack (?P<ack>\d+))?"
+    r", win (?P<win>\d+)"
+    r"(?:, urg (?P<urg>\d+))?"
+    r"(?:, options \[(?P<opts>.*?)\])?"
+    r", length (?P<len>\d+)"
+)
+OLD_TCP_RE = re.compile(
+    r"(?P<flags>[SFRPWEU]+|\.)"
+    r"(?: \[(?P<cksum>[^\]]*)\])?"
+    r"(?: (?P<seq>\d+):(?P<seq_end>\d+)\((?P<len>\d+)\))?"
+    r"(?: ack (?P<ack>\d+))?"
+    r" win (?P<win>\d+)"
+    r"(?: urg (?P<urg>\d+))?"
+    r"(?: <(?P<opts>[^>]*)>)?"
+    r"(?P<trailer>.*)$"
+)
+_OLD_TCP_HINT_RE = re.compile(r"(?:[SFRPWEU]+|\.) (?:\[|\d+:\d+\(|ack \d|win \d)")
+_TTL_RE = re.compile(r"\b(?:ttl|hlim)\s+(\d+)")
+_ID_RE = re.compile(r"\bid (\d+)")
+_OFFSET_RE = re.compile(r"\boffset (\d+)")
+_IP_FLAGS_RE = re.compile(r"\bflags \[([^\]]*)\]")
+_PROTO_RE = re.compile(r"\b(?:proto:?|next-header) (\S+) \((\d+)\)")
+_V4_LENGTH_RE = re.compile(r"\b(?:length:?|len) (\d+)")
+_V6_PAYLOAD_RE = re.compile(r"payload length:? (\d+)")
+_SACK_BLOCK_RE = re.compile(r"\{(\d+):(\d+)\}")
+_OPT_NUMBER_RE = re.compile(r"\d+")
+
+# Bytes each known option takes in the header, to estimate the header length when nothing else says it.
+_OPTION_SIZES = {"mss": 4, "wscale": 3, "sackOK": 2, "TS": 10, "timestamp": 10, "nop": 1, "eol": 1, "md5": 18}
+
+
+@dataclass(slots=True)
+class TcpFields:
+    """The fields of one TCP segment line, with sequence numbers as printed."""
+
+    line_no: int
+    time_kind: TimeKind
+    time_value: int
+    ip_version: int
+    src: str
+    dst: str
+    sport: str
+    dport: str
+    flags: int
+    seq: int | None
+    """Printed sequence number; None when tcpdump did not print one (pure ACK without -vv)."""
+    ack: int | None
+    window: int
+    payload_len: int
+    ttl: int | None = None
+    ip_id: int = 0
+    ip_df: bool = False
+    ip_len: int | None = None
+    """Whole IP packet length from the -v header (IPv6: payload length + 40)."""
+    frame_len: int | None = None
+    """Frame length from the -e link header."""
+    fragment: bool = False
+    mss: int = 0
+    wscale: int = -1
+    sack_perm: bool = False
+    has_ts: bool = False
+    ts_val: int = 0
+    ts_ecr: int = 0
+    sack: list[tuple[int, int]] = field(default_factory=list)
+    options_len: int = 0
+    """Estimated length of the options in bytes (a multiple of 4)."""
+    bad_checksum: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NotTcp:
+    """A packet that carries no TCP segment."""
+
+    ip: bool
+    """True for IP packets that are not TCP (UDP, ICMP...), False for non-IP frames (ARP, LLDP...)."""
+    fragment: bool = False
+    unquoted_icmp: bool = False
+    """An ICMP error about TCP printed without its quoted segment (no -v): not linkable to a connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpFields:
+    """An ICMP error line; the quoted segment's fields are set when the text carries them (-v)."""
+
+    line_no: int
+    time_kind: TimeKind
+    time_value: int
+    ip_version: int
+    reporter: str
+    ttl: int
+    icmp_type: int
+    icmp_code: int
+    quoted: TcpFields | None
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """A record that looks like a packet but cannot be parsed."""
+
+    line_no: int
+    reason: str
+
+
+ParsedRecord = TcpFields | NotTcp | IcmpFields | BadLine
+
+
+class _Unparsable(Exception):
+    """Internal: the record looked like TCP but a field could not be read."""
+
+
+def parse_record(record: Record) -> ParsedRecord:
+    """Parse one record; a wrapped record is tried with wraps joined by a space, then with no space."""
+    result = _parse_text(record, record.text(" "))
+    if isinstance(result, BadLine) and record.has_wraps():
+        retry = _parse_text(record, record.text(""))
+        if not isinstance(retry, BadLine):
+            return retry
+    return result
+
+
+def _parse_time(record: Record) -> tuple[TimeKind, int]:
+    start = record.start
+    groups = start.groupdict()
+    if groups.get("clock"):
+        return TimeKind.CLOCK, clock_to_ns(groups["clock"])
+    if groups.get("date"):
+        return TimeKind.DATE, date_to_ns(groups["date"], groups["dclock"])
+    if groups.get("epoch"):
+        return TimeKind.EPOCH, epoch_to_ns(groups["epoch"])
+    return TimeKind.NONE, 0
+
+
+def _parse_text(record: Record, text: str) -> ParsedRecord:
+    try:
+        return _parse_layers(record, text)
+    except (_Unparsable, ValueError) as exc:
+        return BadLine(record.line_no, str(exc) or type(exc).__name__)
+
+
+def _parse_layers(record: Record, text: str) -> ParsedRecord:
+    ip_version = 0
+    frame_len: int | None = None
+    pos = 0
+    if not text.startswith(("IP ", "IP6 ")):
+        link = _LINK_RE.match(text)
+        if link is None:
+            # tcpdump 3.x printed no "IP" word: "src.port > dst.port: S ..." is IP all the same.
+            if _ENDPOINTS_RE.match(text) is None:
+                return NotTcp(ip=False)
+            return _parse_network(record, text, 0, 0, None)
+        ethertype = link["etype2"] or link["etype"]
+        if ethertype not in ("IPv4", "IPv6"):
+            return NotTcp(ip=False)
+        ip_version = 4 if ethertype == "IPv4" else 6
+        frame_len = int(link["flen"])
+        pos = link.end()
+    return _parse_network(record, text, pos, ip_version, frame_len)
+
+
+def _parse_network(
+    record: Record, text: str, pos: int, ip_version: int, frame_len: int | None
+) -> ParsedRecord:
+    if text.startswith("IP6 ", pos):
+        ip_version, pos = 6, pos + 4
+    elif text.startswith("IP ", pos):
+        ip_version, pos = ip_version or 4, pos + 3
+    header = ""
+    if text.startswith("(", pos):
+        end = _matching_paren(text, pos)
+        header, pos = text[pos + 1 : end], end + 1
+        while text.startswith(" ", pos):
+            pos += 1
+    endpoints = _ENDPOINTS_RE.match(text, pos)
+    if endpoints is None:
+        if "Flags [" in text:
+            raise _Unparsable("no 'source > destination:' before the TCP flags")
+        return NotTcp(ip=ip_version != 0)
+    body = text[endpoints.end() :]
+    src, dst = endpoints["src"], endpoints["dst"]
+    if not ip_version:
+        ip_version = 6 if src.count(":") >= 2 else 4
+    proto = _PROTO_RE.search(header) if header else None
+    fragment = bool(header) and _is_fragment(header)
+    if proto is not None and proto[2] != "6":
+        if proto[2] in ("1", "58"):
+            return _parse_icmp(record, ip_version, header, src, dst, body)
+        return NotTcp(ip=True, fragment=fragment)
+    time_kind, time_value = _parse_time(record)
+    if body.startswith("Flags ["):
+        segment = _parse_modern_tcp(record.line_no, body)
+    elif _OLD_TCP_HINT_RE.match(body):
+        segment = _parse_old_tcp(record.line_no, body)
+    elif body.startswith(("ICMP ", "ICMP6")):
+        return _parse_icmp(record, ip_version, header, src, dst, body)
+    else:
+        return NotTcp(ip=True, fragment=fragment)
+    segment.time_kind, segment.time_value = time_kind, time_value
+    segment.ip_version, segment.frame_len, segment.fragment = ip_version, frame_len, fragment
+    segment.src, segment.sport = _split_endpoint(src)
+    segment.dst, segment.dport = _split_endpoint(dst)
+    if header:
+        _apply_ip_header(segment, header, ip_version)
+    return segment
+
+
+def _matching_paren(text: str, start: int) -> int:
+    depth = 0
+    for index in range(start, len(text)):
+        char = text[index]
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return index
+    raise _Unparsable("unbalanced parentheses in the IP header")
+
+
+def _is_fragment(header: str) -> bool:
+    offset = _OFFSET_RE.search(header)
+    flags = _IP_FLAGS_RE.search(header)
+    return (offset is not None and offset[1] != "0") or (flags is not None and "+" in flags[1])
+
+
+def _split_endpoint(text: str) -> tuple[str, str]:
+    host, dot, port = text.rpartition(".")
+    if not dot or not host or not port:
+        raise _Unparsable(f"endpoint {text!r} has no port")
+    return host, port
+
+
+def _new_segment(line_no: int, flags: int, match: re.Match[str]) -> TcpFields:
+    seq = match["seq"]
+    ack = match["ack"]
+    length = match["len"]
+    return TcpFields(
+        line_no=line_no,
+        time_kind=TimeKind.NONE,
+        time_value=0,
+        ip_version=0,
+        src="",
+        dst="",
+        sport="",
+        dport="",
+        flags=flags,
+        seq=int(seq) if seq is not None else None,
+        ack=int(ack) if ack is not None else None,
+        window=_u16(match["win"], "window"),
+        payload_len=int(length) if length is not None else 0,
+        bad_checksum=bool(match["cksum"]) and ("incorrect" in match["cksum"] or "bad" in match["cksum"]),
+    )
+
+
+def _u16(text: str, what: str) -> int:
+    value = int(text)
+    if value > 0xFFFF:
+        raise _Unparsable(f"{what} {value} does not fit 16 bits")
+    return value
+
+
+def _parse_modern_tcp(line_no: int, body: str) -> TcpFields:
+    match = MODERN_TCP_RE.match(body)
+    if match is None:
+        raise _Unparsable("TCP fields do not read as 'Flags [..], seq, ack, win, options [..], length N'")
+    flags = 0
+    for char in match["flags"]:
+        bit = _MODERN_FLAG_BITS.get(char)
+        if bit is None:
+            if match["flags"] == "none":
+                break
+            raise _Unparsable(f"unknown TCP flag {char!r}")
+        flags |= bit
+    segment = _new_segment(line_no, flags, match)
+    if match["opts"]:
+        _apply_options(segment, match["opts"])
+    return segment
+
+
+def _parse_old_tcp(line_no: int, body: str) -> TcpFields:
+    match = OLD_TCP_RE.match(body)
+    if match is None:
+        raise _Unparsable("tcpdump 3.x TCP fields do not read as 'FLAGS seq:end(len) ack N win N <options>'")
+    flags = 0
+    for char in match["flags"]:
+        flags |= _OLD_FLAG_BITS[char]
+    if match["ack"] is not None:
+        flags |= ACK
+    if match["urg"] is not None:
+        flags |= URG
+    segment = _new_segment(line_no, flags, match)
+    if match["opts"]:
+        _apply_options(segment, match["opts"])
+    trailer = match["trailer"]
+    if "(DF)" in trailer:
+        segment.ip_df = True
+    ttl = _TTL_RE.search(trailer)
+    if ttl is not None:
+        segment.ttl = int(ttl[1])
+        ip_id = _ID_RE.search(trailer)
+        length = _V4_LENGTH_RE.search(trailer)
+        segment.ip_id = int(ip_id[1]) if ip_id else 0
+        segment.ip_len = int(length[1]) if length else None
+    return segment
+
+
+def _split_options(text: str) -> list[str]:
+    """Split tcpdump's option list on commas that are not inside ``{...}`` (mptcp prints commas there)."""
+    if "{" not in text:
+        return [item.strip() for item in text.split(",")]
+    items, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            items.append(text[start:index].strip())
+            start = index + 1
+    items.append(text[start:].strip())
+    return items
+
+
+def _apply_options(segment: TcpFields, text: str) -> None:
+    size = 0
+    for item in _split_options(text):
+        name, _, rest = item.partition(" ")
+        if name == "mss":
+            segment.mss = _u16(rest, "mss")
+        elif name == "wscale":
+            segment.wscale = min(int(rest), 127)
+        elif name == "sackOK":
+            segment.sack_perm = True
+        elif name in ("TS", "timestamp"):
+            numbers = _OPT_NUMBER_RE.findall(rest)
+            if len(numbers) != 2:
+                raise _Unparsable(f"timestamp option {item!r} lacks val/ecr")
+            segment.has_ts = True
+            segment.ts_val, segment.ts_ecr = int(numbers[0]) & 0xFFFFFFFF, int(numbers[1]) & 0xFFFFFFFF
+        elif name == "sack":
+            segment.sack = [(int(left), int(right)) for left, right in _SACK_BLOCK_RE.findall(rest)]
+            size += 2 + 8 * len(segment.sack)
+            continue
+        size += _OPTION_SIZES.get(name, 2)
+    segment.options_len = (size + 3) // 4 * 4
+
+
+def _apply_ip_header(segment: TcpFields, header: str, ip_version: int) -> None:
+    ttl = _TTL_RE.search(header)
+    if ttl is not None:
+        segment.ttl = int(ttl[1])
+    if ip_version == 6:
+        payload = _V6_PAYLOAD_RE.search(header)
+        segment.ip_len = int(payload[1]) + 40 if payload else None
+        return
+    ip_id = _ID_RE.search(header)
+    flags = _IP_FLAGS_RE.search(header)
+    length = _V4_LENGTH_RE.search(header)
+    segment.ip_id = int(ip_id[1]) if ip_id else 0
+    segment.ip_df = flags is not None and "DF" in flags[1]
+    segment.ip_len = int(length[1]) if length else None
+
+
+# ICMP errors: tcpdump's wording -> (type, code), IPv4 then ICMPv6.
+_ICMP4_FORMS: tuple[tuple[re.Pattern[str], int, int], ...] = (
+    (re.compile(r"ICMP (?P<addr>\S+) tcp port (?P<port>\S+) unreachable"), 3, 3),
+    (re.compile(r"ICMP host (?P<addr>\S+) unreachable - admin prohibited filter"), 3, 13),
+    (re.compile(r"ICMP host (?P<addr>\S+) unreachable - admin prohibited"), 3, 10),
+    (re.compile(r"ICMP net (?P<addr>\S+) unreachable - admin prohibited"), 3, 9),
+    (re.compile(r"ICMP host (?P<addr>\S+) unreachable"), 3, 1),
+    (re.compile(r"ICMP net (?P<addr>\S+) unreachable"), 3, 0),
+    (re.compile(r"ICMP (?P<addr>\S+) protocol \d+ unreachable"), 3, 2),
+    (re.compile(r"ICMP (?P<addr>\S+) unreachable - need to frag"), 3, 4),
+    (re.compile(r"ICMP time exceeded in-transit"), 11, 0),
+)
+_ICMP6_CODES = {
+    "unreachable route": 0,
+    "unreachable prohibited": 1,
+    "unreachable beyond scope": 2,
+    "unreachable address": 3,
+    "unreachable port": 4,
+}
+_QUOTED_RE = re.compile(r"(?P<src>\S+) > (?P<dst>\S+?): (?P<tcp>Flags \[.*|[SFRPWEU.]+ .*)$")
+
+
+def _parse_icmp(record: Record, ip_version: int, header: str, src: str, dst: str, body: str) -> ParsedRecord:
+    kind: tuple[int, int] | None = None
+    if ip_version == 4:
+        for pattern, icmp_type, code in _ICMP4_FORMS:
+            if pattern.match(body):
+                kind = (icmp_type, code)
+                break
+    elif "destination unreachable" in body:
+        for words, code in _ICMP6_CODES.items():
+            if words in body:
+                kind = (1, code)
+        kind = kind or (1, 0)
+    elif "time exceeded" in body:
+        kind = (3, 0)
+    if kind is None:
+        return NotTcp(ip=True)
+    quoted = _parse_quoted(record, body)
+    if quoted is None:
+        return NotTcp(ip=True, unquoted_icmp=" tcp port " in body or " tcp " in body)
+    time_kind, time_value = _parse_time(record)
+    ttl = _TTL_RE.search(header) if header else None
+    return IcmpFields(
+        line_no=record.line_no,
+        time_kind=time_kind,
+        time_value=time_value,
+        ip_version=ip_version,
+        reporter=src,
+        ttl=int(ttl[1]) if ttl else 0,
+        icmp_type=kind[0],
+        icmp_code=kind[1],
+        quoted=quoted,
+    )
+
+
+def _parse_quoted(record: Record, body: str) -> TcpFields | None:
+    """The TCP segment an ICMP error quotes, printed by tcpdump -v after the error (None without -v)."""
+    quote_start = body.find(" > ", 1)
+    if quote_start < 0:
+        return None
+    # The quote follows the IP header of the quoted packet: find 'src > dst: TCP' after the ICMP wording.
+    for candidate in re.finditer(r"(?:^|\s)(?=\S+ > \S+?: )", body):
+        match = _QUOTED_RE.match(body, candidate.end())
+        if match is None:
+            continue
+        try:
+            tcp = match["tcp"]
+            segment = (
+                _parse_modern_tcp(record.line_no, tcp)
+                if tcp.startswith("Flags")
+                else _parse_old_tcp(record.line_no, tcp)
+            )
+            segment.src, segment.sport = _split_endpoint(match["src"])
+            segment.dst, segment.dport = _split_endpoint(match["dst"])
+        except (_Unparsable, ValueError):
+            continue
+        return segment
+    return None
