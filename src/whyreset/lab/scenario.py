@@ -73,6 +73,18 @@ class KernelReset:
 
 
 @dataclass(frozen=True, slots=True)
+class KernelDrop:
+    """A TCP-related ``skb:kfree_skb`` event (a segment the kernel dropped, with its ``skb_drop_reason``)."""
+
+    t_ns: int
+    """Event time converted to the wall clock (ns)."""
+    reason: str
+    """``enum skb_drop_reason`` name without the ``SKB_DROP_REASON_`` prefix (``TCP_LISTEN_OVERFLOW``...)."""
+    location: str
+    """Kernel function that freed the packet (``tcp_v4_rcv+0x91/0x13f0``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionTruth:
     """What the scenario knows about one connection it made."""
 
@@ -106,6 +118,8 @@ class Truth:
     socket_calls: list[SocketCall]
     counters: dict[str, dict[str, int]]
     """host -> TcpExt/Tcp counter deltas (``ListenOverflows``, ``TCPAbortOnClose``...) over the run."""
+    kernel_drops: list[KernelDrop] = field(default_factory=list)
+    """TCP-related packet drops seen by the tracer during the capture (no addresses: not per host)."""
     notes: list[str] = field(default_factory=list)
     """What differs on older kernels, what could not be observed, snapshots such as ``ss`` output."""
     extra: dict[str, Any] = field(default_factory=dict)
