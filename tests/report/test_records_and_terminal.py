@@ -1,0 +1,223 @@
+"""JSON records (schema v1) and the terminal summary, on hand-built connections."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from report_factories import connection, finding, reset_info
+from rich.console import Console
+
+from whyreset.analysis import Analysis, ExitStatus, InputFailure, most_severe
+from whyreset.core.connection import Connection
+from whyreset.ids import Outcome
+from whyreset.model import ReadReport
+from whyreset.report.jsonout import SCHEMA_VERSION, connection_record, jsonable, write_json_line
+from whyreset.report.terminal import printable, render_analysis
+
+HOSTILE = "[bold red]owned[/bold red] \x1b[2J\x1b]0;title\x07 [link=http://x]y[/link]"
+
+
+def analysis_of(*connections: Connection, findings=None, failure=None, report=None) -> Analysis:  # type: ignore[no-untyped-def]
+    return Analysis(
+        source="test.pcap",
+        connections=tuple(connections),
+        findings=findings or {},
+        report=report or ReadReport(source="test.pcap", format="pcap", records=8, tcp_segments=8),
+        icmp_errors=(),
+        diagnosed=True,
+        failure=failure,
+    )
+
+
+def render(analysis: Analysis, **kwargs) -> str:  # type: ignore[no-untyped-def]
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=False, width=200, highlight=False, soft_wrap=True)
+    render_analysis(console, analysis, **kwargs)
+    return buffer.getvalue()
+
+
+def test_record_has_every_schema_field_with_its_type(reset_connection: Connection) -> None:
+    record = connection_record(reset_connection, finding(reset_connection), source="x.pcap")
+    expected_types = {
+        "schema_version": int,
+        "source": str,
+        "uid": str,
+        "community_id": str,
+        "orig_h": str,
+        "orig_p": int,
+        "resp_h": str,
+        "resp_p": int,
+        "ts": float,
+        "duration": float,
+        "outcome": str,
+        "cause": str,
+        "conn_state": str,
+        "history": str,
+        "orig_pkts": int,
+        "resp_pkts": int,
+        "orig_bytes": int,
+        "resp_bytes": int,
+        "orig_ip_bytes": int,
+        "resp_ip_bytes": int,
+        "orig_inferred_by": str,
+        "midstream": bool,
+        "orig_final_state": str,
+        "resp_final_state": str,
+        "rst": dict,
+        "orig": dict,
+        "resp": dict,
+        "diagnosis": dict,
+    }
+    for name, type_ in expected_types.items():
+        assert isinstance(record[name], type_), name
+    assert record["schema_version"] == SCHEMA_VERSION == 1
+    assert record["cause"] == "close_with_unread_data" and record["outcome"] == "reset"
+    rst = record["rst"]
+    assert set(rst) >= {"sender", "frame", "ts", "seq", "ack", "ttl", "acceptability", "payload_text"}
+    assert (rst["sender"], rst["frame"], rst["seq"], rst["ttl"]) == ("resp", 7, 2001, 57)
+    assert set(record["orig"]) >= {
+        "retransmissions",
+        "dup_acks",
+        "zero_windows",
+        "keepalive_probes",
+        "unacked_bytes",
+    }
+    diagnosis = record["diagnosis"]
+    assert set(diagnosis) >= {
+        "cause",
+        "alternatives",
+        "confidence",
+        "evidence",
+        "impact",
+        "symptoms",
+        "fix",
+        "vantage",
+        "undetermined_reason",
+    }
+    assert diagnosis["alternatives"][0]["cause"] == "abortive_close"
+    assert record["orig_final_state"] == "CLOSED"
+    json.loads(json.dumps(record, allow_nan=False))  # plain JSON all the way down
+
+
+def test_record_without_diagnosis_has_null_cause(clean_connection: Connection) -> None:
+    record = connection_record(clean_connection, None)
+    assert record["cause"] is None and record["diagnosis"] is None and record["rst"] is None
+    assert record["abnormal"] is False
+
+
+def test_payload_text_hidden_unless_asked() -> None:
+    conn = connection(resets=(reset_info(payload_text="secret reason"),))
+    hidden = connection_record(conn, None)["rst"]
+    shown = connection_record(conn, None, show_payload=True)["rst"]
+    assert hidden["payload_text"] is None and hidden["has_payload_text"] is True
+    assert shown["payload_text"] == "secret reason"
+
+
+def test_json_line_is_one_line_and_strict() -> None:
+    out = io.StringIO()
+    write_json_line({"a": "x\ny", "b": 1.5}, out)
+    assert out.getvalue().count("\n") == 1
+    assert json.loads(out.getvalue()) == {"a": "x\ny", "b": 1.5}
+
+
+def test_jsonable_flattens_evidence_data() -> None:
+    import numpy as np
+
+    data = {
+        "ttl": np.uint8(57),
+        "gap": np.float64(1.5),
+        "who": Outcome.RESET,
+        "raw": b"\x00\xff",
+        "t": (1, 2),
+    }
+    assert jsonable(data) == {"ttl": 57, "gap": 1.5, "who": "reset", "raw": "00ff", "t": [1, 2]}
+    assert jsonable(float("nan")) is None
+
+
+def test_terminal_lists_abnormal_connection_details(
+    reset_connection: Connection, clean_connection: Connection
+) -> None:
+    text = render(
+        analysis_of(
+            reset_connection, clean_connection, findings={reset_connection.uid: finding(reset_connection)}
+        )
+    )
+    assert "Abnormal connections (1)" in text
+    assert reset_connection.uid in text and clean_connection.uid not in text
+    assert "RST from resp 10.0.0.2:80 frame 7" in text
+    assert "seq=2001 ack=1101 TTL 57" in text and "acceptability exact" in text
+    assert "final states: orig CLOSED, resp CLOSED" in text
+    assert "close_with_unread_data (confidence 0.80)" in text
+    assert "or abortive_close (0.20)" in text
+
+
+def test_terminal_all_lists_every_connection(
+    reset_connection: Connection, clean_connection: Connection
+) -> None:
+    text = render(analysis_of(reset_connection, clean_connection), list_all=True)
+    assert clean_connection.uid in text and "Connections (2)" in text
+
+
+def test_terminal_escapes_markup_and_control_characters_from_the_capture() -> None:
+    conn = connection(resets=(reset_info(payload_text=HOSTILE),))
+    hostile_finding = finding(conn, summary=HOSTILE, fix=(HOSTILE,))
+    report = ReadReport(source="x", format="tcpdump-text", records=3, bad_lines=[(3, HOSTILE)])
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, color_system="truecolor", width=300, soft_wrap=True)
+    render_analysis(
+        console, analysis_of(conn, findings={conn.uid: hostile_finding}, report=report), show_payload=True
+    )
+    out = buffer.getvalue()
+    assert "[bold red]owned[/bold red]" in out  # printed literally, not interpreted as markup
+    assert "[link=http://x]y[/link]" in out
+    assert "\x1b[2J" not in out and "\x1b]0;title" not in out  # the capture cannot drive the terminal
+    assert "\\x1b[2J" in out
+
+
+def test_payload_not_shown_by_default() -> None:
+    conn = connection(resets=(reset_info(payload_text="the secret"),))
+    text = render(analysis_of(conn))
+    assert "the secret" not in text and "--show-payload" in text
+
+
+def test_skipped_and_error_lines() -> None:
+    report = ReadReport(
+        source="x", format="pcap", records=10, non_tcp=3, fragments=2, unsupported_link_types={147: 4}
+    )
+    failure = InputFailure(
+        "TruncatedCaptureError", "capture ends inside record 11 (at record 11)", nothing_read=False
+    )
+    text = render(analysis_of(connection(), report=report, failure=failure))
+    assert "error: capture ends inside record 11" in text
+    assert "3 IP packets that are not TCP" in text and "2 IP fragments" in text
+    assert "4 records with unsupported link type 147" in text
+
+
+def test_printable_escapes_controls_keeps_unicode() -> None:
+    assert printable("a\x1bb\x00c\u009bd é") == "a\\x1bb\\x00c\\x9bd é"
+
+
+def test_exit_status_precedence(reset_connection: Connection, clean_connection: Connection) -> None:
+    assert analysis_of(clean_connection).status is ExitStatus.OK
+    assert analysis_of(reset_connection).status is ExitStatus.FINDINGS
+    partial = InputFailure("TruncatedCaptureError", "cut", nothing_read=False)
+    assert analysis_of(reset_connection, failure=partial).status is ExitStatus.PARTIAL_INPUT
+    unreadable = InputFailure("UnknownFormatError", "not a capture", nothing_read=True)
+    assert analysis_of(failure=unreadable).status is ExitStatus.NO_INPUT
+    assert most_severe([ExitStatus.FINDINGS, ExitStatus.OK]) is ExitStatus.FINDINGS
+    assert (
+        most_severe([ExitStatus.FINDINGS, ExitStatus.NO_INPUT, ExitStatus.PARTIAL_INPUT])
+        is ExitStatus.NO_INPUT
+    )
+    assert most_severe([]) is ExitStatus.OK
+    assert [int(s) for s in ExitStatus] == [0, 1, 2, 3, 4]
+
+
+def test_half_closed_is_abnormal_only_with_a_cause(clean_connection: Connection) -> None:
+    half = connection(uid="Chalf", outcome=Outcome.HALF_CLOSED, resets=())
+    assert analysis_of(half).status is ExitStatus.OK
+    from whyreset.ids import CauseId
+
+    leak = finding(half, cause=CauseId.CLOSE_WAIT_LEAK)
+    assert analysis_of(half, findings={half.uid: leak}).status is ExitStatus.FINDINGS
