@@ -225,6 +225,12 @@ class Connection:
     """This connection's rows of the packet table, in capture order."""
     from_orig: Array = field(repr=False, compare=False)
     """Per row of `packets`: True when the originator sent it."""
+    zeek_orig_bytes: int = 0
+    """Zeek's orig_bytes: originator sequence space, from its highest sequence or acknowledged number."""
+    zeek_resp_bytes: int = 0
+    """Zeek's resp_bytes."""
+    missed_bytes: int = 0
+    """Zeek's missed_bytes: bytes in content gaps (acknowledged by the peer, never seen in the capture)."""
 
     @property
     def duration_ns(self) -> int:

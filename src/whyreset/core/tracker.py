@@ -1,0 +1,207 @@
+"""The connection tracker: chunks of a capture in, finished connections out (sans-IO: no files, clock or
+printing).
+
+Each `feed` demultiplexes the rows kept from earlier chunks together with the new chunk (`demux`), analyses
+them in
+one vectorised pass (`analysis`) and rebuilds (`build`) the connections that are over:
+
+* superseded: a later connection reuses the 4-tuple (port reuse, see `demux`);
+* closed: an accepted RST, or both FINs acknowledged, followed by ``close_linger_ns`` of capture time without
+  a packet
+  (late retransmissions and TIME_WAIT answers still join the connection, as with Zeek's ``tcp_close_delay``);
+* idle: no packet for ``idle_timeout_ns`` of capture time (Zeek's ``tcp_inactivity_timeout`` is 5 minutes
+  too).
+
+Capture time is the largest timestamp seen so far. Only the rows of connections still open are kept between
+chunks,
+so memory follows the open connections, not the capture. A connection evicted as idle that later shows traffic
+again
+comes back as a new (mid-stream) connection, as in Zeek.
+
+`Connection.index` follows the order of each connection's first packet (tshark's ``tcp.stream``): an index is
+given
+when a connection is first seen, so it stays stable whatever chunk the connection finishes in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from whyreset.core.analysis import analyse
+from whyreset.core.build import batch_stats, build_connection
+from whyreset.core.connection import Connection
+from whyreset.core.demux import DEFAULT_REUSE_GAP_NS, demultiplex
+from whyreset.core.seqmath import IntArray, group_ids
+from whyreset.ids import Outcome
+from whyreset.model import FIN, RST, Capture, IcmpError, PacketTable, ReadReport, format_addr
+
+DEFAULT_IDLE_TIMEOUT_NS = 300 * 1_000_000_000
+DEFAULT_CLOSE_LINGER_NS = 5 * 1_000_000_000
+ICMP_MATCH_SLACK_NS = 60 * 1_000_000_000
+"""An ICMP error is attached to a connection when it falls between its first packet and last + this."""
+
+FourTuple = tuple[str, int, str, int]
+
+
+class ConnectionTracker:
+    """Rebuild connections from a capture fed in chunks; memory follows the open connections."""
+
+    def __init__(
+        self,
+        idle_timeout_ns: int = DEFAULT_IDLE_TIMEOUT_NS,
+        close_linger_ns: int = DEFAULT_CLOSE_LINGER_NS,
+        reuse_gap_ns: int = DEFAULT_REUSE_GAP_NS,
+    ) -> None:
+        self.idle_timeout_ns = idle_timeout_ns
+        self.close_linger_ns = close_linger_ns
+        self.reuse_gap_ns = reuse_gap_ns
+        self._carry = PacketTable.empty()
+        self._index_by_first_frame: dict[int, int] = {}
+        self._next_index = 0
+        self._rst_payloads: dict[int, bytes] = {}
+        self._icmp: dict[FourTuple, list[IcmpError]] = {}
+        self._now_ns: int | None = None
+
+    @property
+    def open_rows(self) -> int:
+        """Packet rows kept for connections that are still open (the tracker's memory, in rows)."""
+        return len(self._carry)
+
+    def feed(self, chunk: Capture) -> list[Connection]:
+        """Add a chunk of capture (rows in capture order); return the connections that are over, by index."""
+        for error in chunk.icmp_errors:
+            key = (error.quoted_src, error.quoted_sport, error.quoted_dst, error.quoted_dport)
+            self._icmp.setdefault(key, []).append(error)
+        self._rst_payloads.update(chunk.rst_payloads)
+        if len(chunk.packets):
+            chunk_max = int(chunk.packets["ts_ns"].max())
+            self._now_ns = chunk_max if self._now_ns is None else max(self._now_ns, chunk_max)
+        table = PacketTable.concat([self._carry, chunk.packets]) if len(self._carry) else chunk.packets
+        return self._process(table, final=False)
+
+    def finish(self) -> list[Connection]:
+        """End of capture: every remaining connection, by index."""
+        table = self._carry
+        self._carry = PacketTable.empty()
+        done = self._process(table, final=True)
+        self._icmp.clear()
+        self._rst_payloads.clear()
+        return done
+
+    # -- internals
+    # --------------------------------------------------------------------------------------------------
+
+    def _process(self, table: PacketTable, final: bool) -> list[Connection]:
+        if len(table) == 0:
+            return []
+        demux = demultiplex(table, self.reuse_gap_ns)
+        analysis = analyse(table, demux)
+        starts = demux.starts
+        count = len(starts)
+        n = len(table)
+        first_frames = analysis.table["frame"][starts].astype(np.int64)
+        self._assign_indices(first_frames)
+        last_rows = np.append(starts[1:], n) - 1
+        last_ts = analysis.table["ts_ns"][last_rows].astype(np.int64)
+        now = self._now_ns if self._now_ns is not None else int(last_ts.max())
+        candidates, superseded = self._over_candidates(
+            analysis.table["flags"], starts, demux.flow, last_ts, now, final
+        )
+        first_ts = analysis.table["ts_ns"][starts].astype(np.int64)
+        stats = batch_stats(analysis)
+        finished: list[Connection] = []
+        keep = np.zeros(count, bool)
+        for conn in range(count):
+            if not candidates[conn]:
+                keep[conn] = True
+                continue
+            index = self._index_by_first_frame[int(first_frames[conn])]
+            connection = build_connection(
+                analysis,
+                demux,
+                stats,
+                conn,
+                index,
+                bool(demux.reuse_index[conn] > 0),
+                self._icmp_for(analysis.table, int(starts[conn]), int(first_ts[conn]), int(last_ts[conn])),
+                self._rst_payloads,
+            )
+            idle = now - int(last_ts[conn]) >= self.idle_timeout_ns
+            if not (final or idle or superseded[conn] or _has_ended(connection)):
+                keep[conn] = True
+                continue
+            finished.append(connection)
+            del self._index_by_first_frame[int(first_frames[conn])]
+        self._keep_rows(table, demux.order, starts, keep)
+        self._forget_old(now)
+        finished.sort(key=lambda c: c.index)
+        return finished
+
+    def _assign_indices(self, first_frames: IntArray) -> None:
+        new = [int(f) for f in np.sort(first_frames) if int(f) not in self._index_by_first_frame]
+        for frame in new:
+            self._index_by_first_frame[frame] = self._next_index
+            self._next_index += 1
+
+    def _over_candidates(
+        self, flags: np.ndarray, starts: IntArray, flow: IntArray, last_ts: IntArray, now: int, final: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        count = len(starts)
+        superseded = np.zeros(count, bool)
+        if count > 1:
+            superseded[:-1] = flow[1:] == flow[:-1]
+        if final:
+            return np.ones(count, bool), superseded
+        n = len(flags)
+        conn = group_ids(starts, n)
+        rst_seen = np.bincount(conn, weights=((flags & RST) != 0).astype(np.float64), minlength=count) > 0
+        fin_seen = np.bincount(conn, weights=((flags & FIN) != 0).astype(np.float64), minlength=count) > 0
+        quiet = now - last_ts
+        closing = (rst_seen | fin_seen) & (quiet >= self.close_linger_ns)
+        return np.asarray(superseded | closing | (quiet >= self.idle_timeout_ns)), superseded
+
+    def _keep_rows(self, table: PacketTable, order: IntArray, starts: IntArray, keep: np.ndarray) -> None:
+        lengths = np.diff(np.append(starts, len(order)))
+        row_keep = np.repeat(keep, lengths)
+        kept = np.sort(order[row_keep])
+        self._carry = table.take(kept)
+        frames = set(self._carry["frame"].tolist()) if self._rst_payloads else set()
+        self._rst_payloads = {f: p for f, p in self._rst_payloads.items() if f in frames}
+
+    def _icmp_for(self, table: PacketTable, row: int, first_ts: int, last_ts: int) -> Sequence[IcmpError]:
+        if not self._icmp:
+            return ()
+        src = format_addr(table["src_hi"][row], table["src_lo"][row])
+        dst = format_addr(table["dst_hi"][row], table["dst_lo"][row])
+        sport, dport = int(table["sport"][row]), int(table["dport"][row])
+        errors = self._icmp.get((src, sport, dst, dport), []) + self._icmp.get((dst, dport, src, sport), [])
+        return [e for e in errors if first_ts <= e.ts_ns <= last_ts + ICMP_MATCH_SLACK_NS]
+
+    def _forget_old(self, now: int) -> None:
+        horizon = now - self.idle_timeout_ns - ICMP_MATCH_SLACK_NS
+        for key in list(self._icmp):
+            fresh = [e for e in self._icmp[key] if e.ts_ns >= horizon]
+            if fresh:
+                self._icmp[key] = fresh
+            else:
+                del self._icmp[key]
+
+
+def _has_ended(connection: Connection) -> bool:
+    """A closing candidate is over only when the rebuilt connection ended (an unaccepted RST does not end it)."""
+    return connection.outcome in (Outcome.RESET, Outcome.CLEAN, Outcome.NOT_ESTABLISHED)
+
+
+def build_connections(
+    packets: PacketTable,
+    icmp_errors: Iterable[IcmpError] = (),
+    rst_payloads: Mapping[int, bytes] | None = None,
+) -> list[Connection]:
+    """All connections of a complete packet table, by index (one chunk through a `ConnectionTracker`)."""
+    tracker = ConnectionTracker()
+    capture = Capture(packets, list(icmp_errors), dict(rst_payloads or {}), ReadReport())
+    connections = tracker.feed(capture) + tracker.finish()
+    connections.sort(key=lambda c: c.index)
+    return connections

@@ -1,0 +1,411 @@
+"""Zeek's view of a connection: ``conn_state``, ``history``, ``orig_bytes``/``resp_bytes``, ``missed_bytes``,
+plus the Community ID (v1) and a Zeek-like ``uid``.
+
+Sources mirrored (Zeek 6/7): ``scripts/base/protocols/conn/main.zeek`` (``conn_state``: the ordered decision
+below),
+``src/packet_analysis/protocol/tcp/TCPSessionAdapter.cc`` (endpoint states, ``update_history``,
+``update_window``,
+``update_last_seq``), ``src/analyzer/protocol/tcp/TCP_Endpoint.cc`` (``Size``, ``DidRxmit``, ``ZeroWindow``,
+``Gap``)
+and ``src/Conn.cc`` (``CheckHistory``, ``ScaledHistoryEntry``, ``FlipRoles`` adding ``^``).
+
+Zeek's endpoint states (INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET) only change on
+the
+first packets of an endpoint and on SYN/FIN/RST, so `ZeekEmulator` runs on those rows only; the letters that
+depend on
+bulk rows (``D A T W G``) are found with numpy and merged in packet order. History letters: upper case for the
+originator; ``S H F R`` are repeated when their sequence number changes; ``A D I Q`` once per direction; ``T W
+G``
+on the 1st, 10th, 100th... occurrence (``C``, bad checksums, is never produced: the packet table carries no
+checksum
+verdict).
+
+Known differences, kept small on purpose: Zeek's originator is the first packet's sender unless that packet is
+a
+SYN-ACK; ours follows `Connection.orig_inferred_by`, and ``^`` is prepended whenever our originator did not
+send the
+first packet. ``g`` marks only the first content gap per direction (Zeek counts gaps seen by its reassembler).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import re
+import struct
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from whyreset.core.seqmath import IntArray
+from whyreset.model import ACK, FIN, RST, SYN, Array
+
+TOO_LARGE_SEQ_DELTA = 1_048_576
+"""Zeek ignores SYN/RST sequence numbers that jump further than this (TCPSessionAdapter.cc)."""
+
+HIST_SYN = 0x1
+HIST_FIN = 0x2
+HIST_RST = 0x4
+HIST_FIN_RST = 0x8
+HIST_DATA = 0x10
+HIST_ACK = 0x20
+HIST_MULTI_FLAG = 0x40
+
+RSTOS0_HISTORY = re.compile(r"\^?S[^HAFGIQ]*R.*")
+
+
+class ZeekState(Enum):
+    """TCP_ENDPOINT_* in Zeek."""
+
+    INACTIVE = 0
+    SYN_SENT = 1
+    SYN_ACK_SENT = 2
+    PARTIAL = 3
+    ESTABLISHED = 4
+    CLOSED = 5
+    RESET = 6
+
+
+@dataclass(frozen=True, slots=True)
+class ZeekSummary:
+    """What Zeek's conn.log would say about the connection's TCP state."""
+
+    conn_state: str
+    """S0, S1, SF, REJ, S2, S3, RSTO, RSTR, RSTOS0, RSTRH, SH, SHR or OTH."""
+    history: str
+    """The history string."""
+    orig_bytes: int
+    """Zeek's orig_bytes: originator sequence space, from its highest sequence or acknowledged number."""
+    resp_bytes: int
+    """Zeek's resp_bytes."""
+    missed_bytes: int
+    """Bytes in content gaps (data the peer acknowledged but the capture never saw)."""
+    orig_state: ZeekState
+    """Final Zeek endpoint state of the originator."""
+    resp_state: ZeekState
+    """Final Zeek endpoint state of the responder."""
+
+
+class _Endpoint:
+    __slots__ = ("fin_count", "last_fin", "last_rst", "last_syn", "prev_state", "state")
+
+    def __init__(self) -> None:
+        self.state = ZeekState.INACTIVE
+        self.prev_state = ZeekState.INACTIVE
+        self.last_syn = 0
+        self.last_fin = 0
+        self.last_rst = 0
+        self.fin_count = 0
+
+    def set_state(self, new: ZeekState) -> None:
+        if new is not self.state:
+            self.prev_state = self.state
+            self.state = new
+
+
+class ZeekEmulator:
+    """Zeek's two endpoint state machines and its control-letter history for one connection."""
+
+    def __init__(self) -> None:
+        self.orig = _Endpoint()
+        self.resp = _Endpoint()
+        self.seen = 0
+        self.letters: list[tuple[int, int, str]] = []
+        """(row, order within the row, letter)."""
+
+    def _check(self, mask: int, code: str, is_orig: bool, row: int) -> bool:
+        """Conn::CheckHistory: add the letter the first time; return True when it was already seen."""
+        if not is_orig:
+            mask <<= 16
+            code = code.lower()
+        if self.seen & mask == 0:
+            self.seen |= mask
+            self.letters.append((row, 0, code))
+            return False
+        return True
+
+    def _add(self, code: str, is_orig: bool, row: int) -> None:
+        self.letters.append((row, 0, code if is_orig else code.lower()))
+
+    def packet(self, row: int, is_orig: bool, flags: int, rel_seq: int, length: int) -> None:
+        """Process one packet that may change state (SYN/FIN/RST or one of an endpoint's first packets)."""
+        endpoint, peer = (self.orig, self.resp) if is_orig else (self.resp, self.orig)
+        self._history(row, is_orig, flags, rel_seq, length, endpoint)
+        if flags & FIN:
+            endpoint.fin_count += 1
+        state = endpoint.state
+        if state is ZeekState.INACTIVE:
+            self._inactive(endpoint, peer, is_orig, flags, length)
+        elif state in (ZeekState.SYN_SENT, ZeekState.SYN_ACK_SENT):
+            if flags & FIN:
+                endpoint.set_state(ZeekState.CLOSED)
+            if flags & RST:
+                endpoint.set_state(ZeekState.RESET)
+        elif state in (ZeekState.ESTABLISHED, ZeekState.PARTIAL):
+            self._established(endpoint, peer, flags)
+        elif state is ZeekState.CLOSED and flags & RST and peer.state is not ZeekState.CLOSED:
+            endpoint.set_state(ZeekState.RESET)
+
+    def _history(
+        self, row: int, is_orig: bool, flags: int, rel_seq: int, length: int, endpoint: _Endpoint
+    ) -> None:
+        bits = bool(flags & SYN) + bool(flags & FIN) + bool(flags & RST)
+        if bits > 1:
+            if flags & FIN and flags & RST:
+                self._check(HIST_FIN_RST, "I", is_orig, row)
+            else:
+                self._check(HIST_MULTI_FLAG, "Q", is_orig, row)
+        elif bits == 1:
+            if flags & SYN:
+                code = "H" if flags & ACK else "S"
+                if self._check(HIST_SYN, code, is_orig, row) and rel_seq != endpoint.last_syn:
+                    self._add(code, is_orig, row)
+                endpoint.last_syn = rel_seq
+            if flags & FIN:
+                if self._check(HIST_FIN, "F", is_orig, row) and rel_seq + length != endpoint.last_fin:
+                    self._add("F", is_orig, row)
+                endpoint.last_fin = rel_seq + length
+            if flags & RST:
+                if self._check(HIST_RST, "R", is_orig, row) and rel_seq != endpoint.last_rst:
+                    self._add("R", is_orig, row)
+                endpoint.last_rst = rel_seq
+
+    def _inactive(self, endpoint: _Endpoint, peer: _Endpoint, is_orig: bool, flags: int, length: int) -> None:
+        if flags & SYN:
+            if is_orig:
+                endpoint.set_state(ZeekState.SYN_ACK_SENT if flags & ACK else ZeekState.SYN_SENT)
+            else:
+                if peer.state is ZeekState.SYN_SENT:
+                    peer.set_state(ZeekState.ESTABLISHED)
+                endpoint.set_state(ZeekState.ESTABLISHED)
+        if flags & FIN:
+            endpoint.set_state(ZeekState.CLOSED)
+        if flags & RST:
+            endpoint.set_state(ZeekState.RESET)
+        if endpoint.state is ZeekState.INACTIVE:
+            if not is_orig and length == 0 and self.orig.state is ZeekState.SYN_SENT:
+                pass  # an ACK of the SYN before the SYN-ACK: not a partial connection (Zeek's comment)
+            elif flags & ACK and peer.state is ZeekState.ESTABLISHED:
+                endpoint.set_state(ZeekState.ESTABLISHED)
+            else:
+                endpoint.set_state(ZeekState.PARTIAL)
+
+    def _established(self, endpoint: _Endpoint, peer: _Endpoint, flags: int) -> None:
+        if (
+            flags & SYN
+            and endpoint.state is ZeekState.PARTIAL
+            and peer.state is ZeekState.INACTIVE
+            and not flags & ACK
+        ):
+            endpoint.set_state(ZeekState.SYN_SENT)
+        if flags & FIN and not flags & RST:
+            endpoint.set_state(ZeekState.CLOSED)
+            if peer.state is ZeekState.RESET and peer.prev_state is ZeekState.CLOSED:
+                peer.set_state(ZeekState.CLOSED)
+        if flags & RST:
+            endpoint.set_state(ZeekState.RESET)
+
+
+def scaled_positions(mask: Array) -> IntArray:
+    """Rows of the 1st, 10th, 100th... true value of ``mask`` (Zeek's ScaledHistoryEntry, base 10)."""
+    rows = np.flatnonzero(mask)
+    picks: list[int] = []
+    threshold = 1
+    while threshold <= len(rows):
+        picks.append(int(rows[threshold - 1]))
+        threshold *= 10
+    return np.asarray(picks, np.int64)
+
+
+def conn_state(orig: ZeekState, resp: ZeekState, orig_size: int, resp_size: int, history: str) -> str:
+    """``Conn::conn_state`` from main.zeek, same order of tests."""
+    o_inactive = orig in (ZeekState.INACTIVE, ZeekState.PARTIAL)
+    r_inactive = resp in (ZeekState.INACTIVE, ZeekState.PARTIAL)
+    if resp is ZeekState.RESET:
+        if orig in (ZeekState.SYN_SENT, ZeekState.SYN_ACK_SENT) or (
+            orig is ZeekState.RESET and orig_size == 0 and resp_size == 0
+        ):
+            return "REJ"
+        return "RSTRH" if o_inactive else "RSTR"
+    if orig is ZeekState.RESET:
+        if r_inactive:
+            return "RSTOS0" if RSTOS0_HISTORY.fullmatch(history) else "OTH"
+        return "RSTO"
+    if resp is ZeekState.CLOSED and orig is ZeekState.CLOSED:
+        return "SF"
+    if orig is ZeekState.CLOSED:
+        return "SH" if r_inactive else "S2"
+    if resp is ZeekState.CLOSED:
+        return "SHR" if o_inactive else "S3"
+    if orig is ZeekState.SYN_SENT and resp is ZeekState.INACTIVE:
+        return "S0"
+    if orig is ZeekState.ESTABLISHED and resp is ZeekState.ESTABLISHED:
+        return "S1"
+    return "OTH"
+
+
+@dataclass(frozen=True, slots=True)
+class ZeekRows:
+    """One connection's rows as the Zeek summary needs them (connection order)."""
+
+    flags: Array
+    from_orig: Array
+    rel_seq: IntArray
+    rel_ack: IntArray
+    payload: IntArray
+    window: Array
+    flipped: bool
+    """The originator did not send the first packet (Zeek's ``^``)."""
+    first_gap_row_orig: int
+    """Row of the peer ACK that revealed the originator's first content gap, or -1."""
+    first_gap_row_resp: int
+    missed_bytes: int
+
+
+def summarise(rows: ZeekRows) -> ZeekSummary:
+    """Run the emulator over the state-changing rows and merge in the bulk letters."""
+    flags = rows.flags.astype(np.int64)
+    n = len(flags)
+    emulator = ZeekEmulator()
+    control = (flags & (SYN | FIN | RST)) != 0
+    early = np.zeros(n, bool)
+    for side in (True, False):
+        early[np.flatnonzero(rows.from_orig == side)[:3]] = True
+    fed = np.flatnonzero(control | early)
+    fed_orig_state: list[ZeekState] = []
+    fed_resp_state: list[ZeekState] = []
+    for row in fed.tolist():
+        emulator.packet(
+            row, bool(rows.from_orig[row]), int(flags[row]), int(rows.rel_seq[row]), int(rows.payload[row])
+        )
+        fed_orig_state.append(emulator.orig.state)
+        fed_resp_state.append(emulator.resp.state)
+    before_orig, before_resp = _states_before(fed, fed_orig_state, fed_resp_state, n)
+    letters = list(emulator.letters)
+    letters += _bulk_letters(rows, flags, before_orig, before_resp)
+    letters.sort(key=lambda item: (item[0], item[1]))
+    history = ("^" if rows.flipped else "") + "".join(code for _, _, code in letters)
+    orig_size = _zeek_size(rows, flags, True, emulator.orig)
+    resp_size = _zeek_size(rows, flags, False, emulator.resp)
+    state = conn_state(emulator.orig.state, emulator.resp.state, orig_size, resp_size, history)
+    return ZeekSummary(
+        conn_state=state,
+        history=history,
+        orig_bytes=orig_size,
+        resp_bytes=resp_size,
+        missed_bytes=rows.missed_bytes,
+        orig_state=emulator.orig.state,
+        resp_state=emulator.resp.state,
+    )
+
+
+_STATE_CODES = {state: state.value for state in ZeekState}
+
+
+def _states_before(
+    fed: IntArray, orig_states: list[ZeekState], resp_states: list[ZeekState], n: int
+) -> tuple[IntArray, IntArray]:
+    """Per row, each endpoint's Zeek state before the row was processed (state codes)."""
+    codes_o = np.asarray([ZeekState.INACTIVE.value] + [s.value for s in orig_states], np.int64)
+    codes_r = np.asarray([ZeekState.INACTIVE.value] + [s.value for s in resp_states], np.int64)
+    last_fed_before = np.searchsorted(fed, np.arange(n), side="left")  # number of fed rows strictly before
+    return codes_o[last_fed_before], codes_r[last_fed_before]
+
+
+def _bulk_letters(
+    rows: ZeekRows, flags: IntArray, before_orig: IntArray, before_resp: IntArray
+) -> list[tuple[int, int, str]]:
+    letters: list[tuple[int, int, str]] = []
+    plain = (flags & (SYN | FIN | RST)) == 0
+    has_ack = (flags & ACK) != 0
+    zeek_end = (
+        rows.rel_seq + np.where(flags & RST, 0, rows.payload) + ((flags & SYN) != 0) + ((flags & FIN) != 0)
+    )
+    for is_orig, letter_case in ((True, str.upper), (False, str.lower)):
+        mine = rows.from_orig == is_orig
+        own_state = before_orig if is_orig else before_resp
+        peer_state = before_resp if is_orig else before_orig
+        data = np.flatnonzero(mine & plain & (rows.payload > 0))
+        if len(data):
+            letters.append((int(data[0]), 0, letter_case("D")))
+        acks = np.flatnonzero(mine & plain & (rows.payload == 0) & has_ack)
+        if len(acks):
+            letters.append((int(acks[0]), 0, letter_case("A")))
+        zero = (
+            mine
+            & (rows.window == 0)
+            & ((flags & RST) == 0)
+            & (peer_state != ZeekState.CLOSED.value)
+            & (own_state != ZeekState.RESET.value)
+        )
+        letters += [(int(r), 1, letter_case("W")) for r in scaled_positions(zero)]
+        letters += [
+            (int(r), 2, letter_case("T"))
+            for r in scaled_positions(_retransmitted(rows, mine, zeek_end, own_state))
+        ]
+        gap_row = rows.first_gap_row_orig if is_orig else rows.first_gap_row_resp
+        if gap_row >= 0:
+            letters.append((gap_row, 3, letter_case("G")))
+    return letters
+
+
+def _retransmitted(rows: ZeekRows, mine: Array, zeek_end: IntArray, own_state: IntArray) -> Array:
+    """Zeek's update_last_seq: data whose end does not advance the endpoint's last sequence number."""
+    index = np.flatnonzero(mine)
+    result = np.zeros(len(mine), bool)
+    if len(index) == 0:
+        return result
+    ends = zeek_end[index]
+    first_flags = int(rows.flags[index[0]])
+    initial = ends[0] if first_flags & SYN else rows.rel_seq[index[0]]
+    trusted = own_state[index] != ZeekState.RESET.value
+    advancing = np.where(trusted, ends, initial)
+    previous = np.maximum.accumulate(np.concatenate(([initial], advancing[:-1])))
+    previous = np.maximum(previous, initial)
+    result[index] = trusted & (rows.payload[index] > 0) & (ends <= previous)
+    result[index[0]] = False
+    return result
+
+
+def _zeek_size(rows: ZeekRows, flags: IntArray, is_orig: bool, endpoint: _Endpoint) -> int:
+    """TCP_Endpoint::Size: highest of last sequence and acknowledged number, minus the SYN and FIN octets."""
+    mine = rows.from_orig == is_orig
+    peer_acks = (rows.from_orig != is_orig) & ((flags & ACK) != 0) & ((flags & RST) == 0)
+    ends = rows.rel_seq + np.where(flags & RST, 0, rows.payload) + ((flags & SYN) != 0) + ((flags & FIN) != 0)
+    own = ends[mine & (((flags & RST) == 0) | (np.abs(rows.rel_seq) <= TOO_LARGE_SEQ_DELTA))]
+    last = int(own.max()) if len(own) else 0
+    acked = int(rows.rel_ack[peer_acks].max()) if peer_acks.any() else 0
+    if endpoint.prev_state is ZeekState.SYN_SENT and endpoint.state is ZeekState.RESET and acked > 1:
+        return 0
+    size = max(last, acked, 0)
+    if size:
+        size -= 1
+    if endpoint.fin_count and size:
+        size -= 1
+    return size
+
+
+def community_id(saddr: str, daddr: str, sport: int, dport: int, proto: int = 6, seed: int = 0) -> str:
+    """Community ID v1 (corelight community-id-spec): base64 SHA-1 of seed, addresses, proto, ports."""
+    src = ipaddress.ip_address(saddr).packed
+    dst = ipaddress.ip_address(daddr).packed
+    if (src, sport) > (dst, dport):
+        src, dst, sport, dport = dst, src, dport, sport
+    data = struct.pack("!H", seed) + src + dst + struct.pack("!BBHH", proto, 0, sport, dport)
+    return "1:" + base64.b64encode(hashlib.sha1(data).digest()).decode("ascii")
+
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def zeek_uid(community: str, first_ts_ns: int, first_frame: int) -> str:
+    """``C`` + base62 of a 96-bit hash of the connection's identity: stable for a given capture."""
+    digest = hashlib.blake2b(f"{community}|{first_ts_ns}|{first_frame}".encode(), digest_size=12).digest()
+    value = int.from_bytes(digest, "big")
+    chars = []
+    while value:
+        value, digit = divmod(value, 62)
+        chars.append(_BASE62[digit])
+    return "C" + "".join(reversed(chars)).rjust(17, "0")
