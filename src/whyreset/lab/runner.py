@@ -240,6 +240,8 @@ class LabContext:
         self._threads: list[tuple[threading.Thread, list[BaseException]]] = []
         self._used_addresses: set[str] = set()
         self._used_ports: set[int] = set()
+        self.tracer: KernelTracer | None = None
+        """The run's kernel tracer (None when the scenario does not need tracefs)."""
 
     # --- seeded choices
     # --------------------------------------------------------------------------------------------
@@ -395,6 +397,13 @@ class LabContext:
         """Declare what the analysis of the capture must find for one connection."""
         with self._lock:
             self._recorded.connections.append(connection)
+
+    def kernel_resets_so_far(self) -> list[KernelReset]:
+        """Reset events recorded until now for the lab's hosts (a scenario checks whether its race
+        happened)."""
+        if self.tracer is None:
+            return []
+        return self.tracer.collect(self.host_of_address())[0]
 
     def note(self, text: str) -> None:
         with self._lock:
@@ -597,6 +606,7 @@ def run_scenario(
             tracer.start()
             cleanup.callback(tracer.stop)
         lab = LabContext(scenario, seed, directory, cleanup)
+        lab.tracer = tracer
         cleanup.callback(lab.close_sockets)
         with _time_bound(limit):
             scenario.run(lab)
