@@ -519,8 +519,12 @@ class Topology:
             self._link(self.server, self.plan.router_server_side)
             for host in self.hosts:
                 self._configure_host(host)
-            self._add_routes(self.client, self.router.interfaces[0])
-            self._add_routes(self.server, self.plan.router_server_side)
+            for end_host, router_side in (
+                (self.client, self.router.interfaces[0]),
+                (self.server, self.plan.router_server_side),
+            ):
+                self._pin_neighbours(end_host, router_side)
+                self._add_routes(end_host, router_side)
         except BaseException:
             self.down()
             raise
@@ -569,6 +573,7 @@ class Topology:
         self._link(host, router_side)
         self._configure_host(host)
         self._configure_interface(self.router, router_side)
+        self._pin_neighbours(host, router_side)
         self._add_routes(host, router_side)
 
     # building blocks ----------------------------------------------------------------------------------------
@@ -604,6 +609,22 @@ class Topology:
         self.set_sysctls(host, values)
         for iface in host.interfaces:
             self._configure_interface(host, iface)
+
+    def _pin_neighbours(self, end_host: Host, router_side: Interface) -> None:
+        # Permanent ARP/ND entries on both ends of the link. Without them the first IPv6 packet of a scenario
+        # waits about a second: the router joins the solicited-node multicast group some time after its
+        # address is added, so the first neighbour solicitation goes unanswered and TCP sees its SYN
+        # "retransmitted" (and then uses the 3 s fallback RTO). Pinning also keeps ARP/ND out of the timings.
+        ends = ((end_host, end_host.interfaces[0]), (self.router, router_side))
+        macs = {host.netns: _mac_address(host.netns, iface.name) for host, iface in ends}
+        for (host, iface), (peer, peer_iface) in zip(ends, reversed(ends), strict=True):
+            for address in (peer_iface.v4.ip, peer_iface.v6.ip):
+                run_cmd(
+                    [
+                        *("ip", "-n", host.netns, "neigh", "replace", str(address)),
+                        *("lladdr", macs[peer.netns], "dev", iface.name, "nud", "permanent"),
+                    ]
+                )
 
     def _add_routes(self, host: Host, gateway: Interface) -> None:
         run_cmd(["ip", "-n", host.netns, "route", "add", "default", "via", str(gateway.v4.ip)])
@@ -704,6 +725,16 @@ class Topology:
 
 # ------------------------------------------------------------------------------------------------------------
 # Cleanup
+
+
+def _mac_address(netns: str, iface: str) -> str:
+    # ``ip -o link show`` prints "... link/ether aa:bb:cc:dd:ee:ff brd ...": /sys shows the caller's namespace
+    # only.
+    words = run_cmd(["ip", "-n", netns, "-o", "link", "show", "dev", iface]).stdout.split()
+    try:
+        return words[words.index("link/ether") + 1]
+    except (ValueError, IndexError):
+        raise LabError(f"no MAC address for {iface} in {netns}") from None
 
 
 def list_namespaces() -> list[str]:
