@@ -588,7 +588,9 @@ def _bulk_events(rows: _Rows, analysis: BatchAnalysis, walk: _Walk) -> list[Even
     rtt = _handshake_rtt(rows, walk)
     threshold = max(IDLE_GAP_MIN_NS, IDLE_GAP_RTT_FACTOR * rtt) if rtt is not None else IDLE_GAP_MIN_NS
     gaps = analysis.gap_before_ns[window]
-    for row in np.flatnonzero(gaps >= threshold).tolist():
+    # A silence that ends with a retransmission is a retransmission timeout (reported as such), not idleness.
+    backoff = analysis.retransmission[window] | analysis.out_of_order[window]
+    for row in np.flatnonzero((gaps >= threshold) & ~backoff).tolist():
         events.append(make_event(rows, EventKind.IDLE_GAP, row, {"gap_ns": int(gaps[row]), "rtt_ns": rtt}))
     return events
 

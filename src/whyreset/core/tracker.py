@@ -63,6 +63,8 @@ class ConnectionTracker:
         self._rst_payloads: dict[int, bytes] = {}
         self._icmp: dict[FourTuple, list[IcmpError]] = {}
         self._now_ns: int | None = None
+        self._ended_tuples: dict[tuple[int, ...], int] = {}
+        """Canonical 4-tuple -> last timestamp of a connection already emitted on it (to flag port reuse)."""
 
     @property
     def open_rows(self) -> int:
@@ -118,13 +120,15 @@ class ConnectionTracker:
                 keep[conn] = True
                 continue
             index = self._index_by_first_frame[int(first_frames[conn])]
+            four_tuple = _canonical_tuple(analysis.table, int(starts[conn]))
+            reused = bool(demux.reuse_index[conn] > 0) or four_tuple in self._ended_tuples
             connection = build_connection(
                 analysis,
                 demux,
                 stats,
                 conn,
                 index,
-                bool(demux.reuse_index[conn] > 0),
+                reused,
                 self._icmp_for(analysis.table, int(starts[conn]), int(first_ts[conn]), int(last_ts[conn])),
                 self._rst_payloads,
             )
@@ -133,6 +137,7 @@ class ConnectionTracker:
                 keep[conn] = True
                 continue
             finished.append(connection)
+            self._ended_tuples[four_tuple] = connection.ts_last_ns
             del self._index_by_first_frame[int(first_frames[conn])]
         self._keep_rows(table, demux.order, starts, keep)
         self._forget_old(now)
@@ -181,6 +186,7 @@ class ConnectionTracker:
 
     def _forget_old(self, now: int) -> None:
         horizon = now - self.idle_timeout_ns - ICMP_MATCH_SLACK_NS
+        self._ended_tuples = {key: ts for key, ts in self._ended_tuples.items() if ts >= horizon}
         for key in list(self._icmp):
             fresh = [e for e in self._icmp[key] if e.ts_ns >= horizon]
             if fresh:
@@ -189,8 +195,14 @@ class ConnectionTracker:
                 del self._icmp[key]
 
 
+def _canonical_tuple(table: PacketTable, row: int) -> tuple[int, ...]:
+    src = (int(table["src_hi"][row]), int(table["src_lo"][row]), int(table["sport"][row]))
+    dst = (int(table["dst_hi"][row]), int(table["dst_lo"][row]), int(table["dport"][row]))
+    return (*min(src, dst), *max(src, dst))
+
+
 def _has_ended(connection: Connection) -> bool:
-    """A closing candidate is over only when the rebuilt connection ended (an unaccepted RST does not end it)."""
+    """A closing candidate is over once the rebuilt connection ended (an unaccepted RST does not end it)."""
     return connection.outcome in (Outcome.RESET, Outcome.CLEAN, Outcome.NOT_ESTABLISHED)
 
 

@@ -1,0 +1,458 @@
+"""Connections rebuilt from small crafted packet tables: roles, states, outcomes, Zeek fields, analysis flags."""
+
+from __future__ import annotations
+
+from segments import CLIENT, MS, SERVER, S, Dialogue, Endpoint, concat
+
+from whyreset.core.connection import Connection, EventKind, RstAcceptability
+from whyreset.core.tracker import build_connections
+from whyreset.ids import Outcome, Side, TcpState
+from whyreset.model import ACK, FIN, RST, SYN
+
+
+def one(d: Dialogue) -> Connection:
+    connections = build_connections(d.table())
+    assert len(connections) == 1
+    return connections[0]
+
+
+def kinds(c: Connection) -> list[str]:
+    return [e.kind.value for e in c.events]
+
+
+def states(c: Connection, side: Side) -> list[TcpState]:
+    return [change.state for change in c.states(side)]
+
+
+# -- clean closes -----------------------------------------------------------------------------------------------
+
+
+def test_clean_close_client_first() -> None:
+    d = Dialogue()
+    d.handshake()
+    d.data(CLIENT, 100)
+    d.data(SERVER, 300)
+    d.fin(CLIENT)
+    d.fin(SERVER)
+    d.ack(CLIENT)
+    c = one(d)
+    assert (c.orig_h, c.orig_p, c.resp_h, c.resp_p) == ("10.0.0.1", 40000, "10.0.0.2", 80)
+    assert c.orig_inferred_by == "syn" and c.established and not c.midstream
+    assert c.outcome is Outcome.CLEAN
+    assert c.conn_state == "SF" and c.history == "ShADdFf"
+    assert states(c, Side.ORIG) == [
+        TcpState.CLOSED,
+        TcpState.SYN_SENT,
+        TcpState.ESTABLISHED,
+        TcpState.FIN_WAIT_1,
+        TcpState.FIN_WAIT_2,
+        TcpState.TIME_WAIT,
+    ]
+    assert states(c, Side.RESP)[-3:] == [TcpState.CLOSE_WAIT, TcpState.LAST_ACK, TcpState.CLOSED]
+    assert c.orig.data_bytes == 100 and c.resp.data_bytes == 300
+    assert c.orig.unacked_bytes == 0 and c.resp.unacked_bytes == 0
+    assert c.zeek_orig_bytes == 100 and c.zeek_resp_bytes == 300
+    assert c.orig.isn == 1000 and c.resp.isn == 5000 and c.orig.wscale == 7 and c.orig.mss == 1460
+
+
+def test_clean_close_server_first() -> None:
+    d = Dialogue()
+    d.handshake()
+    d.data(CLIENT, 10)
+    d.data(SERVER, 20)
+    d.fin(SERVER)
+    d.fin(CLIENT)
+    d.ack(SERVER)
+    c = one(d)
+    assert c.outcome is Outcome.CLEAN and c.conn_state == "SF"
+    assert c.final_state(Side.RESP) is TcpState.TIME_WAIT
+    assert c.final_state(Side.ORIG) is TcpState.CLOSED
+
+
+# -- handshake failures -----------------------------------------------------------------------------------------
+
+
+def test_refused() -> None:
+    d = Dialogue()
+    d.syn()
+    d.segment(SERVER, RST | ACK, seq=0, ack=d.client.isn + 1)
+    c = one(d)
+    assert c.conn_state == "REJ" and c.history == "Sr"
+    assert c.outcome is Outcome.NOT_ESTABLISHED and not c.established
+    reset = c.first_reset
+    assert reset is not None and reset.sender is Side.RESP
+    assert reset.acceptability is RstAcceptability.SYN_SENT_ACK_OK
+    assert reset.receiver_state is TcpState.SYN_SENT and reset.sender_state is TcpState.CLOSED
+    assert c.final_state(Side.ORIG) is TcpState.CLOSED
+    assert c.states(Side.RESP)[0].state is TcpState.CLOSED
+
+
+def test_refused_with_wrong_ack_is_not_accepted() -> None:
+    d = Dialogue()
+    d.syn()
+    d.segment(SERVER, RST | ACK, seq=0, ack=d.client.isn + 77)
+    c = one(d)
+    assert c.resets[0].acceptability is RstAcceptability.SYN_SENT_ACK_BAD
+    assert c.final_state(Side.ORIG) is TcpState.SYN_SENT
+
+
+def test_syn_unanswered_times_out() -> None:
+    d = Dialogue()
+    for _ in range(3):
+        d.segment(CLIENT, SYN, seq=d.client.isn, gap_ns=S)
+    c = one(d)
+    assert c.conn_state == "S0" and c.history == "S"
+    assert c.outcome is Outcome.TIMEOUT
+    assert kinds(c) == ["syn", "syn_retransmit", "syn_retransmit"]
+
+
+def test_single_syn_is_not_established() -> None:
+    d = Dialogue()
+    d.syn()
+    c = one(d)
+    assert c.outcome is Outcome.NOT_ESTABLISHED and c.conn_state == "S0"
+
+
+def test_syn_then_rst_from_originator_is_rstos0() -> None:
+    d = Dialogue()
+    d.syn()
+    d.rst(CLIENT)
+    c = one(d)
+    assert c.conn_state == "RSTOS0" and c.history == "SR"
+
+
+def test_syn_then_fin_is_sh() -> None:
+    d = Dialogue()
+    d.syn()
+    d.segment(CLIENT, FIN)
+    assert one(d).conn_state == "SH"
+
+
+def test_synack_then_rst_is_rstrh_and_flipped() -> None:
+    d = Dialogue()
+    d.server.acked = d.client.isn + 1
+    d.segment(SERVER, SYN | ACK)
+    d.rst(SERVER)
+    c = one(d)
+    assert c.orig_inferred_by == "syn_ack" and (c.orig_h, c.resp_p) == ("10.0.0.1", 80)
+    assert c.conn_state == "RSTRH" and c.history == "^hr"
+
+
+def test_synack_then_fin_is_shr() -> None:
+    d = Dialogue()
+    d.server.acked = d.client.isn + 1
+    d.segment(SERVER, SYN | ACK)
+    d.segment(SERVER, FIN | ACK)
+    assert one(d).conn_state == "SHR"
+
+
+# -- established endings ----------------------------------------------------------------------------------------
+
+
+def test_open_connection_is_s1() -> None:
+    d = Dialogue()
+    d.handshake()
+    d.data(CLIENT, 50)
+    d.ack(SERVER)
+    c = one(d)
+    assert c.conn_state == "S1" and c.outcome is Outcome.OPEN and c.history == "ShADa"
+
+
+def test_half_closed_is_s2_or_s3() -> None:
+    d = Dialogue()
+    d.handshake()
+    d.fin(CLIENT)
+    d.ack(SERVER)
+    c = one(d)
+    assert c.conn_state == "S2" and c.outcome is Outcome.HALF_CLOSED
+    assert c.final_state(Side.ORIG) is TcpState.FIN_WAIT_2
+    assert c.final_state(Side.RESP) is TcpState.CLOSE_WAIT
+    d = Dialogue()
+    d.handshake()
+    d.fin(SERVER)
+    d.ack(CLIENT)
+    assert one(d).conn_state == "S3"
+
+
+def test_reset_by_originator_and_responder() -> None:
+    for sender, expected in ((CLIENT, "RSTO"), (SERVER, "RSTR")):
+        d = Dialogue()
+        d.handshake()
+        d.data(CLIENT, 100)
+        d.ack(SERVER)
+        d.rst(sender, with_ack=True)
+        c = one(d)
+        assert c.conn_state == expected
+        assert c.outcome is Outcome.RESET
+        reset = c.resets[0]
+        assert reset.acceptability is RstAcceptability.EXACT
+        assert reset.receiver_state is TcpState.ESTABLISHED
+        assert c.final_state(Side.ORIG) is TcpState.CLOSED and c.final_state(Side.RESP) is TcpState.CLOSED
+
+
+def test_in_window_rst_draws_challenge_ack_and_is_not_accepted() -> None:
+    d = Dialogue()
+    d.handshake()
+    d.data(CLIENT, 100)
+    d.ack(SERVER)
+    d.rst(SERVER, seq=d.server.nxt + 1000)
+    d.segment(CLIENT, ACK)
+    c = one(d)
+    assert c.resets[0].acceptability is RstAcceptability.IN_WINDOW
+    assert "challenge_ack" in kinds(c)
+    assert c.final_state(Side.ORIG) is TcpState.ESTABLISHED
+    assert c.outcome is not Outcome.RESET
+
+
+def test_out_of_window_rst() -> None:
+    d = Dialogue()
+    d.handshake()
+    d.rst(SERVER, seq=d.server.nxt + 10_000_000)
+    d.data(CLIENT, 10)
+    c = one(d)
+    assert c.resets[0].acceptability is RstAcceptability.OUT_OF_WINDOW
+    assert c.final_state(Side.ORIG) is TcpState.ESTABLISHED
+
+
+def test_window_scale_decides_in_window() -> None:
+    """A window of 502 scaled by 2**7 reaches 64 KB: an RST 10 KB ahead is in window only with scaling."""
+    d = Dialogue()
+    d.handshake()
+    d.rst(SERVER, seq=d.server.nxt + 10_000)
+    assert one(d).resets[0].acceptability is RstAcceptability.IN_WINDOW
+    d = Dialogue(client=Endpoint("10.0.0.1", 40000, 1000, wscale=-1))
+    d.handshake()
+    d.rst(SERVER, seq=d.server.nxt + 10_000)
+    assert one(d).resets[0].acceptability is RstAcceptability.OUT_OF_WINDOW
+
+
+def test_data_after_fin_then_reset() -> None:
+    d = Dialogue()
+    d.handshake()
+    d.fin(SERVER)
+    d.ack(CLIENT)
+    d.data(CLIENT, 200)
+    d.rst(SERVER)
+    c = one(d)
+    assert "data_after_fin" in kinds(c)
+    assert c.outcome is Outcome.RESET and c.conn_state == "RSTR"
+    assert c.resets[0].receiver_state is TcpState.CLOSE_WAIT
+    assert c.resets[0].sender_state is TcpState.FIN_WAIT_2
+
+
+def test_close_with_unread_data() -> None:
+    d = Dialogue()
+    d.handshake()
+    d.data(CLIENT, 300)
+    d.ack(SERVER)
+    d.rst(SERVER, with_ack=True)
+    c = one(d)
+    assert c.orig.unacked_bytes == 0 and c.outcome is Outcome.RESET
+    assert c.resets[0].sender is Side.RESP
+
+
+def test_rst_payload_text() -> None:
+    d = Dialogue()
+    d.handshake()
+    row = d.rst(SERVER, payload_len=12)
+    connections = build_connections(d.table(), rst_payloads={row["frame"]: b"\x00idle timeout\n"})
+    assert connections[0].resets[0].payload_text == "idle timeout"
+
+
+# -- mid-stream and roles ---------------------------------------------------------------------------------------
+
+
+def test_midstream_data_both_ways() -> None:
+    d = Dialogue()
+    d.receive(SERVER)
+    d.data(SERVER, 100)
+    d.data(CLIENT, 40)
+    d.data(SERVER, 100)
+    c = one(d)
+    assert c.midstream and c.established
+    assert c.orig_inferred_by == "port" and c.resp_p == 80
+    assert c.conn_state == "OTH" and c.history.startswith("^")
+    assert states(c, Side.ORIG) == [TcpState.UNKNOWN, TcpState.ESTABLISHED]
+    assert c.states(Side.ORIG)[1].frame == 2
+    assert c.resp.data_bytes == 200 and c.resp.lost_segments == 0
+
+
+def test_first_packet_heuristic_when_ports_equal() -> None:
+    d = Dialogue(client=Endpoint("10.0.0.9", 5000, 1), server=Endpoint("10.0.0.2", 5000, 9), rows=[])
+    d.data(CLIENT, 10)
+    assert one(d).orig_inferred_by == "first_packet" and one(d).orig_h == "10.0.0.9"
+
+
+# -- sequence analysis ------------------------------------------------------------------------------------------
+
+
+def test_sequence_wraparound() -> None:
+    d = Dialogue(client=Endpoint("10.0.0.1", 40000, 2**32 - 150))
+    d.handshake()
+    for _ in range(4):
+        d.data(CLIENT, 100)
+    d.ack(SERVER)
+    c = one(d)
+    assert c.orig.data_bytes == 400 and c.orig.bytes_acked == 400
+    assert c.orig.retransmissions == 0 and c.orig.lost_segments == 0 and c.orig.out_of_order == 0
+    last_data = [e for e in c.events if e.kind is EventKind.LAST_DATA][0]
+    assert last_data.rel_seq == 301
+
+
+def test_retransmission_and_history_t() -> None:
+    d = Dialogue()
+    d.handshake()
+    first = d.data(CLIENT, 100)
+    d.data(CLIENT, 100, seq=first["seq"])
+    d.ack(SERVER)
+    c = one(d)
+    assert c.orig.retransmissions == 1 and c.orig.out_of_order == 0
+    assert "T" in c.history
+    assert "retransmission" in kinds(c)
+
+
+def test_out_of_order_and_lost_segment() -> None:
+    d = Dialogue()
+    d.handshake()
+    base = d.client.nxt
+    d.data(CLIENT, 100, seq=base)
+    d.data(CLIENT, 100, seq=base + 200)
+    d.data(CLIENT, 100, seq=base + 100)
+    d.ack(SERVER)
+    c = one(d)
+    assert c.orig.lost_segments == 1 and c.orig.out_of_order == 1 and c.orig.retransmissions == 0
+    assert c.missed_bytes == 0
+
+
+def test_gap_never_filled_is_missed_bytes() -> None:
+    d = Dialogue()
+    d.handshake()
+    base = d.client.nxt
+    d.data(CLIENT, 100, seq=base)
+    d.data(CLIENT, 100, seq=base + 200)
+    d.ack(SERVER)
+    c = one(d)
+    assert c.missed_bytes == 100 and "a" in c.history and "G" in c.history
+
+
+def test_duplicate_acks() -> None:
+    d = Dialogue()
+    d.handshake()
+    d.data(CLIENT, 100)
+    for _ in range(3):
+        d.segment(SERVER, ACK, ack=d.client.nxt)
+    c = one(d)
+    assert c.resp.dup_acks == 2
+
+
+def test_zero_window_scaled_history() -> None:
+    d = Dialogue()
+    d.handshake()
+    d.data(CLIENT, 100)
+    for _ in range(12):
+        d.ack(SERVER, window=0)
+    c = one(d)
+    assert c.resp.zero_windows == 12
+    assert c.history.count("w") == 2  # 1st and 10th (Zeek's logarithmic letters)
+    assert kinds(c).count("zero_window") == 1
+
+
+def test_keepalive_probe_after_idle() -> None:
+    d = Dialogue()
+    d.handshake()
+    d.data(CLIENT, 10)
+    d.ack(SERVER)
+    d.segment(CLIENT, ACK, seq=d.client.nxt - 1, gap_ns=75 * S)
+    d.ack(SERVER)
+    c = one(d)
+    assert c.orig.keepalive_probes == 1 and c.orig.retransmissions == 0
+    assert "keepalive_probe" in kinds(c)
+    gap = [e for e in c.events if e.kind is EventKind.IDLE_GAP]
+    assert len(gap) == 1 and gap[0].detail["gap_ns"] == 75 * S and c.orig.max_idle_ns == 75 * S
+
+
+def test_data_timeout_outcome() -> None:
+    d = Dialogue()
+    d.handshake()
+    row = d.data(CLIENT, 100)
+    for i in range(4):
+        d.data(CLIENT, 100, seq=row["seq"], gap_ns=(2**i) * 200 * MS)
+    c = one(d)
+    assert c.outcome is Outcome.TIMEOUT and c.orig.unacked_bytes == 100
+
+
+def test_handshake_ack_lost() -> None:
+    d = Dialogue()
+    d.handshake()
+    d.server.acked = d.client.isn + 1
+    d.segment(SERVER, SYN | ACK, seq=d.server.isn)
+    c = one(d)
+    assert any(
+        e.kind is EventKind.SYN_ACK_RETRANSMIT and e.detail.get("handshake_ack_lost") for e in c.events
+    )
+    assert c.final_state(Side.RESP) is TcpState.SYN_RECEIVED
+
+
+# -- port reuse and ordering ------------------------------------------------------------------------------------
+
+
+def _closed(d: Dialogue) -> None:
+    d.handshake()
+    d.fin(CLIENT)
+    d.fin(SERVER)
+    d.ack(CLIENT)
+
+
+def test_port_reuse_after_close_splits() -> None:
+    first = Dialogue()
+    _closed(first)
+    second = Dialogue(client=Endpoint("10.0.0.1", 40000, 900_000), server=Endpoint("10.0.0.2", 80, 77_000))
+    second.ts_ns = first.ts_ns + S
+    _closed(second)
+    connections = build_connections(concat(first, second))
+    assert [c.index for c in connections] == [0, 1]
+    assert [c.port_reuse for c in connections] == [False, True]
+    assert connections[1].orig.isn == 900_000 and connections[1].outcome is Outcome.CLEAN
+    assert connections[0].uid != connections[1].uid
+    assert connections[0].community_id == connections[1].community_id
+
+
+def test_syn_retransmission_does_not_split() -> None:
+    d = Dialogue()
+    d.syn()
+    d.segment(CLIENT, SYN, seq=d.client.isn, gap_ns=S)
+    d.syn_ack()
+    d.ack()
+    assert len(build_connections(d.table())) == 1
+
+
+def test_new_isn_without_end_or_silence_does_not_split() -> None:
+    d = Dialogue()
+    d.syn()
+    d.segment(CLIENT, SYN, seq=123_456, gap_ns=S)
+    assert len(build_connections(d.table())) == 1
+
+
+def test_new_isn_after_long_silence_splits() -> None:
+    d = Dialogue()
+    d.syn()
+    d.segment(CLIENT, SYN, seq=123_456, gap_ns=120 * S)
+    assert [c.port_reuse for c in build_connections(d.table())] == [False, True]
+
+
+def test_index_follows_first_packet_order() -> None:
+    late = Dialogue(client=Endpoint("10.0.0.3", 1234, 5), server=Endpoint("10.0.0.2", 80, 6))
+    early = Dialogue(client=Endpoint("10.0.0.9", 999, 5), server=Endpoint("10.0.0.2", 80, 6))
+    early.ts_ns -= 10 * MS
+    late.handshake()
+    early.handshake()
+    connections = build_connections(concat(late, early))
+    assert [c.orig_h for c in connections] == ["10.0.0.9", "10.0.0.3"]
+    assert [c.index for c in connections] == [0, 1]
+
+
+def test_ipv6_connection() -> None:
+    d = Dialogue(client=Endpoint("2001:db8::1", 40000, 1), server=Endpoint("2001:db8::2", 443, 2))
+    d.handshake()
+    c = one(d)
+    assert c.ip_version == 6 and c.orig_h == "2001:db8::1" and c.conn_state == "S1"
