@@ -1,0 +1,257 @@
+"""``whyreset analyze`` end to end: terminal, JSON, Zeek logs, stdin, truncated and unreadable inputs, exit
+statuses, and a capture of real kernel sockets on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cli_captures import write_mixed_capture
+from click.testing import CliRunner
+
+from whyreset.analysis import ExitStatus
+from whyreset.cli import main
+from whyreset.report.zeek import CONN_FIELDS, WHYRESET_FIELDS
+
+CORPUS = Path("/work/shared/corpus")
+PYTHON = sys.executable
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def json_records(stdout: str) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def test_terminal_summary_lists_abnormal_connections(mixed_pcap: Path) -> None:
+    status, out, err = run("analyze", str(mixed_pcap))
+    assert status == ExitStatus.FINDINGS, err
+    assert "4 connections" in out
+    assert "By outcome" in out
+    assert "Abnormal connections (3)" in out
+    assert "RST from resp 10.2.0.2:81" in out  # the refused SYN
+    assert "final states:" in out
+    assert "10.2.0.1:41000 -> 10.2.0.2:80" not in out  # the clean one is not listed without --all
+
+
+def test_all_lists_every_connection(mixed_pcap: Path) -> None:
+    status, out, _ = run("analyze", "--all", str(mixed_pcap))
+    assert status == ExitStatus.FINDINGS
+    assert "Connections (4)" in out and "10.2.0.1:41000 -> 10.2.0.2:80" in out
+    assert "[2001:db8::10]:50000 -> [2001:db8::20]:443" in out
+
+
+def test_json_lines_follow_the_schema(mixed_pcap: Path) -> None:
+    status, out, _ = run("analyze", "--json", str(mixed_pcap))
+    assert status == ExitStatus.FINDINGS
+    records = json_records(out)
+    assert len(records) == 4
+    assert [r["index"] for r in records] == [0, 1, 2, 3]
+    assert len({r["uid"] for r in records}) == 4
+    for record in records:
+        assert record["schema_version"] == 1
+        assert isinstance(record["ts"], float) and record["source"] == str(mixed_pcap)
+        assert record["outcome"] in {"clean", "reset", "timeout", "half_closed", "open", "not_established"}
+        assert record["cause"] is None or isinstance(record["cause"], str)
+    clean, refused, v6, hostile = records
+    assert clean["outcome"] == "clean" and clean["conn_state"] == "SF" and clean["rst"] is None
+    assert refused["outcome"] == "not_established" and refused["conn_state"] == "REJ"
+    assert refused["rst"]["sender"] == "resp" and refused["rst"]["ack"] == 8
+    assert v6["ip_version"] == 6 and v6["orig_h"] == "2001:db8::10" and v6["outcome"] == "reset"
+    assert hostile["rst"]["has_payload_text"] is True and hostile["rst"]["payload_text"] is None
+
+
+def test_show_payload_escapes_hostile_text_in_the_terminal(mixed_pcap: Path) -> None:
+    status, out, _ = run("analyze", "--show-payload", str(mixed_pcap))
+    assert status == ExitStatus.FINDINGS
+    assert "[bold red]pwned[/bold red]" in out  # literal: not interpreted as rich markup
+    assert "\x1b[2J" not in out and "\x1b]0;evil" not in out  # escape sequences never reach the terminal
+    _, hidden, _ = run("analyze", str(mixed_pcap))
+    assert "pwned" not in hidden
+
+
+def test_zeek_logs(mixed_pcap: Path, tmp_path: Path) -> None:
+    out_dir = tmp_path / "zeek"
+    status, _, _ = run("analyze", "--zeek", str(out_dir), str(mixed_pcap))
+    assert status == ExitStatus.FINDINGS
+    conn_lines = (out_dir / "conn.log").read_text().splitlines()
+    assert conn_lines[0] == "#separator \\x09"
+    assert conn_lines[6] == "#fields\t" + "\t".join(f.name for f in CONN_FIELDS)
+    rows = [line.split("\t") for line in conn_lines if not line.startswith("#")]
+    assert len(rows) == 4 and all(len(row) == len(CONN_FIELDS) for row in rows)
+    why_rows = [
+        line.split("\t") for line in (out_dir / "whyreset.log").read_text().splitlines() if line[0] != "#"
+    ]
+    assert len(why_rows) == 3 and all(len(row) == len(WHYRESET_FIELDS) for row in why_rows)
+    assert {row[1] for row in why_rows} <= {row[1] for row in rows}  # joined on uid
+
+
+def test_zeek_json_needs_zeek_dir(mixed_pcap: Path) -> None:
+    status, _, err = run("analyze", "--zeek-json", str(mixed_pcap))
+    assert status == ExitStatus.USAGE and "--zeek DIR" in err
+
+
+def test_zeek_json_variant(mixed_pcap: Path, tmp_path: Path) -> None:
+    run("analyze", "--zeek", str(tmp_path), "--zeek-json", "--json", str(mixed_pcap))
+    rows = [json.loads(line) for line in (tmp_path / "conn.log").read_text().splitlines()]
+    assert len(rows) == 4 and rows[0]["id.orig_p"] == 41000 and rows[0]["proto"] == "tcp"
+
+
+def test_truncated_capture_gives_partial_analysis(mixed_pcap: Path, tmp_path: Path) -> None:
+    data = mixed_pcap.read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[:-30])  # the last record (the hostile RST) is cut in the middle
+    status, out, err = run("analyze", "--json", str(cut))
+    assert status == ExitStatus.PARTIAL_INPUT
+    records = json_records(out)
+    assert len(records) == 4  # every connection is still there, the last one without its RST
+    assert records[3]["rst"] is None
+    error_lines = [line for line in err.splitlines() if line.strip()]
+    assert len(error_lines) == 1 and error_lines[0].startswith(f"whyreset: {cut}:")
+    status, out, _ = run("analyze", str(cut))
+    assert status == ExitStatus.PARTIAL_INPUT and "error:" in out
+
+
+@pytest.mark.parametrize("content", [None, b"", b"\x00" * 64, b"this is not a capture at all\n" * 3])
+def test_unreadable_input(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "input.pcap"
+    if content is not None:
+        path.write_bytes(content)
+    status, _, err = run("analyze", str(path))
+    if content == b"":
+        assert status in (ExitStatus.OK, ExitStatus.NO_INPUT)  # an empty input holds no connection at all
+    else:
+        assert status == ExitStatus.NO_INPUT, err
+        assert err.startswith(f"whyreset: {path}:")
+
+
+def test_worst_status_wins_over_several_inputs(mixed_pcap: Path, tmp_path: Path) -> None:
+    status, out, _ = run("analyze", "--json", str(mixed_pcap), str(tmp_path / "missing.pcap"))
+    assert status == ExitStatus.NO_INPUT
+    assert len(json_records(out)) == 4  # the readable input is still analysed
+
+
+def test_usage_errors() -> None:
+    assert run("analyze")[0] == ExitStatus.USAGE
+    assert run("analyze", "-", "-")[0] == ExitStatus.USAGE
+    assert run("nonsense")[0] == ExitStatus.USAGE
+
+
+def test_stdin_and_python_m(mixed_pcap: Path) -> None:
+    data = mixed_pcap.read_bytes()
+    result = subprocess.run(
+        [PYTHON, "-m", "whyreset", "analyze", "--json", "-"], input=data, capture_output=True, timeout=120
+    )
+    assert result.returncode == ExitStatus.FINDINGS, result.stderr
+    from_stdin = json_records(result.stdout.decode())
+    _, out, _ = run("analyze", "--json", str(mixed_pcap))
+    from_file = json_records(out)
+    assert [r["uid"] for r in from_stdin] == [r["uid"] for r in from_file]
+    assert all(r["source"] == "-" for r in from_stdin)
+
+
+def test_version_and_help() -> None:
+    status, out, _ = run("--version")
+    assert status == 0 and "whyreset" in out
+    status, out, _ = run("analyze", "--help")
+    assert status == 0 and "Exit status" in out
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="the shared corpus is not on this machine")
+def test_every_corpus_capture_is_analysed(tmp_path: Path) -> None:
+    for path in sorted(CORPUS.glob("*.pcap*")):
+        status, out, err = run("analyze", "--json", "--zeek", str(tmp_path / path.name), str(path))
+        assert status in (ExitStatus.OK, ExitStatus.FINDINGS, ExitStatus.PARTIAL_INPUT), (path.name, err)
+        records = json_records(out)
+        assert records, path.name
+        for record in records:
+            if record["abnormal"] and record["diagnosis"] is not None:
+                assert record["cause"] is not None or record["diagnosis"]["undetermined_reason"], path.name
+
+
+# --- real kernel sockets ----------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="capturing on loopback needs root")
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
+def test_real_loopback_capture(tmp_path: Path) -> None:
+    """A refused connect and a server closing with unread data, on real sockets, captured by tcpdump."""
+    closed_port, server_port = _free_port(), _free_port()
+    pcap = tmp_path / "loopback.pcap"
+    tcpdump = subprocess.Popen(
+        [
+            "tcpdump",
+            "-i",
+            "lo",
+            "-U",
+            "-n",
+            "-w",
+            str(pcap),
+            f"tcp port {closed_port} or tcp port {server_port}",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert tcpdump.stderr is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "listening on" not in tcpdump.stderr.readline():
+            pass
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", closed_port), 5):
+            pass
+        listener = socket.create_server(("127.0.0.1", server_port))
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            time.sleep(0.2)  # the request arrives and stays unread
+            conn.close()  # unread data: the kernel answers with RST instead of FIN (RFC 2525 2.17)
+
+        server = threading.Thread(target=serve)
+        server.start()
+        with socket.create_connection(("127.0.0.1", server_port), 5) as client:
+            client.sendall(b"request the server never reads")
+            server.join(5)
+            client.settimeout(5)
+            with pytest.raises(ConnectionResetError):
+                client.recv(100)
+        listener.close()
+        time.sleep(0.3)
+    finally:
+        tcpdump.send_signal(signal.SIGINT)
+        tcpdump.wait(10)
+    status, out, err = run("analyze", "--json", str(pcap))
+    assert status == ExitStatus.FINDINGS, err
+    by_port = {record["resp_p"]: record for record in json_records(out)}
+    refused, unread = by_port[closed_port], by_port[server_port]
+    assert refused["outcome"] == "not_established" and refused["conn_state"] == "REJ"
+    assert refused["rst"]["sender"] == "resp" and refused["rst"]["acceptability"] == "syn_sent_ack_ok"
+    assert unread["outcome"] == "reset" and unread["rst"]["sender"] == "resp"
+    assert unread["orig_final_state"] == "CLOSED" and unread["resp_final_state"] == "CLOSED"
+    if refused["diagnosis"] is not None:
+        assert refused["cause"] == "refused"
+        assert unread["cause"] == "close_with_unread_data"
+
+
+def test_conftest_capture_is_reproducible(tmp_path: Path) -> None:
+    a = write_mixed_capture(tmp_path / "a.pcap").read_bytes()
+    b = write_mixed_capture(tmp_path / "b.pcap").read_bytes()
+    assert a == b
