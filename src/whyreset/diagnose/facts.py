@@ -1,0 +1,399 @@
+"""Per-connection facts the rules reason with, computed once from the connection's own packets.
+
+The core summarises a connection (states, events, `ResetInfo`); the rules also need a few packet-level facts that a
+summary loses: the segment an RST answers, how long the connection was silent before it, which sequence numbers each
+side had sent and acknowledged at that moment, and the TTL / IP ID each side used on its ordinary packets. They are
+computed here from ``Connection.packets`` so every rule reads the same numbers.
+
+Sequence numbers are made relative to each side's ISN (or to its first sequence number minus one when the SYN was
+not captured) and unwrapped modulo 2**32 around that base, like Wireshark's relative sequence numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import median
+
+from whyreset.core.connection import Connection, ResetInfo, RstAcceptability
+from whyreset.ids import Side, TcpState
+from whyreset.model import ACK, FIN, RST, SYN
+
+SEQ_MOD = 1 << 32
+HALF_SEQ = 1 << 31
+INITIAL_TTLS = (32, 64, 128, 255)
+"""Initial TTL / hop-limit values stacks use (Linux/macOS 64, Windows 128, network gear 255, old stacks 32)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Seg:
+    """One captured segment of the connection, with sequence numbers relative to each side's base."""
+
+    index: int
+    """Row in ``Connection.packets``."""
+    frame: int
+    ts_ns: int
+    side: Side
+    flags: int
+    rel_seq: int
+    """Sequence number relative to the sender's ISN."""
+    rel_ack: int | None
+    """Acknowledgment relative to the receiver's ISN, None without the ACK bit."""
+    seq: int
+    """Absolute sequence number."""
+    ack: int
+    """Absolute acknowledgment field (meaningful only with the ACK bit)."""
+    length: int
+    ttl: int
+    ip_id: int
+    window: int
+
+    @property
+    def syn(self) -> bool:
+        return bool(self.flags & SYN)
+
+    @property
+    def fin(self) -> bool:
+        return bool(self.flags & FIN)
+
+    @property
+    def rst(self) -> bool:
+        return bool(self.flags & RST)
+
+    @property
+    def has_ack(self) -> bool:
+        return bool(self.flags & ACK)
+
+    @property
+    def end_seq(self) -> int:
+        """Relative sequence number just past this segment (SYN and FIN count one)."""
+        return self.rel_seq + self.length + int(self.syn) + int(self.fin)
+
+
+def initial_ttl(ttl: int) -> int:
+    """The initial TTL a packet most likely left its sender with (the smallest common initial value >= ttl)."""
+    for initial in INITIAL_TTLS:
+        if ttl <= initial:
+            return initial
+    return 255
+
+
+def hops(ttl: int) -> int:
+    """Routers crossed since the sender, assuming a common initial TTL."""
+    return initial_ttl(ttl) - ttl
+
+
+@dataclass(frozen=True, slots=True)
+class SideFacts:
+    """What one endpoint sent, as the capture shows it."""
+
+    side: Side
+    segs: tuple[Seg, ...]
+    """Every segment it sent, in capture order."""
+    isn_seen: bool
+    """Its SYN (or SYN-ACK) was captured, so relative sequence numbers are exact."""
+    syn: Seg | None
+    fin: Seg | None
+    """Its first FIN."""
+    data: tuple[Seg, ...]
+    """Segments carrying payload (before its first RST)."""
+    resets: tuple[Seg, ...]
+    ttl_usual: int | None
+    """Most frequent TTL over its non-RST segments."""
+    ttls: frozenset[int]
+    """All TTLs over its non-RST segments."""
+    ip_ids: tuple[int, ...]
+    """IP IDs of its non-RST IPv4 segments, in order."""
+
+    @property
+    def last_data(self) -> Seg | None:
+        return self.data[-1] if self.data else None
+
+    def snd_nxt_before(self, ts_ns: int, index: int) -> int:
+        """Highest relative sequence end it had sent before the given packet (its SND.NXT as far as we saw)."""
+        best = 0
+        for seg in self.segs:
+            if seg.index >= index or seg.ts_ns > ts_ns:
+                break
+            if not seg.rst:
+                best = max(best, seg.end_seq)
+        return best
+
+    def highest_ack_before(self, index: int) -> int | None:
+        """Highest acknowledgment it sent before the given packet (the other side's bytes it had received)."""
+        best: int | None = None
+        for seg in self.segs:
+            if seg.index >= index:
+                break
+            if seg.rel_ack is not None and not seg.rst:
+                best = seg.rel_ack if best is None else max(best, seg.rel_ack)
+        return best
+
+
+@dataclass(frozen=True, slots=True)
+class ResetFacts:
+    """One RST, joined to its packet and to the segment it most likely answers."""
+
+    info: ResetInfo
+    seg: Seg
+    accepted: bool
+    """The receiver aborted the connection on it (exact, SYN_SENT with a good ACK, or the CLOSE_WAIT rcv_nxt-1
+    case of Linux's tcp_reset_check)."""
+    trigger: Seg | None
+    """The last segment from the other side captured before the RST (what it may answer)."""
+    reaction_ns: int | None
+    """Time from the trigger to the RST at the capture point."""
+    idle_before_ns: int
+    """Silence on the connection before the trigger (or before the RST when there is no trigger)."""
+    answers_trigger: bool
+    """The RST has the shape of the RFC 793 reply to the trigger: no ACK bit and seq = the trigger's ACK, or ACK bit
+    with seq 0 and ack = trigger's sequence end (Linux tcp_v4_send_reset)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything the rules read about one connection."""
+
+    conn: Connection
+    segs: tuple[Seg, ...]
+    orig: SideFacts
+    resp: SideFacts
+    rtt_ns: int | None
+    """Round-trip time: the handshake's, else the fastest data->ACK turnaround seen, else None."""
+    syn_to_synack_ns: int | None
+    synack_to_ack_ns: int | None
+    resets: tuple[ResetFacts, ...]
+    median_gap_ns: int
+    """Median gap between consecutive packets of the connection (0 with fewer than three packets)."""
+
+    def side(self, side: Side) -> SideFacts:
+        return self.orig if side is Side.ORIG else self.resp
+
+    @property
+    def ending_reset(self) -> ResetFacts | None:
+        """The first RST the receiver accepted: the one that ended the connection."""
+        for reset in self.resets:
+            if reset.accepted:
+                return reset
+        return None
+
+    @property
+    def unaccepted_resets(self) -> tuple[ResetFacts, ...]:
+        return tuple(r for r in self.resets if not r.accepted)
+
+    def segs_after(self, index: int) -> tuple[Seg, ...]:
+        return tuple(s for s in self.segs if s.index > index)
+
+    def gap_before(self, seg: Seg) -> int:
+        """Silence on the connection before ``seg`` (0 for the first packet)."""
+        if seg.index == 0:
+            return 0
+        return seg.ts_ns - self.segs[seg.index - 1].ts_ns
+
+
+def _unwrap(value: int, base: int) -> int:
+    rel = (value - base) % SEQ_MOD
+    return rel - SEQ_MOD if rel >= HALF_SEQ else rel
+
+
+def _bases(conn: Connection) -> dict[Side, int]:
+    """Per side, the number its relative sequence numbers count from (ISN, or first seq - 1)."""
+    flags = conn.packets["flags"]
+    seqs = conn.packets["seq"]
+    from_orig = conn.from_orig
+    bases: dict[Side, int] = {}
+    for side, mask in ((Side.ORIG, from_orig), (Side.RESP, ~from_orig)):
+        isn = conn.stats(side).isn
+        if isn is not None:
+            bases[side] = int(isn)
+            continue
+        rows = [i for i in range(len(flags)) if bool(mask[i]) and not int(flags[i]) & RST]
+        if not rows:
+            rows = [i for i in range(len(flags)) if bool(mask[i])]
+        syn_rows = [i for i in rows if int(flags[i]) & SYN]
+        first = syn_rows[0] if syn_rows else (rows[0] if rows else None)
+        if first is None:
+            bases[side] = 0
+        elif int(flags[first]) & SYN:
+            bases[side] = int(seqs[first])
+        else:
+            bases[side] = (int(seqs[first]) - 1) % SEQ_MOD
+    return bases
+
+
+def _segments(conn: Connection) -> tuple[Seg, ...]:
+    table = conn.packets
+    bases = _bases(conn)
+    cols = {
+        name: table[name].tolist() for name in ("frame", "ts_ns", "flags", "seq", "ack", "payload_len", "ttl")
+    }
+    ip_ids = table["ip_id"].tolist()
+    windows = table["window"].tolist()
+    from_orig = conn.from_orig.tolist()
+    segs: list[Seg] = []
+    for i in range(len(table)):
+        side = Side.ORIG if from_orig[i] else Side.RESP
+        flags = int(cols["flags"][i])
+        seq, ack = int(cols["seq"][i]), int(cols["ack"][i])
+        rel_ack = _unwrap(ack, bases[side.other]) if flags & ACK else None
+        segs.append(
+            Seg(
+                index=i,
+                frame=int(cols["frame"][i]),
+                ts_ns=int(cols["ts_ns"][i]),
+                side=side,
+                flags=flags,
+                rel_seq=_unwrap(seq, bases[side]),
+                rel_ack=rel_ack,
+                seq=seq,
+                ack=ack,
+                length=int(cols["payload_len"][i]),
+                ttl=int(cols["ttl"][i]),
+                ip_id=int(ip_ids[i]),
+                window=int(windows[i]),
+            )
+        )
+    return tuple(segs)
+
+
+def _side_facts(conn: Connection, side: Side, segs: tuple[Seg, ...]) -> SideFacts:
+    own = tuple(s for s in segs if s.side is side)
+    resets = tuple(s for s in own if s.rst)
+    first_rst = resets[0].index if resets else None
+    normal = [s for s in own if not s.rst]
+    ttl_counts: dict[int, int] = {}
+    for seg in normal:
+        ttl_counts[seg.ttl] = ttl_counts.get(seg.ttl, 0) + 1
+    ttl_usual = max(ttl_counts, key=lambda t: ttl_counts[t]) if ttl_counts else None
+    data = tuple(s for s in normal if s.length > 0 and (first_rst is None or s.index < first_rst))
+    return SideFacts(
+        side=side,
+        segs=own,
+        isn_seen=conn.stats(side).isn is not None,
+        syn=next((s for s in own if s.syn), None),
+        fin=next((s for s in normal if s.fin), None),
+        data=data,
+        resets=resets,
+        ttl_usual=ttl_usual,
+        ttls=frozenset(ttl_counts),
+        ip_ids=tuple(s.ip_id for s in normal) if conn.ip_version == 4 else (),
+    )
+
+
+def _handshake_times(orig: SideFacts, resp: SideFacts) -> tuple[int | None, int | None]:
+    syn = orig.syn
+    synack = next((s for s in resp.segs if s.syn and s.has_ack), None)
+    if syn is None or synack is None:
+        return None, None
+    first_syn_ts = syn.ts_ns
+    # Measure from the last SYN transmission before the SYN-ACK: the SYN-ACK answers the latest one it received.
+    for seg in orig.segs:
+        if seg.syn and seg.ts_ns <= synack.ts_ns:
+            first_syn_ts = seg.ts_ns
+    ack = next(
+        (s for s in orig.segs if s.index > synack.index and not s.syn and s.has_ack and not s.rst), None
+    )
+    syn_to_synack = synack.ts_ns - first_syn_ts
+    synack_to_ack = ack.ts_ns - synack.ts_ns if ack is not None else None
+    return syn_to_synack, synack_to_ack
+
+
+def _data_rtt(segs: tuple[Seg, ...]) -> int | None:
+    """Fastest turnaround from a data segment to the first ACK covering it: an upper bound of the RTT seen from
+    the capture point toward the receiver (used when the handshake was not captured)."""
+    best: int | None = None
+    for i, seg in enumerate(segs):
+        if seg.length == 0 or seg.rst:
+            continue
+        for later in segs[i + 1 : i + 40]:
+            if later.side is not seg.side and later.rel_ack is not None and later.rel_ack >= seg.end_seq:
+                turnaround = later.ts_ns - seg.ts_ns
+                best = turnaround if best is None else min(best, turnaround)
+                break
+    return best
+
+
+ACCEPTED = frozenset({RstAcceptability.EXACT, RstAcceptability.SYN_SENT_ACK_OK})
+
+
+def _accepted(info: ResetInfo, seg: Seg, receiver: SideFacts, sender: SideFacts) -> bool:
+    if info.acceptability in ACCEPTED:
+        return True
+    if info.acceptability is RstAcceptability.IN_WINDOW:
+        # Linux tcp_reset_check(): in CLOSE_WAIT / LAST_ACK / CLOSING an RST at rcv_nxt - 1 (the sender's FIN
+        # sequence number, i.e. seq = the ACK of data that crossed the FIN) is accepted too.
+        fin = sender.fin
+        closing_states = (TcpState.CLOSE_WAIT, TcpState.LAST_ACK, TcpState.CLOSING)
+        return (
+            fin is not None
+            and fin.index < seg.index
+            and seg.rel_seq == fin.rel_seq + fin.length
+            and (info.receiver_state in closing_states or info.receiver_state is TcpState.UNKNOWN)
+        )
+    if info.acceptability is RstAcceptability.UNKNOWN:
+        # The receiver's window is unknown: accept when the RST sits where the receiver last acknowledged,
+        # or when nothing from the receiver follows it (the connection ended there).
+        rcv_nxt = receiver.highest_ack_before(seg.index)
+        if rcv_nxt is not None and seg.rel_seq == rcv_nxt:
+            return True
+        return not any(s.index > seg.index and not s.rst for s in receiver.segs)
+    return False
+
+
+def _reset_facts(
+    conn: Connection, segs: tuple[Seg, ...], sides: dict[Side, SideFacts]
+) -> tuple[ResetFacts, ...]:
+    by_frame = {s.frame: s for s in segs if s.rst}
+    out: list[ResetFacts] = []
+    for info in conn.resets:
+        seg = by_frame.get(info.frame)
+        if seg is None:
+            continue
+        trigger = next((s for s in reversed(segs[: seg.index]) if s.side is not seg.side), None)
+        reaction = seg.ts_ns - trigger.ts_ns if trigger is not None else None
+        anchor = trigger if trigger is not None else seg
+        idle = anchor.ts_ns - segs[anchor.index - 1].ts_ns if anchor.index > 0 else 0
+        answers = False
+        if trigger is not None:
+            if not seg.has_ack and trigger.has_ack:
+                answers = seg.seq == trigger.ack
+            elif seg.has_ack and not trigger.has_ack:
+                answers = (
+                    seg.ack == (trigger.seq + trigger.length + int(trigger.syn) + int(trigger.fin)) % SEQ_MOD
+                )
+        out.append(
+            ResetFacts(
+                info=info,
+                seg=seg,
+                accepted=_accepted(info, seg, sides[info.sender.other], sides[info.sender]),
+                trigger=trigger,
+                reaction_ns=reaction,
+                idle_before_ns=idle,
+                answers_trigger=answers,
+            )
+        )
+    return tuple(out)
+
+
+def compute_facts(conn: Connection) -> Facts:
+    """Derive the rules' facts from a connection (pure, no I/O)."""
+    segs = _segments(conn)
+    orig = _side_facts(conn, Side.ORIG, segs)
+    resp = _side_facts(conn, Side.RESP, segs)
+    syn_to_synack, synack_to_ack = _handshake_times(orig, resp)
+    rtt: int | None = None
+    if syn_to_synack is not None and synack_to_ack is not None:
+        rtt = syn_to_synack + synack_to_ack
+    if rtt is None:
+        rtt = _data_rtt(segs)
+    gaps = [b.ts_ns - a.ts_ns for a, b in zip(segs, segs[1:], strict=False)]
+    return Facts(
+        conn=conn,
+        segs=segs,
+        orig=orig,
+        resp=resp,
+        rtt_ns=rtt,
+        syn_to_synack_ns=syn_to_synack,
+        synack_to_ack_ns=synack_to_ack,
+        resets=_reset_facts(conn, segs, {Side.ORIG: orig, Side.RESP: resp}),
+        median_gap_ns=int(median(gaps)) if len(gaps) >= 2 else 0,
+    )

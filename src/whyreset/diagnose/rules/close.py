@@ -1,0 +1,435 @@
+"""Rules for connections an application ended: resets instead of FINs, writes after close, keep-alive races,
+sockets never closed, and resets that lost nothing.
+
+The kernel facts behind them (net/ipv4/tcp.c, __tcp_close and tcp_rcv_state_process):
+
+* ``close()`` with unread bytes in the receive queue sends RST+ACK instead of FIN (RFC 2525 2.17;
+  TCPAbortOnClose, reason TCP_ABORT_ON_CLOSE) and throws away whatever was still queued for sending;
+* ``close()`` with SO_LINGER {1, 0} does the same on purpose (TCP_STATE); ``connect(AF_UNSPEC)`` and ``ss -K`` too;
+* after a full ``close()`` (not ``shutdown(SHUT_WR)``) the socket refuses new data: data arriving in FIN_WAIT1/2 is
+  answered by a reply reset (TCPAbortOnData, TCP_ABORT_ON_DATA; TCP_TIMEWAIT_SOCKET once it is a timewait socket);
+* the peer that received the FIN sits in CLOSE_WAIT until its application closes: an RST accepted there gives EPIPE
+  on the next write, and its reads return EOF.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from whyreset.diagnose.context import DiagnosisContext
+from whyreset.diagnose.facts import Facts, ResetFacts, Seg, SideFacts
+from whyreset.diagnose.finding import EvidenceItem
+from whyreset.diagnose.rules.common import (
+    NS_PER_MS,
+    NS_PER_S,
+    SILENT,
+    Candidate,
+    clamp,
+    describe_rst,
+    describe_trigger,
+    forgery,
+    is_active_shape,
+    is_idle_gap,
+    ms,
+    seg_item,
+    unacked_at,
+    victim_view_for_reset,
+    who,
+)
+from whyreset.diagnose.symptoms import AppView, Errno, Operation
+from whyreset.diagnose.vantage import Vantage
+from whyreset.ids import CauseId, Side
+
+RACE_WINDOW_MIN_NS = 50 * NS_PER_MS
+"""A request written this soon after the FIN reached the client was written before its application could have
+noticed the FIN (a pool handing out a connection it had not yet read EOF on)."""
+RACE_WINDOW_RTTS = 4
+LEAK_MIN_NS = 1 * NS_PER_S
+"""Applications close within milliseconds of reading EOF; a second of CLOSE_WAIT with the capture still running
+is already suspicious, and confidence grows with the duration."""
+
+
+@dataclass(frozen=True, slots=True)
+class AbortShape:
+    """An RST sent by an endpoint that never sent a FIN first, with what was pending at that moment."""
+
+    reset: ResetFacts
+    closer: SideFacts
+    peer: SideFacts
+    unread: int
+    """Peer bytes the closer had received (they are acknowledged by the RST) after it last sent data."""
+    closer_unacked: int
+    """Bytes the closer had sent that the peer had not acknowledged (in flight, discarded)."""
+    peer_unacked: int
+    """Bytes the peer had sent that the closer had not acknowledged when it reset."""
+    peer_awaits_reply: bool
+    """The peer spoke last: its last data came after the closer's last data, so it was waiting for an answer."""
+
+
+def _abort_shape(f: Facts) -> AbortShape | None:
+    reset = f.ending_reset
+    if reset is None:
+        return None
+    closer = f.side(reset.seg.side)
+    peer = f.side(reset.seg.side.other)
+    if closer.fin is not None and closer.fin.index < reset.seg.index:
+        return None
+    if not f.conn.established:
+        return None
+    before = reset.seg.index
+    last_own = closer.last_data
+    answered_up_to = last_own.rel_ack if last_own is not None and last_own.rel_ack is not None else None
+    if answered_up_to is None:
+        handshake_ack = next((s.rel_ack for s in closer.segs if s.rel_ack is not None and not s.rst), None)
+        answered_up_to = handshake_ack if handshake_ack is not None else 1
+    received = reset.seg.rel_ack if reset.seg.rel_ack is not None else closer.highest_ack_before(before)
+    peer_data_before = [s for s in peer.data if s.index < before]
+    peer_end = max((s.rel_seq + s.length for s in peer_data_before), default=0)
+    unread = max(0, min(received or 0, peer_end) - answered_up_to) if peer_data_before else 0
+    last_peer = peer_data_before[-1] if peer_data_before else None
+    awaits = last_peer is not None and (last_own is None or last_peer.index > last_own.index)
+    peer_unacked = max(0, peer_end - (received or 0)) if peer_data_before else 0
+    return AbortShape(
+        reset=reset,
+        closer=closer,
+        peer=peer,
+        unread=unread,
+        closer_unacked=unacked_at(closer, peer, before),
+        peer_unacked=peer_unacked,
+        peer_awaits_reply=awaits,
+    )
+
+
+def _pending_text(shape: AbortShape) -> str:
+    return (
+        f"at the RST: {shape.unread} peer byte(s) received after the closer last sent data, "
+        f"{shape.closer_unacked} of its own byte(s) unacknowledged, {shape.peer_unacked} peer byte(s) not yet "
+        f"acknowledged; the peer {'was' if shape.peer_awaits_reply else 'was not'} waiting for a reply"
+    )
+
+
+def _shape_factor(shape: AbortShape) -> float:
+    """Active closes send RST+ACK on their own; a reply-shaped RST points to a socket that was already gone."""
+    return 1.0 if is_active_shape(shape.reset) else 0.4
+
+
+def _abort_evidence(f: Facts, shape: AbortShape) -> list[EvidenceItem]:
+    items = [
+        describe_rst(f, shape.reset),
+        EvidenceItem(
+            _pending_text(shape),
+            data={
+                "unread": shape.unread,
+                "closer_unacked": shape.closer_unacked,
+                "peer_unacked": shape.peer_unacked,
+            },
+        ),
+    ]
+    if shape.closer.fin is None:
+        items.append(EvidenceItem(f"no FIN from {who(f, shape.closer.side)} before its RST"))
+    return items
+
+
+def close_with_unread_data(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
+    """close() while received data was still unread: RST instead of FIN."""
+    shape = _abort_shape(f)
+    if shape is None or shape.unread == 0:
+        return None
+    score = 0.35 + (0.3 if shape.peer_awaits_reply else 0.0) + (0.1 if shape.peer_unacked else 0.0)
+    score -= forgery(f, ctx, v, shape.reset).score * 0.5
+    closer = shape.closer.side
+    evidence = _abort_evidence(f, shape)
+    summary = (
+        f"the {'server' if closer is Side.RESP else 'client'} application closed its socket with "
+        f"{shape.unread} received byte(s) unread, so its kernel sent RST instead of FIN"
+    )
+    return Candidate(
+        CauseId.CLOSE_WITH_UNREAD_DATA,
+        clamp(score * _shape_factor(shape)),
+        closer,
+        summary,
+        tuple(evidence),
+        {shape.peer.side: victim_view_for_reset(shape.reset, shape.peer), closer: SILENT},
+        "TCPAbortOnClose in the closer's /proc/net/netstat (or reset reason TCP_ABORT_ON_CLOSE); "
+        "does the application read the whole request before closing?",
+    )
+
+
+def abortive_close(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
+    """A deliberate abort: SO_LINGER {1, 0}, connect(AF_UNSPEC), ss -K, or an expired linger timeout."""
+    shape = _abort_shape(f)
+    if shape is None:
+        return None
+    lost = (
+        shape.closer_unacked > 0 or shape.peer_unacked > 0 or (shape.peer_awaits_reply and shape.unread == 0)
+    )
+    score = 0.6 if shape.closer_unacked > 0 else (0.5 if lost else 0.3)
+    if shape.unread > 0:
+        score -= 0.15  # unread data is checked first by the kernel: then it is close_with_unread_data
+    score -= forgery(f, ctx, v, shape.reset).score * 0.5
+    closer = shape.closer.side
+    evidence = _abort_evidence(f, shape)
+    summary = (
+        f"the {'server' if closer is Side.RESP else 'client'} aborted the connection (RST without FIN: "
+        "SO_LINGER 0 close or a forced abort)"
+        + (f", discarding {shape.closer_unacked} unacknowledged byte(s)" if shape.closer_unacked else "")
+    )
+    return Candidate(
+        CauseId.ABORTIVE_CLOSE,
+        clamp(score * _shape_factor(shape)),
+        closer,
+        summary,
+        tuple(evidence),
+        {shape.peer.side: victim_view_for_reset(shape.reset, shape.peer), closer: SILENT},
+        "look for setsockopt(SO_LINGER, {1, 0}) in the closer, or reset reason TCP_STATE / "
+        "TCPAbortOnLinger; unread data (TCPAbortOnClose) would make it close_with_unread_data",
+    )
+
+
+def benign_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
+    """An RST after everything was delivered and acknowledged: nothing lost."""
+    reset = f.ending_reset
+    if reset is None or not f.conn.established:
+        return None
+    closer = f.side(reset.seg.side)
+    peer = f.side(reset.seg.side.other)
+    before = reset.seg.index
+    if closer.fin is not None and any(s.index > closer.fin.index for s in peer.data if s.index < before):
+        return None  # data after the closer's FIN: data_after_close
+    shape = _abort_shape(f)
+    closer_unacked = unacked_at(closer, peer, before)
+    peer_unacked = shape.peer_unacked if shape is not None else unacked_at(peer, closer, before)
+    awaits = shape.peer_awaits_reply if shape is not None else False
+    if closer_unacked or peer_unacked or awaits:
+        return None
+    score = 0.65 if is_active_shape(reset) or closer.fin is not None else 0.3
+    if shape is not None and shape.unread:
+        score -= 0.1  # it did not read everything, but the peer was not waiting for anything
+    score -= forgery(f, ctx, v, reset).score * 0.6
+    exchanged = f.orig.data or f.resp.data
+    what = (
+        "after the exchange completed" if exchanged else "right after the handshake, with no data (a probe)"
+    )
+    evidence = [
+        describe_rst(f, reset),
+        EvidenceItem(
+            "every byte in both directions was acknowledged and no request was pending when the RST was sent"
+        ),
+    ]
+    summary = f"{who(f, closer.side)} reset the connection {what}: nothing was lost"
+    peer_view = AppView(
+        None,
+        None,
+        "usually nothing (it already had everything); a read after the last byte "
+        "returns ECONNRESET instead of EOF",
+    )
+    return Candidate(
+        CauseId.BENIGN_RESET,
+        clamp(score),
+        closer.side,
+        summary,
+        tuple(evidence),
+        {peer.side: peer_view, closer.side: SILENT},
+        "harmless unless the peer logs the ECONNRESET; the closer uses SO_LINGER 0 (load balancer "
+        "nolinger, health checks) or aborts after reading",
+    )
+
+
+def _data_after_fin(f: Facts, reset: ResetFacts) -> tuple[Seg, Seg] | None:
+    """(closer's FIN, first peer data the closed socket received after closing), before the RST.
+
+    Next to the closer the data is captured after its FIN; next to the writer, data that crossed the FIN in flight
+    is captured *before* the FIN, which then does not acknowledge it."""
+    closer = f.side(reset.seg.side)
+    peer = f.side(reset.seg.side.other)
+    fin = closer.fin
+    if fin is None or fin.index > reset.seg.index:
+        return None
+    fin_covers = fin.rel_ack if fin.rel_ack is not None else 0
+    late = [
+        s
+        for s in peer.data
+        if s.index < reset.seg.index and (s.index > fin.index or s.rel_seq + s.length > fin_covers)
+    ]
+    if not late:
+        return None
+    first = late[0]
+    # A half-closed socket (shutdown(SHUT_WR)) would acknowledge that data and carry on: the closer must not have.
+    accepted = closer.highest_ack_before(reset.seg.index)
+    if (
+        accepted is not None
+        and accepted >= first.rel_seq + first.length
+        and reset.seg.rel_seq != first.rel_ack
+    ):
+        return None
+    return fin, first
+
+
+def _delivery_view(reset: ResetFacts, peer: SideFacts) -> AppView:
+    return victim_view_for_reset(reset, peer)
+
+
+def data_after_close(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
+    """Data reached a side whose application had closed (FIN sent): its kernel answered with RST."""
+    reset = f.ending_reset
+    if reset is None:
+        return None
+    found = _data_after_fin(f, reset)
+    if found is None:
+        return None
+    fin, data = found
+    delay = data.ts_ns - fin.ts_ns
+    closer, peer = reset.seg.side, reset.seg.side.other
+    evidence = [
+        seg_item(f, fin, f"FIN from {who(f, closer)}: its application closed"),
+        seg_item(f, data, f"{data.length} byte(s) of data from {who(f, peer)} {ms(delay)} later"),
+        describe_rst(f, reset),
+    ]
+    score = 0.7 if reset.answers_trigger or not reset.seg.has_ack else 0.55
+    if delay >= LEAK_MIN_NS:
+        evidence.append(
+            EvidenceItem(
+                f"the peer kept writing {ms(delay)} after the FIN: it sat in CLOSE_WAIT without closing"
+            )
+        )
+    summary = (
+        f"{who(f, peer)} wrote after {who(f, closer)} had closed the connection (FIN); the closed side's "
+        "kernel answered with RST"
+    )
+    return Candidate(
+        CauseId.DATA_AFTER_CLOSE,
+        clamp(score),
+        closer,
+        summary,
+        tuple(evidence),
+        {peer: _delivery_view(reset, f.side(peer)), closer: SILENT},
+        "TCPAbortOnData (or reset reason TCP_ABORT_ON_DATA / TCP_TIMEWAIT_SOCKET) on the closer's "
+        "host; the writer should stop writing when it reads EOF",
+    )
+
+
+def keepalive_race(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
+    """A server closed an idle keep-alive connection just as the client sent a new request on it."""
+    reset = f.ending_reset
+    if reset is None:
+        return None
+    found = _data_after_fin(f, reset)
+    if found is None:
+        return None
+    fin, data = found
+    closer, peer = reset.seg.side, reset.seg.side.other
+    idle = f.gap_before(fin)
+    crossed = data.rel_ack is not None and data.rel_ack < fin.end_seq
+    delay = data.ts_ns - fin.ts_ns
+    window = max(RACE_WINDOW_MIN_NS, RACE_WINDOW_RTTS * (f.rtt_ns or 0))
+    idle_close = is_idle_gap(f, idle) and unacked_at(f.side(peer), f.side(closer), fin.index) == 0
+    if not crossed and delay > window:
+        return None
+    score = (
+        0.55
+        + (0.25 if idle_close else 0.0)
+        + (0.1 if crossed else 0.0)
+        + (0.05 if closer is Side.RESP else 0.0)
+    )
+    evidence = [
+        seg_item(f, fin, f"FIN from {who(f, closer)} after {ms(idle)} of idle"),
+        seg_item(
+            f,
+            data,
+            f"request from {who(f, peer)} "
+            + (
+                "sent before the FIN reached it (its ACK does not cover the FIN)"
+                if crossed
+                else f"only {ms(delay)} after the FIN: before its application could notice it"
+            ),
+        ),
+        describe_rst(f, reset),
+    ]
+    summary = (
+        f"keep-alive race: {who(f, closer)} closed the idle connection after {ms(idle)} just as "
+        f"{who(f, peer)} reused it for a new request"
+    )
+    views = {peer: _delivery_view(reset, f.side(peer)), closer: SILENT}
+    return Candidate(
+        CauseId.KEEPALIVE_RACE,
+        clamp(score),
+        closer,
+        summary,
+        tuple(evidence),
+        views,
+        "compare the client's idle timeout with the server's keep-alive timeout: the client's must be "
+        "shorter",
+    )
+
+
+def close_wait_leak(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
+    """A side received the FIN and acknowledged it, but its application never closed the socket."""
+    for closer in (f.orig, f.resp):
+        found = _leak(f, ctx, closer)
+        if found is not None:
+            return found
+    return None
+
+
+def _leak(f: Facts, ctx: DiagnosisContext, closer: SideFacts) -> Candidate | None:
+    fin = closer.fin
+    if fin is None:
+        return None
+    leaker = f.side(closer.side.other)
+    if leaker.fin is not None:
+        return None
+    ack = next(
+        (
+            s
+            for s in leaker.segs
+            if s.index > fin.index and s.rel_ack is not None and s.rel_ack >= fin.end_seq
+        ),
+        None,
+    )
+    if ack is None:
+        return None
+    last_from_leaker = leaker.segs[-1]
+    end = ctx.capture_end_ns(f.conn)
+    silent = end - last_from_leaker.ts_ns
+    threshold = max(LEAK_MIN_NS, 100 * (f.rtt_ns or 0))
+    reset_later = f.ending_reset
+    waited = (reset_later.seg.ts_ns - ack.ts_ns) if reset_later is not None else end - ack.ts_ns
+    if waited < threshold:
+        return None
+    score = 0.5 + min(0.35, 0.1 * (waited / NS_PER_S) ** 0.5)
+    if reset_later is not None:
+        score -= 0.2  # the reset is the ending; the leak is the background
+    evidence = [
+        seg_item(f, fin, f"FIN from {who(f, closer.side)}"),
+        seg_item(f, ack, f"acknowledged by {who(f, leaker.side)}: it entered CLOSE_WAIT"),
+        EvidenceItem(
+            f"no FIN from {who(f, leaker.side)} for the next {ms(waited)} "
+            f"(silent for the last {ms(silent)} of the capture)"
+        ),
+    ]
+    summary = (
+        f"{who(f, leaker.side)} read EOF (or never read) but its application never closed the socket: "
+        "it sits in CLOSE_WAIT"
+    )
+    views = {
+        leaker.side: AppView(
+            Errno.EOF,
+            Operation.READ,
+            "reads return EOF; the socket stays open (file descriptor "
+            "leak); a later write gets EPIPE once the peer resets",
+        ),
+        closer.side: AppView(None, None, "nothing: its socket waits in FIN_WAIT2 until tcp_fin_timeout"),
+    }
+    return Candidate(
+        CauseId.CLOSE_WAIT_LEAK,
+        clamp(score),
+        leaker.side,
+        summary,
+        tuple(evidence),
+        views,
+        "`ss -tan state close-wait` on the leaking host grows over time",
+    )
+
+
+def trigger_text(f: Facts, reset: ResetFacts) -> EvidenceItem | None:
+    return describe_trigger(f, reset)

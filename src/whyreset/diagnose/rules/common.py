@@ -1,0 +1,307 @@
+"""What every rule shares: the candidate a rule proposes, and the evidence helpers.
+
+A rule is a small function ``(facts, context, vantage) -> Candidate | None``. It proposes one cause with a score in
+0..1 that grows with each independent piece of evidence the mechanism predicts, and shrinks with evidence against
+it. The verdict (``diagnose.verdict``) ranks the candidates of every rule: the best becomes the finding, the others
+its alternatives.
+
+Two kinds of RST look alike in a capture but come from different kernel paths, and the difference is on the wire:
+
+* **reply resets** (Linux ``tcp_v4_send_reset``, RFC 9293 3.10.7.1): the answer to a segment that fits no socket or
+  that a closed socket refuses. When the offending segment carries an ACK, the RST has *no* ACK bit and its sequence
+  number is that ACK value; otherwise it has ACK set, seq 0 and ack = the segment's end. Causes: ``refused``,
+  ``peer_lost_state``, ``data_after_close``, ``keepalive_race``, ``invalid_segment``, abort_on_overflow.
+* **active resets** (``tcp_send_active_reset``): sent by a live socket on its own initiative, always RST+ACK with
+  seq = SND.NXT and ack = RCV.NXT. Causes: ``close_with_unread_data``, ``abortive_close``, ``keepalive_timeout``,
+  ``listener_closed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from whyreset.diagnose.context import DiagnosisContext
+from whyreset.diagnose.facts import Facts, ResetFacts, Seg, SideFacts, hops, initial_ttl
+from whyreset.diagnose.finding import EvidenceItem
+from whyreset.diagnose.symptoms import AppView, Errno, Operation, errno_for_reset
+from whyreset.diagnose.vantage import Vantage
+from whyreset.ids import CauseId, Side, TcpState
+
+NS_PER_S = 1_000_000_000
+NS_PER_MS = 1_000_000
+
+IDLE_MIN_NS = 1 * NS_PER_S
+"""Shortest silence called "idle": keep-alive timeouts (servers' and middleboxes') are seconds to minutes."""
+IDLE_RTT_FACTOR = 20
+"""...and it must also be long compared with the connection's own round trip."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One cause a rule proposes for a connection."""
+
+    cause: CauseId
+    score: float
+    """0..1: how strongly the capture supports it."""
+    actor: Side | None
+    """The endpoint that acted; None for the path or when unknown."""
+    summary: str
+    """One line: who, what, why."""
+    evidence: tuple[EvidenceItem, ...]
+    views: dict[Side, AppView] = field(default_factory=dict)
+    """What each application saw."""
+    how_to_tell: str = ""
+    """What would confirm or refute it (used when it ends up an alternative)."""
+
+
+Rule = Callable[[Facts, DiagnosisContext, Vantage], "Candidate | None"]
+
+
+def clamp(score: float) -> float:
+    return max(0.0, min(0.97, score))
+
+
+def ms(ns: int | None) -> str:
+    if ns is None:
+        return "?"
+    if ns >= 10 * NS_PER_S:
+        return f"{ns / NS_PER_S:.0f} s"
+    if ns >= NS_PER_S:
+        return f"{ns / NS_PER_S:.2f} s"
+    return f"{ns / NS_PER_MS:.3g} ms"
+
+
+def side_name(side: Side) -> str:
+    return "originator (client)" if side is Side.ORIG else "responder (server)"
+
+
+def who(f: Facts, side: Side) -> str:
+    host, port = f.conn.address(side)
+    return f"{side.value} {host}:{port}"
+
+
+def seg_item(f: Facts, seg: Seg, text: str, **data: object) -> EvidenceItem:
+    """An evidence item anchored on a segment."""
+    return EvidenceItem(text=text, frame=seg.frame, ts_ns=seg.ts_ns, side=seg.side, data=dict(data))
+
+
+def describe_rst(f: Facts, reset: ResetFacts) -> EvidenceItem:
+    seg = reset.seg
+    ack = f"ack={seg.rel_ack}" if seg.rel_ack is not None else "no ACK bit"
+    usual = f.side(seg.side).ttl_usual
+    ttl = f"TTL {seg.ttl}" + (f" (its other packets: {usual})" if usual is not None else "")
+    payload = f", payload {reset.info.payload_text!r}" if reset.info.payload_text else ""
+    text = (
+        f"RST from {who(f, seg.side)} seq={seg.rel_seq} {ack} {ttl}, {reset.info.acceptability.value} for the "
+        f"receiver in {reset.info.receiver_state.value}{payload}"
+    )
+    return seg_item(
+        f,
+        seg,
+        text,
+        seq=seg.rel_seq,
+        ack=seg.rel_ack,
+        ttl=seg.ttl,
+        acceptability=reset.info.acceptability.value,
+    )
+
+
+def describe_trigger(f: Facts, reset: ResetFacts) -> EvidenceItem | None:
+    trig = reset.trigger
+    if trig is None:
+        return None
+    kind = "data" if trig.length else ("FIN" if trig.fin else ("SYN-ACK" if trig.syn else "ACK"))
+    shape = (
+        "the RST has the shape of a reply to it (RFC 9293: seq = its ACK, no ACK bit)"
+        if reset.answers_trigger
+        else "the RST is not shaped as a reply to it"
+    )
+    text = (
+        f"last segment before the RST: {kind} from {who(f, trig.side)} seq={trig.rel_seq} len={trig.length}, "
+        f"{ms(reset.reaction_ns)} before the RST, after {ms(reset.idle_before_ns)} of silence; {shape}"
+    )
+    return seg_item(f, trig, text, reaction_ns=reset.reaction_ns, idle_ns=reset.idle_before_ns)
+
+
+def is_active_shape(reset: ResetFacts) -> bool:
+    """RST+ACK sent by a live socket (tcp_send_active_reset), as opposed to a reply reset."""
+    return reset.seg.has_ack and not reset.answers_trigger
+
+
+def idle_threshold(f: Facts) -> int:
+    rtt = f.rtt_ns or 0
+    return max(IDLE_MIN_NS, IDLE_RTT_FACTOR * rtt)
+
+
+def is_idle_gap(f: Facts, gap_ns: int) -> bool:
+    """A silence long in absolute terms, compared with the RTT, and compared with the connection's usual pace."""
+    if gap_ns < idle_threshold(f):
+        return False
+    return f.median_gap_ns == 0 or gap_ns >= 5 * f.median_gap_ns
+
+
+def unacked_at(sender: SideFacts, receiver: SideFacts, index: int) -> int:
+    """Bytes ``sender`` had sent before packet ``index`` that ``receiver`` had not acknowledged by then."""
+    sent = sender.snd_nxt_before(1 << 62, index)
+    acked = receiver.highest_ack_before(index)
+    if acked is None:
+        acked = 1 if sender.isn_seen else 0
+    return max(0, sent - acked)
+
+
+def victim_view_for_reset(reset: ResetFacts, receiver: SideFacts) -> AppView:
+    """The errno rule applied to the RST's receiver, with the call that most likely reported it."""
+    state = reset.info.receiver_state
+    errno = errno_for_reset(state)
+    if errno is Errno.ECONNREFUSED:
+        return AppView(
+            errno, Operation.CONNECT, "RST accepted in SYN_SENT: connect() fails with ECONNREFUSED"
+        )
+    if errno is Errno.EPIPE:
+        return AppView(
+            Errno.EOF,
+            Operation.READ,
+            "it had received the FIN, so a read returns EOF (no response), and the RST accepted in CLOSE_WAIT "
+            "makes its next write fail with EPIPE",
+        )
+    if state is TcpState.UNKNOWN:
+        return AppView(errno, Operation.READ, "RST accepted: the next read or write fails with ECONNRESET")
+    return AppView(
+        errno,
+        Operation.READ,
+        f"RST accepted in {state.value}: the pending or next read fails "
+        "with ECONNRESET; a write after that gets EPIPE",
+    )
+
+
+SILENT = AppView(
+    None, None, "nothing: its application had already closed the socket (the kernel acted alone)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ForgeryCheck:
+    """How much the capture says an RST was not made by the host whose address it carries."""
+
+    score: float
+    """0 (consistent with the host) .. 1 (certainly from elsewhere)."""
+    items: tuple[EvidenceItem, ...]
+    consistent: tuple[EvidenceItem, ...]
+    """Evidence that the RST is consistent with its sender."""
+
+
+def forgery(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts) -> ForgeryCheck:
+    """TTL, IP ID, timing and both-directions evidence that an RST came from a middlebox."""
+    seg = reset.seg
+    sender = f.side(seg.side)
+    items: list[EvidenceItem] = []
+    consistent: list[EvidenceItem] = []
+    score = 0.0
+    if sender.ttl_usual is not None:
+        diff = abs(seg.ttl - sender.ttl_usual)
+        same_class = initial_ttl(seg.ttl) == initial_ttl(sender.ttl_usual)
+        if not same_class or diff >= 2:
+            score += 0.55
+            items.append(
+                seg_item(
+                    f,
+                    seg,
+                    f"RST TTL {seg.ttl} ({hops(seg.ttl)} hops from an initial "
+                    f"{initial_ttl(seg.ttl)}) differs from the sender's own packets' TTL "
+                    f"{sender.ttl_usual}: it was made {'elsewhere' if not same_class else 'closer'}"
+                    " on the path",
+                    rst_ttl=seg.ttl,
+                    usual_ttl=sender.ttl_usual,
+                )
+            )
+        elif diff == 1:
+            score += 0.2
+            items.append(
+                seg_item(f, seg, f"RST TTL {seg.ttl} is one off the sender's usual {sender.ttl_usual}")
+            )
+        else:
+            consistent.append(seg_item(f, seg, f"RST TTL {seg.ttl} equals the sender's own packets' TTL"))
+    elif (profile := ctx.ttl_profile(f.conn.address(seg.side)[0])) and seg.ttl not in profile:
+        common = profile.most_common(1)[0][0]
+        if abs(common - seg.ttl) >= 2 or initial_ttl(common) != initial_ttl(seg.ttl):
+            score += 0.45
+            items.append(
+                seg_item(
+                    f,
+                    seg,
+                    f"RST TTL {seg.ttl} never seen on this host's other packets in the "
+                    f"capture (usually {common})",
+                )
+            )
+    score += _ip_id_anomaly(f, seg, sender, items)
+    score += _too_fast(f, v, reset, items)
+    score += _both_directions(f, reset, items)
+    return ForgeryCheck(min(1.0, score), tuple(items), tuple(consistent))
+
+
+def _ip_id_anomaly(f: Facts, seg: Seg, sender: SideFacts, items: list[EvidenceItem]) -> float:
+    ids = [i for i in sender.ip_ids if i != 0]
+    if f.conn.ip_version != 4 or len(ids) < 3 or seg.ip_id == 0:
+        return 0.0
+    steps = [(b - a) % 65536 for a, b in zip(ids, ids[1:], strict=False)]
+    if max(steps) > 64:
+        return 0.0  # not a per-connection counter: IP IDs carry no information
+    expected = ids[-1]
+    distance = min((seg.ip_id - expected) % 65536, (expected - seg.ip_id) % 65536)
+    if distance > 1024:
+        items.append(
+            seg_item(
+                f, seg, f"RST IP ID {seg.ip_id} is far from the sender's IP ID sequence (last {expected})"
+            )
+        )
+        return 0.15
+    return 0.0
+
+
+def _too_fast(f: Facts, v: Vantage, reset: ResetFacts, items: list[EvidenceItem]) -> float:
+    """A reply reset that reaches a capture next to the receiver faster than a round trip to the sender did not
+    come from the sender."""
+    rtt = f.rtt_ns
+    if rtt is None or rtt < NS_PER_MS or reset.reaction_ns is None or reset.trigger is None:
+        return 0.0
+    if v.near is not reset.seg.side.other:
+        return 0.0
+    if reset.reaction_ns < rtt // 3:
+        items.append(
+            seg_item(
+                f,
+                reset.seg,
+                f"the RST arrived {ms(reset.reaction_ns)} after the segment it answers, "
+                f"faster than the {ms(rtt)} round trip to the sender",
+            )
+        )
+        return 0.45
+    return 0.0
+
+
+def _both_directions(f: Facts, reset: ResetFacts, items: list[EvidenceItem]) -> float:
+    other = [r for r in f.resets if r.seg.side is not reset.seg.side]
+    close = [r for r in other if abs(r.seg.ts_ns - reset.seg.ts_ns) <= NS_PER_S]
+    if not close:
+        return 0.0
+    sender_fin = f.side(reset.seg.side).fin
+    other_fin = f.side(reset.seg.side.other).fin
+    if sender_fin is not None or other_fin is not None:
+        return 0.0
+    items.append(
+        seg_item(
+            f,
+            close[0].seg,
+            "RSTs toward both endpoints within a second, neither after a FIN: a "
+            "device in the middle tearing the session down both ways",
+        )
+    )
+    return 0.35
+
+
+def how_to_tell_sender(v: Vantage, sender: Side) -> str:
+    if v.can_see_sender(sender):
+        return "this capture is next to the RST's sender, so the RST did leave that host"
+    where = "server" if sender is Side.RESP else "client"
+    return f"a {where}-side capture would show whether the RST left the {where}"

@@ -1,0 +1,223 @@
+"""Rules for resets whose sender did not know the connection, or was not the endpoint at all: a peer that lost its
+state, a middlebox that forged the RST, an RST the receiver could not accept, and replies to invalid segments."""
+
+from __future__ import annotations
+
+from whyreset.diagnose.context import DiagnosisContext
+from whyreset.diagnose.facts import Facts, ResetFacts, Seg
+from whyreset.diagnose.finding import EvidenceItem
+from whyreset.diagnose.rules.common import (
+    SILENT,
+    Candidate,
+    clamp,
+    describe_rst,
+    describe_trigger,
+    forgery,
+    how_to_tell_sender,
+    is_idle_gap,
+    ms,
+    seg_item,
+    victim_view_for_reset,
+    who,
+)
+from whyreset.diagnose.symptoms import AppView
+from whyreset.diagnose.vantage import Vantage
+from whyreset.ids import CauseId
+
+
+def _no_fin_before(f: Facts, reset: ResetFacts) -> bool:
+    fin = f.side(reset.seg.side).fin
+    return fin is None or fin.index > reset.seg.index
+
+
+def peer_lost_state(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
+    """The peer no longer knew the connection (crash, reboot, VIP moved, NAT rebinding): it answers the next
+    segment with a reply reset (NO_SOCKET), without any FIN before."""
+    reset = f.ending_reset
+    if reset is None or not f.conn.established or not _no_fin_before(f, reset):
+        return None
+    trigger = reset.trigger
+    if trigger is None or trigger.rst:
+        return None
+    check = forgery(f, ctx, v, reset)
+    score = 0.35
+    evidence: list[EvidenceItem] = [describe_rst(f, reset)]
+    if (item := describe_trigger(f, reset)) is not None:
+        evidence.append(item)
+    if reset.answers_trigger and not reset.seg.has_ack:
+        score += 0.3
+        evidence.append(
+            EvidenceItem(
+                "a reply reset with no ACK bit: the answer of a stack that had no socket for "
+                "this 4-tuple (RFC 9293 3.10.7.1), not of a live socket"
+            )
+        )
+    elif reset.answers_trigger:
+        score += 0.15
+    if is_idle_gap(f, reset.idle_before_ns):
+        score += 0.1
+        evidence.append(
+            EvidenceItem(
+                f"the connection had been idle {ms(reset.idle_before_ns)} before: time for "
+                "the peer to restart, fail over or lose its NAT entry"
+            )
+        )
+    if trigger.length:
+        score += 0.05
+    sender_quiet = all(s.index < trigger.index or s.rst for s in f.side(reset.seg.side).segs)
+    if not sender_quiet:
+        score -= 0.2
+    evidence.extend(check.consistent)
+    score -= check.score * 0.8
+    sender = reset.seg.side
+    summary = (
+        f"{who(f, sender)} no longer knew the connection (process or host restarted, VIP moved or NAT "
+        "entry lost) and answered the next segment with RST"
+    )
+    return Candidate(
+        CauseId.PEER_LOST_STATE,
+        clamp(score),
+        sender,
+        summary,
+        tuple(evidence),
+        {
+            sender.other: victim_view_for_reset(reset, f.side(sender.other)),
+            sender: AppView(None, None, "nothing: the process or host that owned the connection was gone"),
+        },
+        how_to_tell_sender(v, sender) + "; uptime / restarts of the peer at that time",
+    )
+
+
+def middlebox_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
+    """An RST forged by a device on the path (LB/firewall/NAT idle timeout, IPS)."""
+    reset = f.ending_reset or (f.resets[0] if f.resets else None)
+    if reset is None:
+        return None
+    check = forgery(f, ctx, v, reset)
+    if check.score < 0.2:
+        return None
+    score = 0.25 + 0.65 * check.score
+    evidence = [describe_rst(f, reset), *check.items]
+    if is_idle_gap(f, reset.idle_before_ns):
+        score += 0.1
+        evidence.append(
+            EvidenceItem(f"after {ms(reset.idle_before_ns)} of idle: typical of a session table idle timeout")
+        )
+    if reset.info.payload_text:
+        evidence.append(seg_item(f, reset.seg, f"RST payload: {reset.info.payload_text!r}"))
+    sender = reset.seg.side
+    summary = (
+        f"a device on the path forged an RST in the name of {who(f, sender)} (TTL/timing do not match that "
+        "endpoint)"
+    )
+    victims = {
+        side: victim_view_for_reset(r, f.side(side))
+        for r in f.resets
+        if r.accepted
+        for side in (r.seg.side.other,)
+    }
+    if not victims:
+        victims = {sender.other: victim_view_for_reset(reset, f.side(sender.other))}
+    return Candidate(
+        CauseId.MIDDLEBOX_RESET,
+        clamp(score),
+        None,
+        summary,
+        tuple(evidence),
+        victims,
+        how_to_tell_sender(v, sender) + "; the middlebox's idle timeout and logs",
+    )
+
+
+def injected_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
+    """An RST the receiver could not accept (out of window, or in window but not exact: RFC 5961 challenge ACK)."""
+    ending = f.ending_reset
+    rejected = [r for r in f.unaccepted_resets if ending is None or r.seg.index < ending.seg.index]
+    if not rejected:
+        return None
+    reset = rejected[0]
+    receiver = reset.seg.side.other
+    after = [s for s in f.segs_after(reset.seg.index) if s.side is receiver and not s.rst]
+    evidence: list[EvidenceItem] = [describe_rst(f, reset)]
+    score = 0.55
+    if after:
+        score += 0.2
+        challenge = after[0]
+        kind = "challenge ACK / continued" if challenge.length == 0 else "continued sending data"
+        evidence.append(
+            seg_item(
+                f,
+                challenge,
+                f"the receiver {kind} {ms(challenge.ts_ns - reset.seg.ts_ns)} later:"
+                " it did not accept the RST",
+            )
+        )
+    check = forgery(f, ctx, v, reset)
+    score += 0.2 * check.score
+    evidence.extend(check.items)
+    if len(rejected) > 1:
+        evidence.append(
+            EvidenceItem(
+                f"{len(rejected)} unacceptable RSTs in all (a spoofer guessing sequence numbers "
+                "sends several)"
+            )
+        )
+    summary = (
+        f"an RST in the name of {who(f, reset.seg.side)} did not fit the receiver's window "
+        f"({reset.info.acceptability.value}): spoofed or from a broken middlebox; ignored"
+    )
+    return Candidate(
+        CauseId.INJECTED_RESET,
+        clamp(score),
+        None,
+        summary,
+        tuple(evidence),
+        {
+            receiver: AppView(
+                None,
+                None,
+                "nothing, if its stack follows RFC 5961 (Linux does): the RST "
+                "is dropped or answered with a challenge ACK",
+            )
+        },
+        "the RST's sequence number against the receiver's RCV.NXT; its TTL against the sender's",
+    )
+
+
+def _misfit(f: Facts, reset: ResetFacts, trig: Seg) -> str | None:
+    """Why the trigger did not fit the RST sender's connection, or None when it did."""
+    sender = f.side(reset.seg.side)
+    if trig.syn and trig.has_ack and sender.syn is not None and trig.rel_ack != sender.syn.rel_seq + 1:
+        return (
+            f"the SYN-ACK acknowledges {trig.rel_ack} but the SYN was at {sender.syn.rel_seq}: it answers an "
+            "older SYN (old duplicate, RFC 9293 figure 9)"
+        )
+    if trig.rel_ack is not None and sender.isn_seen:
+        sent = sender.snd_nxt_before(trig.ts_ns, trig.index)
+        if trig.rel_ack > sent > 0:
+            return f"it acknowledges {trig.rel_ack} but {who(f, sender.side)} had only sent up to {sent}"
+    if trig.syn and not trig.has_ack and f.conn.established and trig.index > 2:
+        return "a SYN on an already established 4-tuple"
+    return None
+
+
+def invalid_segment(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
+    """A reply reset to a segment that did not fit the connection (bad ACK, old duplicate SYN, PAWS)."""
+    reset = f.ending_reset or (f.resets[0] if f.resets else None)
+    if reset is None or reset.trigger is None or not reset.answers_trigger:
+        return None
+    why = _misfit(f, reset, reset.trigger)
+    if why is None:
+        return None
+    evidence = [seg_item(f, reset.trigger, why), describe_rst(f, reset)]
+    sender = reset.seg.side
+    summary = f"{who(f, sender)} rejected a segment that did not fit the connection: {why}"
+    return Candidate(
+        CauseId.INVALID_SEGMENT,
+        0.8,
+        sender,
+        summary,
+        tuple(evidence),
+        {sender.other: victim_view_for_reset(reset, f.side(sender.other)), sender: SILENT},
+        "the offending segment's ACK against what the RST's sender had sent",
+    )

@@ -1,0 +1,187 @@
+"""The verdict: run every catalogue rule on a connection, rank the candidates, and write the finding.
+
+``diagnose(connection, context) -> Finding | None``:
+
+* None for connections that ended well or are still fine (clean, open, a half-close that the capture does not show
+  to be a leak, a simultaneous close...);
+* a Finding with the best-supported cause, its evidence and ranked alternatives when a rule's score reaches
+  `MIN_PRIMARY`;
+* otherwise a Finding with ``cause=None`` and an explicit ``undetermined_reason``: never a guess.
+"""
+
+from __future__ import annotations
+
+from whyreset.core.connection import Connection
+from whyreset.diagnose.catalogue import CATALOGUE, ENTRIES
+from whyreset.diagnose.context import DiagnosisContext, build_context
+from whyreset.diagnose.facts import Facts, compute_facts
+from whyreset.diagnose.finding import Alternative, EvidenceItem, Finding, Impact
+from whyreset.diagnose.rules.common import Candidate, describe_rst, describe_trigger, ms, who
+from whyreset.diagnose.symptoms import AppView, render_views
+from whyreset.diagnose.vantage import Vantage, infer_vantage
+from whyreset.ids import Outcome, Side
+
+MIN_PRIMARY = 0.35
+"""Below this no cause is named: the finding is undetermined."""
+MIN_ALTERNATIVE = 0.12
+"""Candidates above this are listed as alternatives."""
+GUESSED_ROLES_FACTOR = 0.85
+"""Confidence penalty when the originator was not identified by its SYN (roles are a guess)."""
+QUIET_OUTCOMES = frozenset({Outcome.CLEAN, Outcome.OPEN, Outcome.HALF_CLOSED})
+"""Outcomes that are fine unless a rule finds something (no finding when none does)."""
+
+
+def diagnose(conn: Connection, context: DiagnosisContext | None = None) -> Finding | None:
+    """Diagnose one connection against the capture-wide context (built from the connection alone if absent)."""
+    if context is None:
+        context = build_context([conn])
+    if conn.outcome is Outcome.CLEAN and not conn.resets:
+        return None
+    facts = compute_facts(conn)
+    vantage = infer_vantage(facts)
+    candidates = rank(facts, context, vantage)
+    if not candidates or candidates[0].score < MIN_PRIMARY:
+        if conn.outcome in QUIET_OUTCOMES and not conn.resets:
+            return None
+        return _undetermined(facts, vantage, candidates)
+    return _finding(facts, vantage, candidates)
+
+
+def rank(facts: Facts, context: DiagnosisContext, vantage: Vantage) -> list[Candidate]:
+    """Every rule's candidate, best first (one per cause)."""
+    candidates = [c for entry in ENTRIES if (c := entry.rule(facts, context, vantage)) is not None]
+    return sorted(candidates, key=lambda c: c.score, reverse=True)
+
+
+def _finding(facts: Facts, vantage: Vantage, candidates: list[Candidate]) -> Finding:
+    conn = facts.conn
+    primary = candidates[0]
+    confidence = primary.score
+    if conn.orig_inferred_by != "syn":
+        confidence *= GUESSED_ROLES_FACTOR
+    alternatives = tuple(
+        Alternative(
+            c.cause,
+            round(min(c.score, confidence - 0.01), 2),
+            c.how_to_tell or CATALOGUE[c.cause].decisive_capture,
+        )
+        for c in candidates[1:]
+        if c.score >= MIN_ALTERNATIVE and c.cause is not primary.cause
+    )
+    evidence = primary.evidence
+    if conn.orig_inferred_by != "syn":
+        evidence = (
+            *evidence,
+            EvidenceItem(
+                f"roles inferred by {conn.orig_inferred_by}: the handshake was not "
+                "captured, so client/server may be swapped"
+            ),
+        )
+    return Finding(
+        uid=conn.uid,
+        cause=primary.cause,
+        confidence=round(confidence, 2),
+        actor=primary.actor,
+        summary=primary.summary,
+        evidence=evidence,
+        alternatives=alternatives,
+        impact=impact(facts),
+        symptoms=_symptoms(facts, primary.views),
+        fix=CATALOGUE[primary.cause].fix,
+        vantage=vantage.text,
+    )
+
+
+def _undetermined(facts: Facts, vantage: Vantage, candidates: list[Candidate]) -> Finding:
+    conn = facts.conn
+    evidence: list[EvidenceItem] = []
+    reset = facts.ending_reset or (facts.resets[0] if facts.resets else None)
+    if reset is not None:
+        evidence.append(describe_rst(facts, reset))
+        if (item := describe_trigger(facts, reset)) is not None:
+            evidence.append(item)
+    reason = _undetermined_reason(facts, candidates)
+    alternatives = tuple(
+        Alternative(c.cause, round(c.score, 2), c.how_to_tell or CATALOGUE[c.cause].decisive_capture)
+        for c in candidates
+        if c.score >= MIN_ALTERNATIVE
+    )
+    return Finding(
+        uid=conn.uid,
+        cause=None,
+        confidence=0.0,
+        actor=None,
+        summary=f"undetermined: {reason}",
+        evidence=tuple(evidence),
+        alternatives=alternatives,
+        impact=impact(facts),
+        symptoms={},
+        fix=(),
+        vantage=vantage.text,
+        undetermined_reason=reason,
+    )
+
+
+def _undetermined_reason(facts: Facts, candidates: list[Candidate]) -> str:
+    conn = facts.conn
+    reset = facts.ending_reset or (facts.resets[0] if facts.resets else None)
+    parts: list[str] = []
+    if reset is not None:
+        parts.append(
+            f"an RST from {who(facts, reset.seg.side)} (frame {reset.seg.frame}, "
+            f"{reset.info.acceptability.value}) ended the connection"
+        )
+        if conn.midstream:
+            parts.append(
+                "the capture starts mid-connection, so what each side had sent and received before is unknown"
+            )
+        if reset.trigger is None:
+            parts.append("no packet from the other side precedes it")
+    elif conn.outcome is Outcome.NOT_ESTABLISHED:
+        syns = sum(1 for s in facts.orig.segs if s.syn)
+        parts.append(
+            f"no complete handshake: {syns} SYN(s) and {len(facts.resp.segs)} packet(s) from the "
+            "responder, too little to tell a dropped SYN from the end of the capture"
+        )
+    else:
+        parts.append(f"the connection ended as {conn.outcome.value} without an RST the rules recognise")
+    if candidates:
+        best = candidates[0]
+        parts.append(
+            f"the best match, {best.cause.value}, has only {best.score:.2f} support (needs {MIN_PRIMARY})"
+        )
+    else:
+        parts.append("no cause's signature matches")
+    return "; ".join(parts)
+
+
+def impact(facts: Facts) -> Impact:
+    """Bytes each side never got acknowledged, and whether the first speaker's last request went unanswered."""
+    conn = facts.conn
+    data = [s for s in facts.segs if s.length > 0 and not s.rst]
+    unanswered = False
+    if data:
+        first_speaker = data[0].side
+        last_request = max((s.index for s in data if s.side is first_speaker), default=-1)
+        unanswered = not any(s.index > last_request and s.side is not first_speaker for s in data)
+    orig_lost, resp_lost = conn.orig.unacked_bytes, conn.resp.unacked_bytes
+    parts = []
+    if orig_lost:
+        parts.append(f"{orig_lost} byte(s) from the originator never acknowledged")
+    if resp_lost:
+        parts.append(f"{resp_lost} byte(s) from the responder never acknowledged")
+    if unanswered:
+        parts.append("the last request got no response")
+    summary = "; ".join(parts) if parts else "nothing lost: every byte sent was acknowledged"
+    return Impact(orig_lost, resp_lost, unanswered, summary)
+
+
+def _symptoms(facts: Facts, views: dict[Side, AppView]) -> dict[str, dict[str, str]]:
+    complete = {
+        side.value: views.get(side, AppView(None, None, "no error visible from the capture")) for side in Side
+    }
+    return render_views(complete, client_side=Side.ORIG.value)
+
+
+def describe_gap(ns: int) -> str:
+    return ms(ns)
