@@ -1,0 +1,183 @@
+"""Benchmark: whyreset against tshark's conversation table and tcptrace, on the same capture, in the same run.
+
+Each tool runs end to end as a user would run it (start-up included), under ``/usr/bin/time`` for the wall
+time and the peak resident memory:
+
+    whyreset analyze --json F > /dev/null
+    tshark -q -z conv,tcp -r F > /dev/null
+    tcptrace -n -l F > /dev/null
+
+The figures and the targets (>= 5x faster than tshark's conv table, no slower than tcptrace, < 300 MB peak per
+million packets) go to stdout and to bench/RESULTS.md. ``--profile`` also runs the pipeline under cProfile and
+prints where the time goes.
+
+    .venv/bin/python bench/generate.py bench/out/bench.pcap --packets 1000000
+    .venv/bin/python bench/run.py bench/out/bench.pcap
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import platform
+import pstats
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TIME = "/usr/bin/time"
+TARGET_TSHARK_SPEEDUP = 5.0
+TARGET_MB_PER_MILLION = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """One tool's run."""
+
+    tool: str
+    command: str
+    seconds: float
+    peak_mb: float
+    exit_status: int
+
+
+def count_pcap_records(path: Path) -> int:
+    """Records of a classic pcap, by walking the 16-byte record headers (no decoding)."""
+    with open(path, "rb") as handle:
+        header = handle.read(24)
+        magic = struct.unpack("<I", header[:4])[0]
+        order = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+        count = 0
+        while True:
+            record = handle.read(16)
+            if len(record) < 16:
+                return count
+            handle.seek(struct.unpack(order + "I", record[8:12])[0], os.SEEK_CUR)
+            count += 1
+
+
+def whyreset_command() -> list[str]:
+    installed = Path(sys.executable).with_name("whyreset")
+    return [str(installed)] if installed.exists() else [sys.executable, "-m", "whyreset"]
+
+
+def measure(tool: str, argv: list[str]) -> Measure:
+    """Run ``argv`` with stdout to /dev/null under /usr/bin/time; wall seconds and max RSS."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
+        full = [TIME, "-f", "%e %M", "-o", report.name, *argv]
+        with open(os.devnull, "wb") as devnull:
+            result = subprocess.run(full, stdout=devnull, stderr=subprocess.PIPE, check=False)
+        fields = Path(report.name).read_text().split()
+    # /usr/bin/time prints "Command exited with non-zero status N" before the format line when the tool fails.
+    seconds, max_rss_kb = float(fields[-2]), int(fields[-1])
+    command = " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv)) + " > /dev/null"
+    return Measure(tool, command, seconds, max_rss_kb / 1024, result.returncode)
+
+
+def run_all(capture: Path, repeat: int) -> list[Measure]:
+    tools: list[tuple[str, list[str]]] = [
+        ("whyreset", [*whyreset_command(), "analyze", "--json", str(capture)])
+    ]
+    if shutil.which("tshark"):
+        tools.append(("tshark conv,tcp", ["tshark", "-q", "-z", "conv,tcp", "-r", str(capture)]))
+    if shutil.which("tcptrace"):
+        tools.append(("tcptrace -l", ["tcptrace", "-n", "-l", str(capture)]))
+    best: dict[str, Measure] = {}
+    for _ in range(repeat):
+        for tool, argv in tools:
+            result = measure(tool, argv)
+            print(f"  {tool:16} {result.seconds:8.2f} s  {result.peak_mb:8.1f} MB  exit {result.exit_status}")
+            if tool not in best or result.seconds < best[tool].seconds:
+                best[tool] = result
+    return list(best.values())
+
+
+def markdown(capture: Path, packets: int, measures: list[Measure]) -> str:
+    ours = measures[0]
+    million = packets / 1e6
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Capture `{capture.name}`: {packets:,} packets, {capture.stat().st_size / 1e6:,.0f} MB "
+        f"(bench/generate.py). Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}. Wall time end to end (start-up included), best of the runs; "
+        "peak RSS from /usr/bin/time.",
+        "",
+        "| tool | command | seconds | packets/s | time vs whyreset | peak MB | MB per 1M packets |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for m in measures:
+        lines.append(
+            f"| {m.tool} | `{m.command}` | {m.seconds:.2f} | {packets / max(m.seconds, 1e-9):,.0f} | "
+            f"{m.seconds / max(ours.seconds, 1e-9):.2f}x | {m.peak_mb:.0f} | {m.peak_mb / million:.0f} |"
+        )
+    lines += ["", "Targets:", ""]
+    by_tool = {m.tool: m for m in measures}
+    if "tshark conv,tcp" in by_tool:
+        speedup = by_tool["tshark conv,tcp"].seconds / ours.seconds
+        verdict = "met" if speedup >= TARGET_TSHARK_SPEEDUP else "NOT met"
+        lines.append(
+            f"- >= {TARGET_TSHARK_SPEEDUP:.0f}x faster than tshark's conv table: {speedup:.2f}x ({verdict})"
+        )
+    if "tcptrace -l" in by_tool:
+        ratio = by_tool["tcptrace -l"].seconds / ours.seconds
+        verdict = "met" if ratio >= 1 else "NOT met"
+        lines.append(f"- no slower than tcptrace: tcptrace takes {ratio:.2f}x whyreset's time ({verdict})")
+    per_million = ours.peak_mb / million
+    verdict = "met" if per_million < TARGET_MB_PER_MILLION else "NOT met"
+    lines.append(
+        f"- < {TARGET_MB_PER_MILLION:.0f} MB peak per million packets: {per_million:.0f} MB ({verdict})"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def profile(capture: Path, top: int = 30) -> str:
+    """cProfile of the pipeline in this process (reading, tracking, diagnosing, building JSON records)."""
+    from whyreset.analysis import analyze
+    from whyreset.report.jsonout import write_json_line
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    analysis = analyze(str(capture))
+    with open(os.devnull, "w") as devnull:
+        for record in analysis.records():
+            write_json_line(record, devnull)
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("capture", type=Path)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per tool (the best is kept)")
+    parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--profile", action="store_true", help="also profile the pipeline with cProfile")
+    args = parser.parse_args(argv)
+    if not Path(TIME).exists():
+        parser.error(f"{TIME} is needed to measure peak memory (apt-get install time)")
+    packets = count_pcap_records(args.capture)
+    print(f"{args.capture}: {packets:,} packets")
+    measures = run_all(args.capture, args.repeat)
+    report = markdown(args.capture, packets, measures)
+    print(report)
+    args.results.write_text(report)
+    if args.profile:
+        print(profile(args.capture))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
