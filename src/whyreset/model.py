@@ -205,6 +205,8 @@ class ReadReport:
     """The one-line error that stopped reading early (the packets before it are still analysed)."""
     error_offset: int | None = None
     error_record: int | None = None
+    bytes_read: int = 0
+    """Bytes of input (decompressed, for gzip) consumed so far: progress for the CLI."""
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
