@@ -44,9 +44,13 @@ RACE_WINDOW_MIN_NS = 50 * NS_PER_MS
 """A request written this soon after the FIN reached the client was written before its application could have
 noticed the FIN (a pool handing out a connection it had not yet read EOF on)."""
 RACE_WINDOW_RTTS = 4
-LEAK_MIN_NS = 1 * NS_PER_S
-"""Applications close within milliseconds of reading EOF; a second of CLOSE_WAIT with the capture still running
-is already suspicious, and confidence grows with the duration."""
+LEAK_MIN_NS = 20 * NS_PER_MS
+"""Applications close within a scheduling delay of reading EOF: their FIN usually rides on the ACK of the peer's
+FIN. Tens of milliseconds without it (and hundreds of RTTs) are already suspicious; confidence grows with the
+duration the capture shows."""
+LEAK_RTTS = 200
+DELAYED_ACK_NS = 30 * NS_PER_MS
+"""Linux's minimum delayed-ACK timeout is 40 ms (TCP_DELACK_MIN); other stacks use up to 200 ms."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +60,10 @@ class AbortShape:
     reset: ResetFacts
     closer: SideFacts
     peer: SideFacts
+    received: int
+    """Peer bytes the closer had received (acknowledged): all of them may still sit unread in its socket."""
     unread: int
-    """Peer bytes the closer had received (they are acknowledged by the RST) after it last sent data."""
+    """Of those, the bytes received after the closer last sent data (nothing it sent can be a reply to them)."""
     closer_unacked: int
     """Bytes the closer had sent that the peer had not acknowledged (in flight, discarded)."""
     peer_unacked: int
@@ -86,13 +92,25 @@ def _abort_shape(f: Facts) -> AbortShape | None:
     peer_data_before = [s for s in peer.data if s.index < before]
     peer_end = max((s.rel_seq + s.length for s in peer_data_before), default=0)
     unread = max(0, min(received or 0, peer_end) - answered_up_to) if peer_data_before else 0
+    peer_start = min((s.rel_seq for s in peer_data_before), default=0)
+    received_total = max(0, min(received or 0, peer_end) - peer_start) if peer_data_before else 0
     last_peer = peer_data_before[-1] if peer_data_before else None
-    awaits = last_peer is not None and (last_own is None or last_peer.index > last_own.index)
+    # The peer waits for an answer when it spoke last and it is the side that opened the exchange (its data are
+    # requests, the closer's are responses): a TCP capture cannot read the protocol, the first speaker is the
+    # usual requester.
+    first_data = next((s for s in f.segs if s.length > 0 and not s.rst), None)
+    peer_requests = first_data is not None and first_data.side is peer.side
+    awaits = (
+        last_peer is not None
+        and (last_own is None or last_peer.index > last_own.index)
+        and (peer_requests or last_own is None)
+    )
     peer_unacked = max(0, peer_end - (received or 0)) if peer_data_before else 0
     return AbortShape(
         reset=reset,
         closer=closer,
         peer=peer,
+        received=received_total,
         unread=unread,
         closer_unacked=unacked_at(closer, peer, before),
         peer_unacked=peer_unacked,
@@ -102,7 +120,8 @@ def _abort_shape(f: Facts) -> AbortShape | None:
 
 def _pending_text(shape: AbortShape) -> str:
     return (
-        f"at the RST: {shape.unread} peer byte(s) received after the closer last sent data, "
+        f"at the RST: {shape.received} peer byte(s) received by the closer, {shape.unread} of them after it last "
+        "sent data, "
         f"{shape.closer_unacked} of its own byte(s) unacknowledged, {shape.peer_unacked} peer byte(s) not yet "
         f"acknowledged; the peer {'was' if shape.peer_awaits_reply else 'was not'} waiting for a reply"
     )
@@ -133,15 +152,18 @@ def _abort_evidence(f: Facts, shape: AbortShape) -> list[EvidenceItem]:
 def close_with_unread_data(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
     """close() while received data was still unread: RST instead of FIN."""
     shape = _abort_shape(f)
-    if shape is None or shape.unread == 0:
+    if shape is None or shape.received == 0:
         return None
-    score = 0.35 + (0.3 if shape.peer_awaits_reply else 0.0) + (0.1 if shape.peer_unacked else 0.0)
+    # The wire cannot show whether the application read what it received; an RST without FIN after receiving data
+    # is what the kernel does on close() with unread data, so this is the default reading. A peer still waiting
+    # for its answer makes it likelier; the closer's own data in flight points to a deliberate abort instead.
+    score = 0.5 + (0.1 if shape.peer_awaits_reply else 0.0) + (0.05 if shape.peer_unacked else 0.0)
     score -= forgery(f, ctx, v, shape.reset).score * 0.5
     closer = shape.closer.side
     evidence = _abort_evidence(f, shape)
     summary = (
         f"the {'server' if closer is Side.RESP else 'client'} application closed its socket with "
-        f"{shape.unread} received byte(s) unread, so its kernel sent RST instead of FIN"
+        f"received data still unread ({shape.received} byte(s) received), so its kernel sent RST instead of FIN"
     )
     return Candidate(
         CauseId.CLOSE_WITH_UNREAD_DATA,
@@ -155,17 +177,41 @@ def close_with_unread_data(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candi
     )
 
 
+def _orphan_abort(f: Facts) -> tuple[ResetFacts, Seg] | None:
+    """(RST, the closer's FIN) when the closer sent FIN, the peer acknowledged it without closing or sending more,
+    and the closer then reset: its orphan gave up (TCP_LINGER2 < 0, TCP_ABORT_ON_LINGER)."""
+    reset = f.ending_reset
+    if reset is None:
+        return None
+    closer = f.side(reset.seg.side)
+    peer = f.side(reset.seg.side.other)
+    fin = closer.fin
+    if fin is None or fin.index > reset.seg.index:
+        return None
+    if peer.fin is not None and peer.fin.index < reset.seg.index:
+        return None
+    if any(s.index > fin.index and s.index < reset.seg.index for s in peer.data):
+        return None
+    acked = peer.highest_ack_before(reset.seg.index)
+    if acked is None or acked < fin.end_seq:
+        return None
+    return reset, fin
+
+
 def abortive_close(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
     """A deliberate abort: SO_LINGER {1, 0}, connect(AF_UNSPEC), ss -K, or an expired linger timeout."""
+    orphan = _orphan_abort(f)
+    if orphan is not None:
+        return _linger_abort(f, ctx, v, *orphan)
     shape = _abort_shape(f)
     if shape is None:
         return None
-    lost = (
-        shape.closer_unacked > 0 or shape.peer_unacked > 0 or (shape.peer_awaits_reply and shape.unread == 0)
-    )
-    score = 0.6 if shape.closer_unacked > 0 else (0.5 if lost else 0.3)
-    if shape.unread > 0:
-        score -= 0.15  # unread data is checked first by the kernel: then it is close_with_unread_data
+    if shape.closer_unacked > 0:
+        score = 0.6  # its own data still in flight was thrown away: the signature of a deliberate abort
+    elif shape.peer_awaits_reply or shape.peer_unacked > 0:
+        score = 0.45
+    else:
+        score = 0.35
     score -= forgery(f, ctx, v, shape.reset).score * 0.5
     closer = shape.closer.side
     evidence = _abort_evidence(f, shape)
@@ -186,6 +232,36 @@ def abortive_close(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
     )
 
 
+def _linger_abort(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts, fin: Seg) -> Candidate:
+    closer, peer = reset.seg.side, reset.seg.side.other
+    wait = reset.seg.ts_ns - fin.ts_ns
+    evidence = [
+        seg_item(f, fin, f"FIN from {who(f, closer)}: its application closed"),
+        EvidenceItem(
+            f"{who(f, peer)} acknowledged the FIN but had not closed its side (no FIN, no more data)"
+        ),
+        describe_rst(f, reset),
+        EvidenceItem(
+            f"{ms(wait)} after its FIN the closer reset instead of waiting for the peer's FIN: an orphan whose "
+            "FIN_WAIT2 time was cut (TCP_LINGER2 < 0) or a linger timeout"
+        ),
+    ]
+    score = 0.6 - forgery(f, ctx, v, reset).score * 0.5
+    summary = (
+        f"{who(f, closer)} aborted its half-closed connection: after its FIN it reset instead of waiting for "
+        f"{who(f, peer)} to close"
+    )
+    return Candidate(
+        CauseId.ABORTIVE_CLOSE,
+        clamp(score),
+        closer,
+        summary,
+        tuple(evidence),
+        {peer: victim_view_for_reset(reset, f.side(peer)), closer: SILENT},
+        "TCPAbortOnLinger on the closer's host (reset reason TCP_ABORT_ON_LINGER); TCP_LINGER2 set on its socket",
+    )
+
+
 def benign_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
     """An RST after everything was delivered and acknowledged: nothing lost."""
     reset = f.ending_reset
@@ -202,9 +278,17 @@ def benign_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | Non
     awaits = shape.peer_awaits_reply if shape is not None else False
     if closer_unacked or peer_unacked or awaits:
         return None
-    score = 0.65 if is_active_shape(reset) or closer.fin is not None else 0.3
-    if shape is not None and shape.unread:
-        score -= 0.1  # it did not read everything, but the peer was not waiting for anything
+    both_closed = closer.fin is not None and peer.fin is not None
+    if shape is not None and shape.received == 0 and is_active_shape(reset):
+        score = 0.65  # nothing was ever received: nothing can have been unread (probe, health check)
+    elif both_closed:
+        score = 0.6  # both FINs exchanged: the RST only ends what was already over
+    elif _orphan_abort(f) is not None:
+        score = 0.4  # the peer could still have sent: abortive_close is likelier
+    elif is_active_shape(reset):
+        score = 0.45  # a complete exchange; unread leftovers (close_with_unread_data) cannot be excluded
+    else:
+        score = 0.3
     score -= forgery(f, ctx, v, reset).score * 0.6
     exchanged = f.orig.data or f.resp.data
     what = (
@@ -391,12 +475,12 @@ def _leak(f: Facts, ctx: DiagnosisContext, closer: SideFacts) -> Candidate | Non
     last_from_leaker = leaker.segs[-1]
     end = ctx.capture_end_ns(f.conn)
     silent = end - last_from_leaker.ts_ns
-    threshold = max(LEAK_MIN_NS, 100 * (f.rtt_ns or 0))
+    threshold = max(LEAK_MIN_NS, LEAK_RTTS * f.rtt_ns) if f.rtt_ns else NS_PER_S
     reset_later = f.ending_reset
-    waited = (reset_later.seg.ts_ns - ack.ts_ns) if reset_later is not None else end - ack.ts_ns
+    waited = (reset_later.seg.ts_ns - fin.ts_ns) if reset_later is not None else end - fin.ts_ns
     if waited < threshold:
         return None
-    score = 0.5 + min(0.35, 0.1 * (waited / NS_PER_S) ** 0.5)
+    score = 0.4 + min(0.45, 0.1 * (waited / NS_PER_S) ** 0.5)
     if reset_later is not None:
         score -= 0.2  # the reset is the ending; the leak is the background
     evidence = [
@@ -407,6 +491,22 @@ def _leak(f: Facts, ctx: DiagnosisContext, closer: SideFacts) -> Candidate | Non
             f"(silent for the last {ms(silent)} of the capture)"
         ),
     ]
+    if not ack.fin and ack.length == 0 and ack.ts_ns - fin.ts_ns >= DELAYED_ACK_NS:
+        evidence.append(
+            seg_item(
+                f,
+                ack,
+                f"its ACK of the FIN went out alone {ms(ack.ts_ns - fin.ts_ns)} later (delayed ACK): had the "
+                "application closed on EOF, its FIN would have ridden on that ACK",
+            )
+        )
+    if waited < NS_PER_S:
+        evidence.append(
+            EvidenceItem(
+                f"the capture ends {ms(end - fin.ts_ns)} after the FIN: a longer capture "
+                "would make this certain"
+            )
+        )
     summary = (
         f"{who(f, leaker.side)} read EOF (or never read) but its application never closed the socket: "
         "it sits in CLOSE_WAIT"

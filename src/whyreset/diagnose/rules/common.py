@@ -31,8 +31,9 @@ from whyreset.ids import CauseId, Side, TcpState
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
 
-IDLE_MIN_NS = 1 * NS_PER_S
-"""Shortest silence called "idle": keep-alive timeouts (servers' and middleboxes') are seconds to minutes."""
+IDLE_MIN_NS = 100 * NS_PER_MS
+"""Shortest silence called "idle" in absolute terms (keep-alive timeouts are usually seconds to minutes, but test
+and tuned servers go well below a second); the RTT-relative and pace-relative conditions do the real work."""
 IDLE_RTT_FACTOR = 20
 """...and it must also be long compared with the connection's own round trip."""
 

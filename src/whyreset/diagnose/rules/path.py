@@ -198,6 +198,11 @@ def _misfit(f: Facts, reset: ResetFacts, trig: Seg) -> str | None:
             return f"it acknowledges {trig.rel_ack} but {who(f, sender.side)} had only sent up to {sent}"
     if trig.syn and not trig.has_ack and f.conn.established and trig.index > 2:
         return "a SYN on an already established 4-tuple"
+    if not trig.syn and trig.index == 0 and not f.conn.established:
+        return (
+            "a segment out of the blue: no handshake and no earlier traffic of this connection in the capture, and "
+            "the receiver had no connection for it (a stale or stray segment)"
+        )
     return None
 
 
@@ -211,10 +216,11 @@ def invalid_segment(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | 
         return None
     evidence = [seg_item(f, reset.trigger, why), describe_rst(f, reset)]
     sender = reset.seg.side
+    score = 0.5 if reset.trigger.index == 0 and not reset.trigger.syn else 0.8
     summary = f"{who(f, sender)} rejected a segment that did not fit the connection: {why}"
     return Candidate(
         CauseId.INVALID_SEGMENT,
-        0.8,
+        score,
         sender,
         summary,
         tuple(evidence),
