@@ -7,11 +7,11 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -183,61 +183,102 @@ def test_every_corpus_capture_is_analysed(tmp_path: Path) -> None:
 
 # --- real kernel sockets ----------------------------------------------------------------------------------
 
+# Run inside a private network namespace: its loopback is ours alone (and capturing on the host's loopback is
+# not possible in every sandbox). A refused connect, then a server that closes with the request unread.
+SOCKETS_SCRIPT = """
+import socket, sys, threading, time
+closed_port, server_port = int(sys.argv[1]), int(sys.argv[2])
+try:
+    socket.create_connection(("127.0.0.1", closed_port), 5)
+    sys.exit("connect to a closed port succeeded")
+except ConnectionRefusedError:
+    pass
+listener = socket.create_server(("127.0.0.1", server_port))
+def serve():
+    conn, _ = listener.accept()
+    time.sleep(0.2)  # the request arrives and stays unread
+    conn.close()  # unread data: the kernel sends RST instead of FIN (RFC 2525 2.17)
+server = threading.Thread(target=serve)
+server.start()
+client = socket.create_connection(("127.0.0.1", server_port), 5)
+client.sendall(b"a request the server never reads")
+server.join(5)
+client.settimeout(5)
+try:
+    client.recv(100)
+    sys.exit("expected a reset")
+except ConnectionResetError:
+    pass
+"""
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+
+@contextmanager
+def private_netns() -> Iterator[str]:
+    name = f"wrcli{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True, timeout=10)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
 
 
 @pytest.mark.root
-@pytest.mark.skipif(os.geteuid() != 0, reason="capturing on loopback needs root")
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and capturing need root")
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
+@pytest.mark.skipif(shutil.which("ip") is None, reason="iproute2 (ip) is not installed")
 def test_real_loopback_capture(tmp_path: Path) -> None:
-    """A refused connect and a server closing with unread data, on real sockets, captured by tcpdump."""
-    closed_port, server_port = _free_port(), _free_port()
+    """Real sockets in a private namespace, captured by tcpdump, analysed by the CLI."""
+    closed_port, server_port = 7001, 7002
     pcap = tmp_path / "loopback.pcap"
-    tcpdump = subprocess.Popen(
-        [
-            "tcpdump",
-            "-i",
-            "lo",
-            "-U",
-            "-n",
-            "-w",
-            str(pcap),
-            f"tcp port {closed_port} or tcp port {server_port}",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert tcpdump.stderr is not None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and "listening on" not in tcpdump.stderr.readline():
-            pass
-        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", closed_port), 5):
-            pass
-        listener = socket.create_server(("127.0.0.1", server_port))
-
-        def serve() -> None:
-            conn, _ = listener.accept()
-            time.sleep(0.2)  # the request arrives and stays unread
-            conn.close()  # unread data: the kernel answers with RST instead of FIN (RFC 2525 2.17)
-
-        server = threading.Thread(target=serve)
-        server.start()
-        with socket.create_connection(("127.0.0.1", server_port), 5) as client:
-            client.sendall(b"request the server never reads")
-            server.join(5)
-            client.settimeout(5)
-            with pytest.raises(ConnectionResetError):
-                client.recv(100)
-        listener.close()
-        time.sleep(0.3)
-    finally:
-        tcpdump.send_signal(signal.SIGINT)
-        tcpdump.wait(10)
+    script = tmp_path / "sockets.py"
+    script.write_text(SOCKETS_SCRIPT)
+    with private_netns() as netns:
+        capture_filter = f"tcp port {closed_port} or tcp port {server_port}"
+        tcpdump = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                netns,
+                "tcpdump",
+                "-i",
+                "lo",
+                "-U",
+                "-n",
+                "-w",
+                str(pcap),
+                capture_filter,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert tcpdump.stderr is not None
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and "listening on" not in tcpdump.stderr.readline():
+                pass
+            time.sleep(0.5)  # "listening on" comes a moment before the capture really starts
+            sockets = subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    netns,
+                    sys.executable,
+                    str(script),
+                    str(closed_port),
+                    str(server_port),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert sockets.returncode == 0, sockets.stderr
+            time.sleep(0.5)  # let tcpdump write the last packets
+        finally:
+            tcpdump.send_signal(signal.SIGINT)
+            tcpdump.wait(10)
     status, out, err = run("analyze", "--json", str(pcap))
     assert status == ExitStatus.FINDINGS, err
     by_port = {record["resp_p"]: record for record in json_records(out)}

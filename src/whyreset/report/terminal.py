@@ -151,10 +151,10 @@ def connection_block(connection: Connection, finding: Finding | None, show_paylo
 
 def reset_line(connection: Connection, reset: ResetInfo, show_payload: bool) -> Text:
     """``RST from resp 10.0.0.2:80 frame 7 at ... seq=.. ack=.. TTL 64 (exact), receiver ESTABLISHED``."""
-    host, port = connection.address(reset.sender)
     ack = "-" if reset.ack is None else str(reset.ack)
     text = Text("  RST ", style="bold")
-    text.append(f"from {reset.sender} {host}:{port} frame {reset.frame} at {format_ts(reset.ts_ns)} ")
+    sender = endpoint(connection, reset.sender)
+    text.append(f"from {reset.sender} {sender} frame {reset.frame} at {format_ts(reset.ts_ns)} ")
     text.append(f"seq={reset.seq} ack={ack} TTL {reset.ttl} ")
     text.append(f"acceptability {reset.acceptability}, ")
     text.append(f"sender {reset.sender_state}, receiver {reset.receiver_state}")
