@@ -10,7 +10,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from rich.table import Table
 from whyreset.errors import LabError, WhyresetError
 from whyreset.lab.compare import ConnectionCheck, check_truth
 from whyreset.lab.runner import LabRun, missing_needs, run_scenario
-from whyreset.lab.scenario import Scenario, Truth
+from whyreset.lab.scenario import Need, Scenario, Truth
 from whyreset.lab.scenarios import all_scenarios
 
 HIDDEN_CALLS = frozenset({"bind", "listen"})
@@ -41,10 +40,13 @@ def lab() -> None:
 def list_command() -> None:
     """The scenarios: name, cause id, what they need, typical duration."""
     table = Table(title="lab scenarios")
-    for column in ("scenario", "cause", "needs", "duration", "what happens"):
-        table.add_column(column, overflow="fold")
+    table.add_column("scenario", no_wrap=True)
+    table.add_column("cause", no_wrap=True)
+    table.add_column("needs")
+    table.add_column("duration", no_wrap=True)
+    table.add_column("what happens", overflow="fold")
     for scenario in all_scenarios():
-        needs = ",".join(sorted(str(need) for need in scenario.needs))
+        needs = " ".join(sorted(str(need) for need in scenario.needs if need is not Need.ROOT))
         runnable = "" if not missing_needs(scenario.needs) else " [dim](cannot run here)[/dim]"
         table.add_row(
             scenario.name + runnable,
@@ -203,16 +205,37 @@ def record_command(directory: Path, seed: int, pattern: str) -> None:
         entries.append(entry)
         status = "[green]ok[/green]" if entry["ok"] else f"[yellow]skipped[/yellow]: {entry['error']}"
         console.print(f"{scenario.name}: {status}")
+    write_index(directory, seed, kernel, pattern, entries)
+    if not any(entry["ok"] for entry in entries):
+        raise click.ClickException("no scenario could be recorded")
+
+
+def write_index(directory: Path, seed: int, kernel: str, pattern: str, entries: list[dict[str, Any]]) -> None:
+    """Write index.json; a partial re-record (``--only``) updates its entries in an index of the same seed."""
+    path = directory / "index.json"
+    merged: dict[str, dict[str, Any]] = {}
+    command = record_command_line(directory, seed, "*")
+    if pattern != "*" and path.exists():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous.get("seed") == seed:
+            merged = {entry["name"]: entry for entry in previous.get("scenarios", [])}
+            command = previous.get("command", command)
+    merged.update((entry["name"], entry) for entry in entries)
     index = {
         "seed": seed,
         "kernel": kernel,
-        "command": "whyreset lab record "
-        + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [str(directory)]),
-        "scenarios": entries,
+        "command": command,
+        "scenarios": [merged[name] for name in sorted(merged)],
     }
-    (directory / "index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
-    if not any(entry["ok"] for entry in entries):
-        raise click.ClickException("no scenario could be recorded")
+    path.write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
+
+
+def record_command_line(directory: Path, seed: int, pattern: str) -> str:
+    """The command that re-records this corpus (for its index and README)."""
+    words = ["whyreset", "lab", "record", str(directory), "--seed", str(seed)]
+    if pattern != "*":
+        words += ["--only", pattern]
+    return shlex.join(words)
 
 
 def select(pattern: str) -> list[Scenario]:
