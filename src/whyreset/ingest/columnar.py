@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 
 from whyreset.ingest.records import I64, U8, RecordBatch
 from whyreset.model import (
@@ -67,6 +68,7 @@ IPV6_AH = 51
 MAX_IPV6_EXTENSIONS = 16
 ICMP_ERRORS_V4 = (3, 11)
 ICMP_ERRORS_V6 = (1, 3)
+NOP_NOP_TIMESTAMPS = 0x0101080A
 MAX_TCP_OPTIONS = 40
 """At most 40 option bytes, so at most 40 options (all NOPs): the vectorised walk ends within 40 steps."""
 
@@ -110,11 +112,18 @@ class _Decoder:
         self.table = PacketTable.empty(n)
         self.cols = self.table.columns
         self.icmp_errors: list[IcmpError] = []
+        self._sliding: dict[int, U8] = {}
 
     # ------------------------------------------------------------------------------- helpers
     def _window(self, at: I64, width: int) -> U8:
         """``width`` bytes from each offset in ``at`` (callers have checked they are captured)."""
-        window: U8 = self.buf[at[:, None] + np.arange(width)]
+        if at.size == 0:
+            return np.zeros((0, width), np.uint8)
+        view = self._sliding.get(width)
+        if view is None:
+            # A strided (len, width) view of the buffer: gathering rows of it copies only the rows.
+            view = self._sliding[width] = sliding_window_view(self.buf, width)
+        window: U8 = view[at]
         return window
 
     @staticmethod
@@ -127,10 +136,10 @@ class _Decoder:
         return values
 
     def _be16_at(self, at: I64) -> I64:
-        return (self.buf[at].astype(np.int64) << 8) | self.buf[at + 1]
+        return self._u16(self._window(at, 2), 0)
 
     def _be32_at(self, at: I64) -> I64:
-        return (self._be16_at(at) << 16) | self._be16_at(at + 2)
+        return self._u32(self._window(at, 4), 0)
 
     def _set(self, rows: I64, status: int) -> None:
         self.status[rows] = status
@@ -401,6 +410,29 @@ class _Decoder:
             self._tcp_options(opt_rows, l4[with_options] + 20, np.minimum(data_at, cap_end)[with_options])
 
     def _tcp_options(self, rows: I64, begin: I64, end: I64) -> None:
+        """Parse the options of ``rows``: the usual data-segment layout directly, the others by a walk."""
+        rest = self._timestamps_only(rows, begin, end)
+        if rest.size:
+            self._walk_tcp_options(rows[rest], begin[rest], end[rest])
+
+    def _timestamps_only(self, rows: I64, begin: I64, end: I64) -> I64:
+        """Rows whose options are exactly NOP NOP Timestamps (Linux data segments) are read in one go.
+
+        Returns the indices (into ``rows``) of the other rows, which need the general walk.
+        """
+        candidates = np.flatnonzero(end - begin == 12)
+        window = self._window(begin[candidates], 12)
+        layout = np.ascontiguousarray(window[:, :4]).view(">u4")[:, 0]
+        simple = layout == NOP_NOP_TIMESTAMPS
+        target = rows[candidates[simple]]
+        self.cols["opt_has_ts"][target] = True
+        self.cols["opt_ts_val"][target] = self._u32(window[simple], 4)
+        self.cols["opt_ts_ecr"][target] = self._u32(window[simple], 8)
+        others = np.ones(len(rows), bool)
+        others[candidates[simple]] = False
+        return np.flatnonzero(others)
+
+    def _walk_tcp_options(self, rows: I64, begin: I64, end: I64) -> None:
         """Walk the option lists of all ``rows`` in lock step: one option per row per step."""
         cols = self.cols
         sack = cols[SACK_COLUMN]
@@ -461,7 +493,8 @@ class _Decoder:
         report.truncated += int(np.count_nonzero(cols["truncated"][tcp_rows]))
         report.records += n
         rst_payloads = self._rst_payloads(tcp_rows)
-        return Capture(self.table.take(tcp_rows), self.icmp_errors, rst_payloads, report)
+        packets = self.table if len(tcp_rows) == n else self.table.take(tcp_rows)
+        return Capture(packets, self.icmp_errors, rst_payloads, report)
 
     def _rst_payloads(self, tcp_rows: I64) -> dict[int, bytes]:
         cols = self.cols

@@ -14,9 +14,10 @@ import struct
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
-from whyreset.errors import CorruptCaptureError, TruncatedCaptureError
-from whyreset.ingest.records import RecordBatch, WalkResult
+from whyreset.errors import CaptureError, CorruptCaptureError, TruncatedCaptureError
+from whyreset.ingest.records import I64, RecordBatch, WalkResult
 
 MAGIC_USEC = 0xA1B2C3D4
 MAGIC_NSEC = 0xA1B23C4D
@@ -54,6 +55,8 @@ class PcapWalker:
         self._caplen_at: Any = None
 
     def walk(self, raw: Any, pos: int, end: int, base: int, at_eof: bool, max_records: int) -> WalkResult:
+        if end != len(raw):
+            raise ValueError("the pcap walker reads its buffer to the end: pass end=len(raw)")
         if not self._header_done:
             if end - pos < FILE_HEADER_LEN:
                 if at_eof:
@@ -81,50 +84,51 @@ class PcapWalker:
     def _walk_records(
         self, raw: Any, pos: int, end: int, base: int, at_eof: bool, max_records: int
     ) -> WalkResult:
-        offsets: list[int] = []
-        append = offsets.append
+        # The hot loop trusts nothing and checks nothing: it hops from length to length and lets struct
+        # raise once a header no longer fits in the buffer. The hops are validated afterwards, vectorised.
+        marks = [pos]
+        append = marks.append
         caplen_at = self._caplen_at
-        max_caplen = self.max_caplen
-        error: Exception | None = None
-        full = True
-        for _ in range(max_records):
-            if end - pos < RECORD_HEADER_LEN:
-                full = False
-                break
-            (caplen,) = caplen_at(raw, pos)
-            if caplen > max_caplen:
-                error = CorruptCaptureError(
-                    f"record claims {caplen} captured bytes, more than the maximum of {max_caplen}",
-                    offset=base + pos,
-                    record=self.frames_read + len(offsets) + 1,
-                )
-                full = False
-                break
-            following = pos + RECORD_HEADER_LEN + caplen
-            if following > end:
-                full = False
-                break
-            append(pos)
-            pos = following
-        if error is None and not full and at_eof and pos < end:
-            error = TruncatedCaptureError(
-                f"capture ends inside a record ({end - pos} of its bytes present)",
-                offset=base + pos,
-                record=self.frames_read + len(offsets) + 1,
+        try:
+            for _ in range(max_records):
+                pos += RECORD_HEADER_LEN + caplen_at(raw, pos)[0]
+                append(pos)
+        except struct.error:
+            pass
+        hops = np.array(marks, np.int64)
+        starts, following = hops[:-1], hops[1:]
+        caplen = following - starts - RECORD_HEADER_LEN
+        oversized = caplen > self.max_caplen
+        bad = oversized | (following > end)
+        good = int(np.argmax(bad)) if bad.any() else len(starts)
+        resume = int(hops[good])
+        full = good == max_records
+        error: CaptureError | None = None
+        record = self.frames_read + good + 1
+        if good < len(starts) and oversized[good]:
+            error = CorruptCaptureError(
+                f"record claims {int(caplen[good])} captured bytes, over the maximum of {self.max_caplen}",
+                offset=base + resume,
+                record=record,
             )
-        batch = self._batch(raw, offsets) if offsets else None
-        return WalkResult(batch, pos, error, full)  # type: ignore[arg-type]
+        elif not full and at_eof and resume < end:
+            error = TruncatedCaptureError(
+                f"capture ends inside a record ({end - resume} of its bytes present)",
+                offset=base + resume,
+                record=record,
+            )
+        batch = self._batch(raw, starts[:good]) if good else None
+        return WalkResult(batch, resume, error, full)
 
-    def _batch(self, raw: Any, offsets: list[int]) -> RecordBatch:
+    def _batch(self, raw: Any, starts: I64) -> RecordBatch:
         buf = np.frombuffer(raw, np.uint8)
-        starts = np.array(offsets, np.int64)
-        window = buf[starts[:, None] + np.arange(RECORD_HEADER_LEN)]
-        fields = np.ascontiguousarray(window).view(">u4" if self.big_endian else "<u4").astype(np.int64)
+        window = sliding_window_view(buf, RECORD_HEADER_LEN)[starts]
+        fields = window.view(">u4" if self.big_endian else "<u4").astype(np.int64)
         seconds, fraction, caplen, wirelen = fields[:, 0], fields[:, 1], fields[:, 2], fields[:, 3]
         ts_ns = seconds * 1_000_000_000 + (fraction if self.nanosecond else fraction * 1000)
         first = self.frames_read + 1
-        self.frames_read += len(offsets)
-        n = len(offsets)
+        n = len(starts)
+        self.frames_read += n
         return RecordBatch(
             buf=buf,
             data_start=starts + RECORD_HEADER_LEN,
