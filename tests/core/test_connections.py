@@ -1,8 +1,8 @@
-"""Connections rebuilt from small crafted packet tables: roles, states, outcomes, Zeek fields, analysis flags."""
+"""Connections rebuilt from small crafted packet tables: roles, states, outcomes, Zeek fields, analysis."""
 
 from __future__ import annotations
 
-from segments import CLIENT, MS, SERVER, S, Dialogue, Endpoint, concat
+from segments import CLIENT, MS, SERVER, Dialogue, Endpoint, S, concat
 
 from whyreset.core.connection import Connection, EventKind, RstAcceptability
 from whyreset.core.tracker import build_connections
@@ -24,7 +24,8 @@ def states(c: Connection, side: Side) -> list[TcpState]:
     return [change.state for change in c.states(side)]
 
 
-# -- clean closes -----------------------------------------------------------------------------------------------
+# -- clean closes
+# -----------------------------------------------------------------------------------------------
 
 
 def test_clean_close_client_first() -> None:
@@ -69,7 +70,8 @@ def test_clean_close_server_first() -> None:
     assert c.final_state(Side.ORIG) is TcpState.CLOSED
 
 
-# -- handshake failures -----------------------------------------------------------------------------------------
+# -- handshake failures
+# -----------------------------------------------------------------------------------------
 
 
 def test_refused() -> None:
@@ -146,7 +148,8 @@ def test_synack_then_fin_is_shr() -> None:
     assert one(d).conn_state == "SHR"
 
 
-# -- established endings ----------------------------------------------------------------------------------------
+# -- established endings
+# ----------------------------------------------------------------------------------------
 
 
 def test_open_connection_is_s1() -> None:
@@ -259,7 +262,8 @@ def test_rst_payload_text() -> None:
     assert connections[0].resets[0].payload_text == "idle timeout"
 
 
-# -- mid-stream and roles ---------------------------------------------------------------------------------------
+# -- mid-stream and roles
+# ---------------------------------------------------------------------------------------
 
 
 def test_midstream_data_both_ways() -> None:
@@ -283,7 +287,8 @@ def test_first_packet_heuristic_when_ports_equal() -> None:
     assert one(d).orig_inferred_by == "first_packet" and one(d).orig_h == "10.0.0.9"
 
 
-# -- sequence analysis ------------------------------------------------------------------------------------------
+# -- sequence analysis
+# ------------------------------------------------------------------------------------------
 
 
 def test_sequence_wraparound() -> None:
@@ -295,7 +300,7 @@ def test_sequence_wraparound() -> None:
     c = one(d)
     assert c.orig.data_bytes == 400 and c.orig.bytes_acked == 400
     assert c.orig.retransmissions == 0 and c.orig.lost_segments == 0 and c.orig.out_of_order == 0
-    last_data = [e for e in c.events if e.kind is EventKind.LAST_DATA][0]
+    last_data = next(e for e in c.events if e.kind is EventKind.LAST_DATA)
     assert last_data.rel_seq == 301
 
 
@@ -393,7 +398,8 @@ def test_handshake_ack_lost() -> None:
     assert c.final_state(Side.RESP) is TcpState.SYN_RECEIVED
 
 
-# -- port reuse and ordering ------------------------------------------------------------------------------------
+# -- port reuse and ordering
+# ------------------------------------------------------------------------------------
 
 
 def _closed(d: Dialogue) -> None:

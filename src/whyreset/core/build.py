@@ -1,28 +1,24 @@
 """Turn an analysed batch into `Connection` objects.
 
-Bulk numbers (`DirectionStats`) are aggregated for the whole batch with ``np.bincount``/``np.maximum.at``; the
-per-connection Python work walks only the control rows (SYN, FIN, RST, the ACKs that acknowledge a SYN or FIN,
-and
-the row where a mid-stream connection has seen data both ways) through the two endpoint machines of
-`tcpstate`.
+Bulk numbers (`DirectionStats`) are aggregated for the whole batch with ``np.bincount``/``np.maximum.at``, and
+`batchindex` locates every row the rebuild needs; the per-connection Python work then walks only the control
+rows (SYN, FIN, RST, the ACKs that acknowledge a SYN or FIN, and the row where a mid-stream connection has
+seen data both ways) through the two endpoint machines of `tcpstate`.
 
 RST acceptability (RFC 5961 3.2, RFC 9293 3.10.7.4), judged against the receiver R of an RST sent by X:
 
 * R in SYN_SENT: accepted when the RST has ACK and acknowledges R's SYN (ack = ISN + 1), else dropped.
 * otherwise R's RCV.NXT is taken as the furthest of X's sequence end sent so far and R's own highest ACK; R's
-  window is
-  its last advertised window, shifted by R's window scale when both SYNs carried the option (RFC 7323). seq
-  = RCV.NXT
-  is exact (accepted), RCV.NXT < seq < RCV.NXT + window draws a challenge ACK (not accepted), anything else is
-  dropped. Without SYNs the scale is unknown: only an exact match or a fit in the unscaled window can be
-  judged.
+  window is its last advertised window, shifted by R's window scale when both SYNs carried the option
+  (RFC 7323). seq = RCV.NXT is exact (accepted), RCV.NXT < seq < RCV.NXT + window draws a challenge ACK (not
+  accepted), anything else is dropped. Without SYNs the scale is unknown: only an exact match or a fit in the
+  unscaled window can be judged.
 * when R's receive state is unknown, the RST counts as accepted unless R keeps sending afterwards.
 
-Outcomes (design/causes.md), first rule that matches:
-``not_established`` (no handshake; but SYNs retransmitted without any answer is ``timeout``), ``clean`` (both
-FINs
-acknowledged before any accepted RST), ``reset`` (an accepted RST), ``half_closed`` (one FIN acknowledged),
-``timeout`` (the connection ends with unanswered retransmissions by one side), ``open``.
+Outcomes (design/causes.md), first rule that matches: ``not_established`` (no handshake; but SYNs
+retransmitted without any answer is ``timeout``), ``clean`` (both FINs acknowledged before any accepted RST),
+``reset`` (an accepted RST), ``half_closed`` (one FIN acknowledged), ``timeout`` (the connection ends with
+unanswered retransmissions by one side), ``open``.
 """
 
 from __future__ import annotations
@@ -33,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from whyreset.core.analysis import BatchAnalysis
+from whyreset.core.batchindex import index_batch, rows_by_connection
 from whyreset.core.connection import (
     Connection,
     DirectionStats,
@@ -45,7 +42,7 @@ from whyreset.core.connection import (
 from whyreset.core.demux import INFERRED_BY, Demux
 from whyreset.core.seqmath import IntArray, group_ids
 from whyreset.core.tcpstate import Action, EndpointMachine, Input
-from whyreset.core.zeek import ZeekRows, community_id, summarise, zeek_uid
+from whyreset.core.zeek import ZeekRows, ZeekShortcut, community_id, summarise, zeek_uid
 from whyreset.ids import Outcome, Side, TcpState
 from whyreset.model import ACK, FIN, RST, SYN, Array, IcmpError, PacketTable, format_addr
 
@@ -136,31 +133,83 @@ def _tcp_header_length(table: PacketTable) -> IntArray:
     return np.asarray(20 + opts, np.int64)
 
 
-class _Rows:
-    """One connection's slice of the batch, with the columns the walk needs as Python lists."""
+class Batch:
+    """Everything computed once per batch that the per-connection rebuild reads."""
 
-    def __init__(self, analysis: BatchAnalysis, start: int, stop: int) -> None:
+    def __init__(self, analysis: BatchAnalysis, demux: Demux) -> None:
+        self.analysis = analysis
+        self.demux = demux
+        self.stats = batch_stats(analysis)
+        self.index = index_batch(analysis)
         table = analysis.table
-        window = slice(start, stop)
-        self.start = start
-        self.n = stop - start
-        self.flags_arr = table["flags"][window].astype(np.int64)
-        self.from_orig_arr = analysis.from_orig[window]
-        self.rel_seq_arr = analysis.rel_seq[window]
-        self.rel_ack_arr = analysis.rel_ack[window]
-        self.payload_arr = table["payload_len"][window].astype(np.int64)
-        self.window_arr = table["window"][window]
-        self.seg_end_arr = analysis.seg_end[window]
-        self.next_expected_arr = analysis.next_expected[window]
-        self.frame_arr = table["frame"][window]
-        self.ts_arr = table["ts_ns"][window]
-        self.table = table.take(window)
+        self.table = table
+        self.flags = table["flags"].astype(np.int64)
+        self.payload = table["payload_len"].astype(np.int64)
+        self.frame = table["frame"]
+        self.ts = table["ts_ns"]
+        self.fo = analysis.from_orig
+        self.rel_seq = analysis.rel_seq
+        self.rel_ack = analysis.rel_ack
+        self.n = len(table)
+        # Python lists of the columns read row by row: indexing a list is several times cheaper than a numpy
+        # scalar.
+        self.frame_list: list[int] = self.frame.tolist()
+        self.ts_list: list[int] = self.ts.tolist()
+        self.rel_seq_list: list[int] = self.rel_seq.tolist()
+        self.rel_ack_list: list[int] = self.rel_ack.tolist()
+        self.payload_list: list[int] = self.payload.tolist()
+        self.flags_list: list[int] = self.flags.tolist()
+        self.fo_list: list[bool] = self.fo.tolist()
+        self._addresses: dict[tuple[int, int], str] = {}
+        self.ttl_lists = _ttl_lists(table["ttl"], self.index.key, 2 * len(analysis.starts))
+        self.rst_rows = rows_by_connection((self.flags & RST) != 0, self.index.conn, len(analysis.starts))
+        gaps = analysis.gap_before_ns
+        self.idle_rows = rows_by_connection(gaps >= IDLE_GAP_MIN_NS, self.index.conn, len(analysis.starts))
+
+    def bounds(self, conn: int) -> tuple[int, int]:
+        starts = self.analysis.starts
+        stop = int(starts[conn + 1]) if conn + 1 < len(starts) else self.n
+        return int(starts[conn]), stop
+
+    def event(self, kind: EventKind, row: int, detail: dict[str, object] | None = None) -> Event:
+        return Event(
+            kind=kind,
+            side=Side.ORIG if self.fo_list[row] else Side.RESP,
+            frame=self.frame_list[row],
+            ts_ns=self.ts_list[row],
+            rel_seq=self.rel_seq_list[row],
+            rel_ack=self.rel_ack_list[row] if self.flags_list[row] & ACK else None,
+            length=self.payload_list[row],
+            detail=dict(detail) if detail else {},
+        )
+
+    def address(self, hi: int, lo: int) -> str:
+        text = self._addresses.get((hi, lo))
+        if text is None:
+            text = self._addresses[(hi, lo)] = format_addr(hi, lo)
+        return text
+
+    def rows_of(self, start: int, stop: int) -> PacketTable:
+        """The connection's rows as a table of views (no copy, no re-validation of the batch's columns)."""
+        table = object.__new__(PacketTable)
+        table.columns = {name: column[start:stop] for name, column in self.table.columns.items()}
+        return table
+
+
+def _ttl_lists(ttl: Array, key: IntArray, keys: int) -> list[tuple[int, ...]]:
+    """Per direction key, the distinct TTLs, most frequent first."""
+    combined = key * 256 + ttl.astype(np.int64)
+    values, counts = np.unique(combined, return_counts=True)
+    owner = values // 256
+    order = np.lexsort((-counts, owner))
+    result: list[list[int]] = [[] for _ in range(keys)]
+    for k, value in zip(owner[order].tolist(), (values[order] % 256).tolist(), strict=True):
+        result[k].append(value)
+    return [tuple(v) for v in result]
 
 
 def build_connection(
-    analysis: BatchAnalysis,
-    demux: Demux,
-    stats: BatchStats,
+    batch: Batch,
     conn: int,
     index: int,
     port_reuse: bool,
@@ -168,49 +217,34 @@ def build_connection(
     rst_payloads: Mapping[int, bytes],
 ) -> Connection:
     """Rebuild connection number ``conn`` of the batch, to be published as ``Connection.index = index``."""
-    starts = analysis.starts
-    start = int(starts[conn])
-    stop = int(starts[conn + 1]) if conn + 1 < len(starts) else len(analysis.table)
-    rows = _Rows(analysis, start, stop)
-    table = rows.table
-    first_from_orig = bool(rows.from_orig_arr[0])
-    src = format_addr(table["src_hi"][0], table["src_lo"][0])
-    dst = format_addr(table["dst_hi"][0], table["dst_lo"][0])
-    sport, dport = int(table["sport"][0]), int(table["dport"][0])
+    start, stop = batch.bounds(conn)
+    table = batch.table
+    first_from_orig = batch.fo_list[start]
+    src = batch.address(int(table["src_hi"][start]), int(table["src_lo"][start]))
+    dst = batch.address(int(table["dst_hi"][start]), int(table["dst_lo"][start]))
+    sport, dport = int(table["sport"][start]), int(table["dport"][start])
     orig_h, orig_p, resp_h, resp_p = (src, sport, dst, dport) if first_from_orig else (dst, dport, src, sport)
-    walk = _Walk(rows, analysis, conn, rst_payloads)
+    walk = _Walk(batch, conn, start, stop, rst_payloads)
     walk.run()
-    orig_stats = _direction_stats(stats, rows, analysis, conn, True, walk)
-    resp_stats = _direction_stats(stats, rows, analysis, conn, False, walk)
+    orig_stats = _direction_stats(batch, conn, True, walk)
+    resp_stats = _direction_stats(batch, conn, False, walk)
     icmp_events = _icmp_events(icmp_errors, orig_h, orig_p, resp_h, resp_p)
-    events = sorted(walk.events + _bulk_events(rows, analysis, walk) + icmp_events, key=_event_order)
-    zeek = summarise(
-        ZeekRows(
-            flags=rows.flags_arr,
-            from_orig=rows.from_orig_arr,
-            rel_seq=rows.rel_seq_arr,
-            rel_ack=rows.rel_ack_arr,
-            payload=rows.payload_arr,
-            window=rows.window_arr,
-            flipped=not first_from_orig,
-            first_gap_row_orig=_local_row(analysis.first_gap_ack_row[2 * conn], start),
-            first_gap_row_resp=_local_row(analysis.first_gap_ack_row[2 * conn + 1], start),
-            missed_bytes=int(analysis.holes_missed[2 * conn] + analysis.holes_missed[2 * conn + 1]),
-        )
-    )
+    events = sorted(walk.events + _bulk_events(batch, conn, walk) + icmp_events, key=_event_order)
+    zeek = summarise(_zeek_rows(batch, conn, start, stop, first_from_orig))
     cid = community_id(orig_h, resp_h, orig_p, resp_p)
-    first_frame, last_frame = int(rows.frame_arr[0]), int(rows.frame_arr[-1])
-    ts_first, ts_last = int(rows.ts_arr[0]), int(rows.ts_arr[-1])
+    first_frame, last_frame = batch.frame_list[start], batch.frame_list[stop - 1]
+    ts_first, ts_last = batch.ts_list[start], batch.ts_list[stop - 1]
+    window = slice(start, stop)
     return Connection(
         index=index,
         uid=zeek_uid(cid, ts_first, first_frame),
         community_id=cid,
-        ip_version=int(table["ip_version"][0]),
+        ip_version=int(table["ip_version"][start]),
         orig_h=orig_h,
         orig_p=orig_p,
         resp_h=resp_h,
         resp_p=resp_p,
-        orig_inferred_by=INFERRED_BY[int(demux.inferred_by[conn])],
+        orig_inferred_by=INFERRED_BY[int(batch.demux.inferred_by[conn])],
         ts_first_ns=ts_first,
         ts_last_ns=ts_last,
         first_frame=first_frame,
@@ -219,7 +253,7 @@ def build_connection(
         resp=resp_stats,
         orig_states=tuple(walk.timeline[True]),
         resp_states=tuple(walk.timeline[False]),
-        outcome=walk.outcome(orig_stats, resp_stats),
+        outcome=walk.outcome(),
         conn_state=zeek.conn_state,
         history=zeek.history,
         resets=tuple(walk.resets),
@@ -227,12 +261,46 @@ def build_connection(
         established=walk.established,
         midstream=walk.midstream,
         port_reuse=port_reuse,
-        truncated_packets=int(stats.truncated[2 * conn] + stats.truncated[2 * conn + 1]),
-        packets=table,
-        from_orig=rows.from_orig_arr,
+        truncated_packets=int(batch.stats.truncated[2 * conn] + batch.stats.truncated[2 * conn + 1]),
+        packets=batch.rows_of(start, stop),
+        from_orig=batch.fo[window],
         zeek_orig_bytes=zeek.orig_bytes,
         zeek_resp_bytes=zeek.resp_bytes,
         missed_bytes=zeek.missed_bytes,
+    )
+
+
+def _zeek_rows(batch: Batch, conn: int, start: int, stop: int, first_from_orig: bool) -> ZeekRows:
+    index = batch.index
+    window = slice(start, stop)
+    keys = (2 * conn, 2 * conn + 1)
+    fo, flags, rel_seq, payload = batch.fo_list, batch.flags_list, batch.rel_seq_list, batch.payload_list
+    fed = [(row - start, fo[row], flags[row], rel_seq[row], payload[row]) for row in index.zeek_fed[conn]]
+    plain_letters: list[tuple[int, int, str]] = []
+    for key, upper in zip(keys, (True, False), strict=True):
+        for rows, letter in ((index.zeek_plain_data_row, "D"), (index.zeek_plain_ack_row, "A")):
+            if rows[key] >= 0:
+                plain_letters.append((int(rows[key]) - start, 0, letter if upper else letter.lower()))
+    shortcut = ZeekShortcut(
+        fed=fed,
+        plain_letters=plain_letters,
+        bulk_candidates=bool(index.zeek_bulk_candidates[conn]),
+        own_last=(int(index.zeek_own_last[keys[0]]), int(index.zeek_own_last[keys[1]])),
+        peer_acked=(int(index.zeek_peer_acked[keys[0]]), int(index.zeek_peer_acked[keys[1]])),
+    )
+    analysis = batch.analysis
+    return ZeekRows(
+        flags=batch.flags[window],
+        from_orig=batch.fo[window],
+        rel_seq=batch.rel_seq[window],
+        rel_ack=batch.rel_ack[window],
+        payload=batch.payload[window],
+        window=batch.table["window"][window],
+        flipped=not first_from_orig,
+        first_gap_row_orig=_local_row(analysis.first_gap_ack_row[keys[0]], start),
+        first_gap_row_resp=_local_row(analysis.first_gap_ack_row[keys[1]], start),
+        missed_bytes=int(analysis.holes_missed[keys[0]] + analysis.holes_missed[keys[1]]),
+        shortcut=shortcut,
     )
 
 
@@ -252,26 +320,26 @@ class _Walk:
     """The control-row walk of one connection: both endpoint machines, resets and control events."""
 
     def __init__(
-        self, rows: _Rows, analysis: BatchAnalysis, conn: int, rst_payloads: Mapping[int, bytes]
+        self, batch: Batch, conn: int, start: int, stop: int, rst_payloads: Mapping[int, bytes]
     ) -> None:
-        self.rows = rows
+        self.batch = batch
+        self.conn = conn
+        self.start = start
+        self.stop = stop
         self.rst_payloads = rst_payloads
-        flags = rows.flags_arr
-        fo = rows.from_orig_arr
-        self.pure_syn = (flags & (SYN | ACK | RST)) == SYN
-        self.syn_ack = (flags & (SYN | ACK | RST)) == SYN | ACK
-        self.midstream = not bool((flags & SYN).any())
-        isn_orig, isn_resp = int(analysis.isn_abs[2 * conn]), int(analysis.isn_abs[2 * conn + 1])
+        index = batch.index
+        self.keys = {True: 2 * conn, False: 2 * conn + 1}
+        self.midstream = (
+            int(index.first_syn_row[self.keys[True]]) < 0 and int(index.first_syn_row[self.keys[False]]) < 0
+        )
+        isn_orig, isn_resp = int(batch.analysis.isn_abs[2 * conn]), int(batch.analysis.isn_abs[2 * conn + 1])
         self.isn = {True: isn_orig if isn_orig >= 0 else None, False: isn_resp if isn_resp >= 0 else None}
-        syn_rows = {side: np.flatnonzero((flags & SYN).astype(bool) & (fo == side)) for side in (True, False)}
-        self.syn_options = {
-            side: (int(syn_rows[side][0]) if len(syn_rows[side]) else -1) for side in (True, False)
-        }
+        self.syn_options = {side: int(index.first_syn_row[self.keys[side]]) for side in (True, False)}
         self.machines = {
             True: EndpointMachine(self._initial(True)),
             False: EndpointMachine(self._initial(False)),
         }
-        first = (int(rows.frame_arr[0]), int(rows.ts_arr[0]))
+        first = (batch.frame_list[start], batch.ts_list[start])
         self.timeline: dict[bool, list[StateChange]] = {
             side: [StateChange(self.machines[side].state, *first)] for side in (True, False)
         }
@@ -282,89 +350,57 @@ class _Walk:
         self.reached_sync = {True: False, False: False}
         self.syn_ack_row = -1
         self.handshake_ack_row = -1
+        self.both_ways_row = self._data_both_ways_row()
 
     def _initial(self, side: bool) -> TcpState:
-        rows = self.rows
-        mine = rows.from_orig_arr == side
+        index = self.batch.index
+        key, peer_key = self.keys[side], self.keys[not side]
         if side:
-            return TcpState.CLOSED if (self.pure_syn & mine).any() else TcpState.UNKNOWN
-        if (self.syn_ack & mine).any():
+            return TcpState.CLOSED if index.first_pure_syn_row[key] >= 0 else TcpState.UNKNOWN
+        if index.first_synack_row[key] >= 0:
             return TcpState.LISTEN
-        own = np.flatnonzero(mine)
-        if len(own) and (self.pure_syn & ~mine).any():
-            first_flags = int(rows.flags_arr[own[0]])
-            if first_flags & RST:
-                return TcpState.CLOSED  # answered the SYN with an RST: no socket, or a closed port
+        first_own = int(index.first_row[key])
+        if first_own >= 0 and index.first_pure_syn_row[peer_key] >= 0 and self.batch.flags[first_own] & RST:
+            return TcpState.CLOSED  # answered the SYN with an RST: no socket, or a closed port
         return TcpState.UNKNOWN
+
+    def _data_both_ways_row(self) -> int:
+        if not self.midstream:
+            return -1
+        index = self.batch.index
+        firsts = [int(index.first_data_row[self.keys[side]]) for side in (True, False)]
+        return max(firsts) if min(firsts) >= 0 else -1
 
     # -- the walk
     # -------------------------------------------------------------------------------------------------
 
     def run(self) -> None:
-        rows = self.rows
-        proofs = self._proof_rows()
-        both_ways = self._data_both_ways_row()
-        control_mask = (rows.flags_arr & (SYN | FIN | RST)) != 0
-        marks = (
-            set(np.flatnonzero(control_mask).tolist())
-            | set(proofs)
-            | ({both_ways} if both_ways >= 0 else set())
-        )
-        for row in sorted(marks):
-            self._row(row, proofs.get(row, ()), row == both_ways)
-
-    def _proof_rows(self) -> dict[int, tuple[str, ...]]:
-        """Rows that prove receipt of the peer's SYN or FIN: {row: ("syn"|"fin", ...)}."""
-        rows = self.rows
-        flags, fo, rel_ack = rows.flags_arr, rows.from_orig_arr, rows.rel_ack_arr
-        has_ack = (flags & ACK) != 0
-        index = np.arange(rows.n)
+        index = self.batch.index
         proofs: dict[int, list[str]] = {}
         for side in (True, False):
-            peer_syn = np.flatnonzero(((flags & SYN) != 0) & (fo != side))
-            if len(peer_syn):
-                candidates = np.flatnonzero(
-                    (fo == side) & has_ack & ((flags & SYN) == 0) & (rel_ack >= 1) & (index > peer_syn[0])
-                )
-                if len(candidates):
-                    proofs.setdefault(int(candidates[0]), []).append("syn")
-            peer_fin = np.flatnonzero(((flags & FIN) != 0) & (fo != side))
-            if len(peer_fin):
-                fin_end = int(rows.seg_end_arr[peer_fin[0]])
-                candidates = np.flatnonzero(
-                    (fo == side) & has_ack & (rel_ack >= fin_end) & (index > peer_fin[0])
-                )
-                if len(candidates):
-                    proofs.setdefault(int(candidates[0]), []).append("fin")
-        return {row: tuple(kinds) for row, kinds in proofs.items()}
-
-    def _data_both_ways_row(self) -> int:
-        if not self.midstream:
-            return -1
-        rows = self.rows
-        data = (rows.payload_arr > 0) & ((rows.flags_arr & RST) == 0)
-        firsts = [np.flatnonzero(data & (rows.from_orig_arr == side)) for side in (True, False)]
-        if all(len(f) for f in firsts):
-            return int(max(firsts[0][0], firsts[1][0]))
-        return -1
+            for rows, kind in ((index.syn_proof_row, "syn"), (index.fin_proof_row, "fin")):
+                row = int(rows[self.keys[side]])
+                if row >= 0:
+                    proofs.setdefault(row, []).append(kind)
+        marks = set(index.control[self.conn])
+        if self.both_ways_row >= 0:
+            marks.add(self.both_ways_row)
+        for row in sorted(marks):
+            self._row(row, proofs.get(row, ()), row == self.both_ways_row)
 
     def _feed(self, side: bool, event: Input, row: int) -> Action:
-        machine = self.machines[side]
-        transition = machine.feed(event)
+        transition = self.machines[side].feed(event)
         if transition.after is not transition.before:
             self.timeline[side].append(
-                StateChange(transition.after, int(self.rows.frame_arr[row]), int(self.rows.ts_arr[row]))
+                StateChange(transition.after, self.batch.frame_list[row], self.batch.ts_list[row])
             )
-        if transition.after in (TcpState.ESTABLISHED, TcpState.FIN_WAIT_1, TcpState.CLOSE_WAIT) and (
-            transition.before in (TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.UNKNOWN)
-        ):
+        if transition.after in _SYNCHRONISED and transition.before in _OPENING:
             self.reached_sync[side] = True
         return transition.action
 
-    def _row(self, row: int, proofs: tuple[str, ...], both_ways: bool) -> None:
-        rows = self.rows
-        flags = int(rows.flags_arr[row])
-        side = bool(rows.from_orig_arr[row])
+    def _row(self, row: int, proofs: Sequence[str], both_ways: bool) -> None:
+        flags = self.batch.flags_list[row]
+        side = self.batch.fo_list[row]
         peer = not side
         if both_ways:
             for endpoint in (True, False):
@@ -399,12 +435,12 @@ class _Walk:
             self._feed(side, Input.SEND_SYN, row)
             self._event(kind, row)
             return
-        state = self.machines[side].state
-        if state in (TcpState.LISTEN, TcpState.UNKNOWN, TcpState.SYN_SENT):
+        if self.machines[side].state in (TcpState.LISTEN, TcpState.UNKNOWN, TcpState.SYN_SENT):
             self._feed(side, Input.RECV_SYN, row)
         retransmit = self.syn_ack_row >= 0
         action = self._feed(side, Input.SEND_SYNACK, row)
-        self.syn_ack_row = row if self.syn_ack_row < 0 else self.syn_ack_row
+        if self.syn_ack_row < 0:
+            self.syn_ack_row = row
         self._event(
             EventKind.SYN_ACK_RETRANSMIT if retransmit else EventKind.SYN_ACK,
             row,
@@ -412,7 +448,7 @@ class _Walk:
         )
 
     def _rst(self, row: int, side: bool, flags: int) -> None:
-        rows = self.rows
+        batch = self.batch
         peer = not side
         receiver_state = self.machines[peer].state
         sender_state = self.machines[side].state
@@ -420,18 +456,18 @@ class _Walk:
         accepted = acceptability in ACCEPTED or (
             acceptability is RstAcceptability.UNKNOWN and not self._keeps_sending(row, peer)
         )
-        frame = int(rows.frame_arr[row])
-        isn = self.isn[side]
+        frame = int(batch.frame[row])
+        table = batch.table
         self.resets.append(
             ResetInfo(
                 sender=Side.ORIG if side else Side.RESP,
                 frame=frame,
-                ts_ns=int(rows.ts_arr[row]),
-                seq=int(rows.table["seq"][row]),
-                ack=int(rows.table["ack"][row]) if flags & ACK else None,
-                rel_seq=int(rows.rel_seq_arr[row]) if isn is not None else None,
-                ttl=int(rows.table["ttl"][row]),
-                ip_id=int(rows.table["ip_id"][row]),
+                ts_ns=int(batch.ts[row]),
+                seq=int(table["seq"][row]),
+                ack=int(table["ack"][row]) if flags & ACK else None,
+                rel_seq=int(batch.rel_seq[row]) if self.isn[side] is not None else None,
+                ttl=int(table["ttl"][row]),
+                ip_id=int(table["ip_id"][row]),
                 acceptability=acceptability,
                 receiver_state=receiver_state,
                 sender_state=sender_state,
@@ -448,27 +484,28 @@ class _Walk:
             self._challenge_ack(row, peer)
 
     def _acceptability(self, row: int, side: bool, flags: int, receiver_state: TcpState) -> RstAcceptability:
-        rows = self.rows
-        peer = not side
+        batch = self.batch
+        index = batch.index
         if receiver_state is TcpState.SYN_SENT:
-            ok = bool(flags & ACK) and int(rows.rel_ack_arr[row]) == 1
+            ok = bool(flags & ACK) and int(batch.rel_ack[row]) == 1
             return RstAcceptability.SYN_SENT_ACK_OK if ok else RstAcceptability.SYN_SENT_ACK_BAD
-        before = np.arange(rows.n) < row
-        own = before & (rows.from_orig_arr == side)
-        theirs = before & (rows.from_orig_arr == peer)
-        peer_acks = theirs & ((rows.flags_arr & ACK) != 0)
+        peer = not side
+        peer_last_row = int((index.last_row_orig if peer else index.last_row_resp)[row])
+        if peer_last_row < self.start:
+            return RstAcceptability.UNKNOWN
         candidates = []
-        if own.any():
-            candidates.append(int(rows.seg_end_arr[own].max()))
-        if peer_acks.any():
-            candidates.append(int(rows.rel_ack_arr[peer_acks].max()))
-        if not candidates or not theirs.any():
+        if int(index.first_row[self.keys[side]]) < row:
+            candidates.append(int(batch.analysis.next_expected[row]))
+        peer_ack = int((index.ack_max_orig if peer else index.ack_max_resp)[row])
+        if peer_ack > np.iinfo(np.int64).min:
+            candidates.append(peer_ack)
+        if not candidates:
             return RstAcceptability.UNKNOWN
         rcv_nxt = max(candidates)
-        seq = int(rows.rel_seq_arr[row])
+        seq = int(batch.rel_seq[row])
         if seq == rcv_nxt:
             return RstAcceptability.EXACT
-        raw_window = int(rows.window_arr[np.flatnonzero(theirs)[-1]])
+        raw_window = int(batch.table["window"][peer_last_row])
         scale = self._window_scale(peer)
         if scale is None:
             if rcv_nxt < seq < rcv_nxt + raw_window:
@@ -483,44 +520,41 @@ class _Walk:
         own, peer = self.syn_options[side], self.syn_options[not side]
         if own < 0 or peer < 0:
             return None
-        wscale = self.rows.table["opt_wscale"]
+        wscale = self.batch.table["opt_wscale"]
         if int(wscale[own]) < 0 or int(wscale[peer]) < 0:
             return 0
         return min(int(wscale[own]), 14)
 
     def _keeps_sending(self, row: int, side: bool) -> bool:
-        rows = self.rows
-        later = np.flatnonzero((np.arange(rows.n) > row) & (rows.from_orig_arr == side))
-        return bool(len(later)) and bool(((rows.flags_arr[later] & RST) == 0).any())
+        return int(self.batch.index.last_non_rst_row[self.keys[side]]) > row
 
     def _challenge_ack(self, row: int, receiver: bool) -> None:
-        rows = self.rows
-        later = np.flatnonzero((np.arange(rows.n) > row) & (rows.from_orig_arr == receiver))
+        batch = self.batch
+        later = np.flatnonzero(batch.fo[row + 1 : self.stop] == receiver)
         if not len(later):
             return
-        reply = int(later[0])
-        pure_ack = (
-            int(rows.flags_arr[reply]) & (SYN | FIN | RST | ACK) == ACK and rows.payload_arr[reply] == 0
-        )
-        if pure_ack and int(rows.ts_arr[reply]) - int(rows.ts_arr[row]) <= CHALLENGE_ACK_WINDOW_NS:
-            self._event(EventKind.CHALLENGE_ACK, reply, {"rst_frame": int(rows.frame_arr[row])})
+        reply = row + 1 + int(later[0])
+        pure_ack = int(batch.flags[reply]) & (SYN | FIN | RST | ACK) == ACK and batch.payload[reply] == 0
+        if pure_ack and int(batch.ts[reply]) - int(batch.ts[row]) <= CHALLENGE_ACK_WINDOW_NS:
+            self._event(EventKind.CHALLENGE_ACK, reply, {"rst_frame": int(batch.frame[row])})
 
     def _event(self, kind: EventKind, row: int, detail: dict[str, object] | None = None) -> None:
-        self.events.append(make_event(self.rows, kind, row, detail))
+        self.events.append(self.batch.event(kind, row, detail))
 
-    # -- results ---------------------------------------------------------------------------------------
-    # -------------
+    # -- results
+    # ----------------------------------------------------------------------------------------------------
 
     @property
     def established(self) -> bool:
-        return (self.reached_sync[True] and self.reached_sync[False]) or self._data_both_ways_row() >= 0
+        return (self.reached_sync[True] and self.reached_sync[False]) or self.both_ways_row >= 0
 
-    def outcome(self, orig: DirectionStats, resp: DirectionStats) -> Outcome:
-        both_fins_acked = self.fin_acked_row[True] >= 0 and self.fin_acked_row[False] >= 0
+    def outcome(self) -> Outcome:
+        index = self.batch.index
         if not self.established:
-            syns = int((self.pure_syn & self.rows.from_orig_arr).sum())
-            answered = bool((~self.rows.from_orig_arr).any())
+            syns = int(index.pure_syn_count[self.keys[True]])
+            answered = int(index.first_row[self.keys[False]]) >= 0
             return Outcome.TIMEOUT if syns > 1 and not answered else Outcome.NOT_ESTABLISHED
+        both_fins_acked = self.fin_acked_row[True] >= 0 and self.fin_acked_row[False] >= 0
         if both_fins_acked and (
             self.accepted_rst_row < 0 or max(self.fin_acked_row.values()) < self.accepted_rst_row
         ):
@@ -535,121 +569,76 @@ class _Walk:
 
     def _ends_in_unanswered_retransmissions(self) -> bool:
         """The last packets are one side's retransmissions (two or more), never answered."""
-        rows = self.rows
-        last_side = bool(rows.from_orig_arr[-1])
-        answered = np.flatnonzero(rows.from_orig_arr != last_side)
-        tail_start = int(answered[-1]) + 1 if len(answered) else 0
-        tail = slice(tail_start, rows.n)
-        seq = rows.rel_seq_arr[tail]
-        data = (rows.payload_arr[tail] > 0) | ((rows.flags_arr[tail] & FIN) != 0)
-        repeated = data & (seq < rows.next_expected_arr[tail])
+        batch = self.batch
+        last_side = bool(batch.fo[self.stop - 1])
+        other_last = int(
+            (batch.index.last_row_resp if last_side else batch.index.last_row_orig)[self.stop - 1]
+        )
+        tail = slice(max(other_last + 1, self.start), self.stop)
+        carries = (batch.payload[tail] > 0) | ((batch.flags[tail] & FIN) != 0)
+        repeated = carries & (batch.rel_seq[tail] < batch.analysis.next_expected[tail])
         return int(repeated.sum()) >= 2
 
 
-def make_event(rows: _Rows, kind: EventKind, row: int, detail: dict[str, object] | None = None) -> Event:
-    flags = int(rows.flags_arr[row])
-    return Event(
-        kind=kind,
-        side=Side.ORIG if bool(rows.from_orig_arr[row]) else Side.RESP,
-        frame=int(rows.frame_arr[row]),
-        ts_ns=int(rows.ts_arr[row]),
-        rel_seq=int(rows.rel_seq_arr[row]),
-        rel_ack=int(rows.rel_ack_arr[row]) if flags & ACK else None,
-        length=int(rows.payload_arr[row]),
-        detail=dict(detail or {}),
-    )
+_SYNCHRONISED = (TcpState.ESTABLISHED, TcpState.FIN_WAIT_1, TcpState.CLOSE_WAIT)
+_OPENING = (TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.UNKNOWN)
 
 
-def _bulk_events(rows: _Rows, analysis: BatchAnalysis, walk: _Walk) -> list[Event]:
-    """Events found with masks over the connection's rows (data, retransmissions, windows, gaps)."""
-    flags, fo = rows.flags_arr, rows.from_orig_arr
-    data = (rows.payload_arr > 0) & ((flags & RST) == 0)
+def _bulk_events(batch: Batch, conn: int, walk: _Walk) -> list[Event]:
+    """Events at rows the batch index located (data, retransmissions, keep-alives, windows, gaps)."""
+    index = batch.index
     events: list[Event] = []
     for side in (True, False):
-        mine = np.flatnonzero(data & (fo == side))
-        if len(mine):
-            events.append(make_event(rows, EventKind.FIRST_DATA, int(mine[0])))
-            events.append(make_event(rows, EventKind.LAST_DATA, int(mine[-1])))
-        events += _data_after_fin(rows, side, data)
-    window = slice(rows.start, rows.start + rows.n)
-    control = (flags & (SYN | RST)) != 0
-    retrans = analysis.retransmission[window] & ~control
-    for row in np.flatnonzero(retrans).tolist():
-        events.append(make_event(rows, EventKind.RETRANSMISSION, row))
-    for row in np.flatnonzero(analysis.keepalive[window]).tolist():
-        events.append(make_event(rows, EventKind.KEEPALIVE_PROBE, row))
-    zero = analysis.zero_window[window]
-    for side in (True, False):
-        mine = zero & (fo == side)
-        same_side_prev = _previous_same_side(fo, side)
-        starts_run = mine & ~np.where(same_side_prev >= 0, mine[np.maximum(same_side_prev, 0)], False)
-        for row in np.flatnonzero(starts_run).tolist():
-            events.append(make_event(rows, EventKind.ZERO_WINDOW, row))
-    rtt = _handshake_rtt(rows, walk)
-    threshold = max(IDLE_GAP_MIN_NS, IDLE_GAP_RTT_FACTOR * rtt) if rtt is not None else IDLE_GAP_MIN_NS
-    gaps = analysis.gap_before_ns[window]
-    # A silence that ends with a retransmission is a retransmission timeout (reported as such), not idleness.
-    backoff = analysis.retransmission[window] | analysis.out_of_order[window]
-    for row in np.flatnonzero((gaps >= threshold) & ~backoff).tolist():
-        events.append(make_event(rows, EventKind.IDLE_GAP, row, {"gap_ns": int(gaps[row]), "rtt_ns": rtt}))
+        key = walk.keys[side]
+        first, last = int(index.first_data_row[key]), int(index.last_data_row[key])
+        if first >= 0:
+            events.append(batch.event(EventKind.FIRST_DATA, first))
+            events.append(batch.event(EventKind.LAST_DATA, last))
+        after_fin = int(index.data_after_fin_row[key])
+        if after_fin >= 0:
+            events.append(batch.event(EventKind.DATA_AFTER_FIN, after_fin))
+    events += [batch.event(EventKind.RETRANSMISSION, row) for row in index.retransmission_rows[conn]]
+    events += [batch.event(EventKind.KEEPALIVE_PROBE, row) for row in index.keepalive_rows[conn]]
+    events += [batch.event(EventKind.ZERO_WINDOW, row) for row in index.zero_window_rows[conn]]
+    events += _idle_gaps(batch, conn, walk)
     return events
 
 
-def _previous_same_side(fo: Array, side: bool) -> IntArray:
-    """For each row, the index of the previous row sent by ``side``, or -1."""
-    idx = np.where(fo == side, np.arange(len(fo)), -1)
-    shifted = np.concatenate(([-1], idx[:-1]))
-    return np.maximum.accumulate(shifted)
-
-
-def _data_after_fin(rows: _Rows, side: bool, data: Array) -> list[Event]:
-    """The first data sent by ``side`` after its own FIN or after it acknowledged the peer's FIN."""
-    flags, fo, rel_ack = rows.flags_arr, rows.from_orig_arr, rows.rel_ack_arr
-    index = np.arange(rows.n)
-    own_fin = np.flatnonzero(((flags & FIN) != 0) & (fo == side))
-    marks: list[int] = []
-    if len(own_fin):
-        after = np.flatnonzero(data & (fo == side) & (index > own_fin[0]))
-        if len(after):
-            marks.append(int(after[0]))
-    peer_fin = np.flatnonzero(((flags & FIN) != 0) & (fo != side))
-    if len(peer_fin):
-        fin_end = int(rows.seg_end_arr[peer_fin[0]])
-        acked = np.flatnonzero(
-            (fo == side) & ((flags & ACK) != 0) & (rel_ack >= fin_end) & (index > peer_fin[0])
-        )
-        if len(acked):
-            after = np.flatnonzero(data & (fo == side) & (index > acked[0]))
-            if len(after):
-                marks.append(int(after[0]))
-    if not marks:
+def _idle_gaps(batch: Batch, conn: int, walk: _Walk) -> list[Event]:
+    rows = batch.idle_rows[conn]
+    if not rows:
         return []
-    return [make_event(rows, EventKind.DATA_AFTER_FIN, min(marks))]
+    rtt = _handshake_rtt(batch, walk)
+    threshold = max(IDLE_GAP_MIN_NS, IDLE_GAP_RTT_FACTOR * rtt) if rtt is not None else IDLE_GAP_MIN_NS
+    analysis = batch.analysis
+    events = []
+    for row in rows:
+        gap = int(analysis.gap_before_ns[row])
+        # A silence that ends with a retransmission is a retransmission timeout (reported as such), not
+        # idleness.
+        if gap >= threshold and not (analysis.retransmission[row] or analysis.out_of_order[row]):
+            events.append(batch.event(EventKind.IDLE_GAP, row, {"gap_ns": gap, "rtt_ns": rtt}))
+    return events
 
 
-def _handshake_rtt(rows: _Rows, walk: _Walk) -> int | None:
-    """SYN to handshake ACK, the round trip seen from the capture point; None without a full handshake."""
-    syn_rows = np.flatnonzero(walk.pure_syn)
-    if not len(syn_rows) or walk.handshake_ack_row < 0:
+def _handshake_rtt(batch: Batch, walk: _Walk) -> int | None:
+    """SYN to handshake ACK: the round trip seen from the capture point; None without a full handshake."""
+    syn = int(batch.index.first_pure_syn_row[walk.keys[True]])
+    if syn < 0 or walk.handshake_ack_row < 0 or walk.syn_ack_row < 0:
         return None
-    return int(rows.ts_arr[walk.handshake_ack_row]) - int(rows.ts_arr[syn_rows[-1]])
+    return int(batch.ts[walk.handshake_ack_row]) - int(batch.ts[syn])
 
 
-def _direction_stats(
-    stats: BatchStats, rows: _Rows, analysis: BatchAnalysis, conn: int, side: bool, walk: _Walk
-) -> DirectionStats:
+def _direction_stats(batch: Batch, conn: int, side: bool, walk: _Walk) -> DirectionStats:
+    stats = batch.stats
     group = 2 * conn + (0 if side else 1)
-    peer_group = 2 * conn + (1 if side else 0)
-    mine = rows.from_orig_arr == side
+    peer_group = group ^ 1
     data_bytes = max(0, int(stats.data_end[group]) - 1)
-    peer_ack = int(stats.max_ack[peer_group])
-    bytes_acked = max(0, min(data_bytes, peer_ack - 1))
+    bytes_acked = max(0, min(data_bytes, int(stats.max_ack[peer_group]) - 1))
     syn_row = walk.syn_options[side]
-    table = rows.table
-    ttl_values, ttl_counts = np.unique(table["ttl"][mine], return_counts=True)
-    ttls = tuple(int(v) for v in ttl_values[np.argsort(-ttl_counts, kind="stable")])
-    fins = np.flatnonzero(mine & ((rows.flags_arr & FIN) != 0))
-    rsts = np.flatnonzero(mine & ((rows.flags_arr & RST) != 0))
+    table = batch.table
+    first_fin = int(batch.index.first_fin_row[group])
+    rsts = [row for row in batch.rst_rows[conn] if bool(batch.fo[row]) == side]
     wscale = int(table["opt_wscale"][syn_row]) if syn_row >= 0 else -1
     mss = int(table["opt_mss"][syn_row]) if syn_row >= 0 else 0
     return DirectionStats(
@@ -670,9 +659,9 @@ def _direction_stats(
         max_idle_ns=int(stats.max_idle[group]),
         wscale=wscale if wscale >= 0 else None,
         mss=mss if mss > 0 else None,
-        ttls=ttls,
-        fin_frame=int(rows.frame_arr[fins[0]]) if len(fins) else None,
-        rst_frames=tuple(int(f) for f in rows.frame_arr[rsts]),
+        ttls=batch.ttl_lists[group],
+        fin_frame=int(batch.frame[first_fin]) if first_fin >= 0 else None,
+        rst_frames=tuple(int(batch.frame[row]) for row in rsts),
     )
 
 

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from whyreset.core.analysis import analyse
-from whyreset.core.build import batch_stats, build_connection
+from whyreset.core.build import Batch, build_connection
 from whyreset.core.connection import Connection
 from whyreset.core.demux import DEFAULT_REUSE_GAP_NS, demultiplex
 from whyreset.core.seqmath import IntArray, group_ids
@@ -112,7 +112,7 @@ class ConnectionTracker:
             analysis.table["flags"], starts, demux.flow, last_ts, now, final
         )
         first_ts = analysis.table["ts_ns"][starts].astype(np.int64)
-        stats = batch_stats(analysis)
+        batch = Batch(analysis, demux)
         finished: list[Connection] = []
         keep = np.zeros(count, bool)
         for conn in range(count):
@@ -123,9 +123,7 @@ class ConnectionTracker:
             four_tuple = _canonical_tuple(analysis.table, int(starts[conn]))
             reused = bool(demux.reuse_index[conn] > 0) or four_tuple in self._ended_tuples
             connection = build_connection(
-                analysis,
-                demux,
-                stats,
+                batch,
                 conn,
                 index,
                 reused,

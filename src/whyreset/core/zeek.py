@@ -30,6 +30,7 @@ first packet. ``g`` marks only the first content gap per direction (Zeek counts 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 import re
@@ -262,33 +263,69 @@ class ZeekRows:
     """Row of the peer ACK that revealed the originator's first content gap, or -1."""
     first_gap_row_resp: int
     missed_bytes: int
+    shortcut: ZeekShortcut | None = None
+    """Facts the batch already computed; without it everything is derived from the rows (slower)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ZeekShortcut:
+    """Per-connection facts precomputed for a whole batch, so `summarise` does no numpy work on plain rows."""
+
+    fed: list[tuple[int, bool, int, int, int]]
+    """(row, from_orig, flags, rel_seq, payload) of the rows that can change Zeek's endpoint states, in order.
+    """
+    plain_letters: list[tuple[int, int, str]]
+    """The D/A letters (first plain data / pure ACK per direction)."""
+    bulk_candidates: bool
+    """Some row may yield W or T (zero window, retransmitted data): run the state-aware bulk letters."""
+    own_last: tuple[int, int]
+    """(orig, resp) highest sequence end, relative (Zeek's LastSeq)."""
+    peer_acked: tuple[int, int]
+    """(orig, resp) highest acknowledgment received from the peer outside RSTs (Zeek's AckSeq)."""
+
+
+def _fed_rows(rows: ZeekRows, flags: IntArray) -> list[tuple[int, bool, int, int, int]]:
+    n = len(flags)
+    control = (flags & (SYN | FIN | RST)) != 0
+    early = np.zeros(n, bool)
+    for side in (True, False):
+        early[np.flatnonzero(rows.from_orig == side)[:3]] = True
+    fed = np.flatnonzero(control | early)
+    return [
+        (row, bool(rows.from_orig[row]), int(flags[row]), int(rows.rel_seq[row]), int(rows.payload[row]))
+        for row in fed.tolist()
+    ]
 
 
 def summarise(rows: ZeekRows) -> ZeekSummary:
     """Run the emulator over the state-changing rows and merge in the bulk letters."""
     flags = rows.flags.astype(np.int64)
     n = len(flags)
+    shortcut = rows.shortcut
     emulator = ZeekEmulator()
-    control = (flags & (SYN | FIN | RST)) != 0
-    early = np.zeros(n, bool)
-    for side in (True, False):
-        early[np.flatnonzero(rows.from_orig == side)[:3]] = True
-    fed = np.flatnonzero(control | early)
+    fed = shortcut.fed if shortcut is not None else _fed_rows(rows, flags)
     fed_orig_state: list[ZeekState] = []
     fed_resp_state: list[ZeekState] = []
-    for row in fed.tolist():
-        emulator.packet(
-            row, bool(rows.from_orig[row]), int(flags[row]), int(rows.rel_seq[row]), int(rows.payload[row])
-        )
+    for row, is_orig, row_flags, rel_seq, payload in fed:
+        emulator.packet(row, is_orig, row_flags, rel_seq, payload)
         fed_orig_state.append(emulator.orig.state)
         fed_resp_state.append(emulator.resp.state)
-    before_orig, before_resp = _states_before(fed, fed_orig_state, fed_resp_state, n)
     letters = list(emulator.letters)
-    letters += _bulk_letters(rows, flags, before_orig, before_resp)
+    if shortcut is None or shortcut.bulk_candidates:
+        fed_index = np.asarray([item[0] for item in fed], np.int64)
+        before_orig, before_resp = _states_before(fed_index, fed_orig_state, fed_resp_state, n)
+        letters += _bulk_letters(rows, flags, before_orig, before_resp)
+    else:
+        letters += shortcut.plain_letters
+        letters += _gap_letters(rows)
     letters.sort(key=lambda item: (item[0], item[1]))
     history = ("^" if rows.flipped else "") + "".join(code for _, _, code in letters)
-    orig_size = _zeek_size(rows, flags, True, emulator.orig)
-    resp_size = _zeek_size(rows, flags, False, emulator.resp)
+    if shortcut is None:
+        orig_size = _zeek_size(rows, flags, True, emulator.orig)
+        resp_size = _zeek_size(rows, flags, False, emulator.resp)
+    else:
+        orig_size = size_from(shortcut.own_last[0], shortcut.peer_acked[0], emulator.orig)
+        resp_size = size_from(shortcut.own_last[1], shortcut.peer_acked[1], emulator.resp)
     state = conn_state(emulator.orig.state, emulator.resp.state, orig_size, resp_size, history)
     return ZeekSummary(
         conn_state=state,
@@ -299,9 +336,6 @@ def summarise(rows: ZeekRows) -> ZeekSummary:
         orig_state=emulator.orig.state,
         resp_state=emulator.resp.state,
     )
-
-
-_STATE_CODES = {state: state.value for state in ZeekState}
 
 
 def _states_before(
@@ -345,9 +379,15 @@ def _bulk_letters(
             (int(r), 2, letter_case("T"))
             for r in scaled_positions(_retransmitted(rows, mine, zeek_end, own_state))
         ]
-        gap_row = rows.first_gap_row_orig if is_orig else rows.first_gap_row_resp
-        if gap_row >= 0:
-            letters.append((gap_row, 3, letter_case("G")))
+    return letters + _gap_letters(rows)
+
+
+def _gap_letters(rows: ZeekRows) -> list[tuple[int, int, str]]:
+    letters = []
+    if rows.first_gap_row_orig >= 0:
+        letters.append((rows.first_gap_row_orig, 3, "G"))
+    if rows.first_gap_row_resp >= 0:
+        letters.append((rows.first_gap_row_resp, 3, "g"))
     return letters
 
 
@@ -377,6 +417,11 @@ def _zeek_size(rows: ZeekRows, flags: IntArray, is_orig: bool, endpoint: _Endpoi
     own = ends[mine & (((flags & RST) == 0) | (np.abs(rows.rel_seq) <= TOO_LARGE_SEQ_DELTA))]
     last = int(own.max()) if len(own) else 0
     acked = int(rows.rel_ack[peer_acks].max()) if peer_acks.any() else 0
+    return size_from(last, acked, endpoint)
+
+
+def size_from(last: int, acked: int, endpoint: _Endpoint) -> int:
+    """Size() from the endpoint's highest sequence end and the highest acknowledgment it received."""
     if endpoint.prev_state is ZeekState.SYN_SENT and endpoint.state is ZeekState.RESET and acked > 1:
         return 0
     size = max(last, acked, 0)
@@ -389,8 +434,16 @@ def _zeek_size(rows: ZeekRows, flags: IntArray, is_orig: bool, endpoint: _Endpoi
 
 def community_id(saddr: str, daddr: str, sport: int, dport: int, proto: int = 6, seed: int = 0) -> str:
     """Community ID v1 (corelight community-id-spec): base64 SHA-1 of seed, addresses, proto, ports."""
-    src = ipaddress.ip_address(saddr).packed
-    dst = ipaddress.ip_address(daddr).packed
+    return community_id_packed(_packed(saddr), _packed(daddr), sport, dport, proto, seed)
+
+
+@functools.lru_cache(maxsize=65536)
+def _packed(address: str) -> bytes:
+    return ipaddress.ip_address(address).packed
+
+
+def community_id_packed(src: bytes, dst: bytes, sport: int, dport: int, proto: int = 6, seed: int = 0) -> str:
+    """`community_id` from packed addresses (4 bytes for IPv4, 16 for IPv6)."""
     if (src, sport) > (dst, dport):
         src, dst, sport, dport = dst, src, dport, sport
     data = struct.pack("!H", seed) + src + dst + struct.pack("!BBHH", proto, 0, sport, dport)

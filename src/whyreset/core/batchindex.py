@@ -1,0 +1,218 @@
+"""Where things are, for every connection of a batch at once: first SYN, first FIN, the ACKs that prove
+them...
+
+`build` rebuilds each connection in Python, but only over a handful of rows; everything it needs to find those
+rows (and the per-direction facts of `DirectionStats`) is located here with whole-batch numpy operations.
+Arrays named ``*_row`` are indexed by direction key ``2 * conn + (0 for the originator, 1 for the responder)``
+and hold a row position in the batch (connection order), or -1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from whyreset.core.analysis import BatchAnalysis
+from whyreset.core.seqmath import IntArray, group_ids, group_running_max
+from whyreset.model import ACK, FIN, RST, SYN, Array
+
+NONE = np.iinfo(np.int64).max
+
+
+def first_per_key(mask: Array, key: IntArray, keys: int) -> IntArray:
+    """Per key, the first row where ``mask`` holds, or -1."""
+    out = np.full(keys, NONE, np.int64)
+    rows = np.flatnonzero(mask)
+    np.minimum.at(out, key[rows], rows)
+    return np.where(out == NONE, -1, out)
+
+
+def last_per_key(mask: Array, key: IntArray, keys: int) -> IntArray:
+    """Per key, the last row where ``mask`` holds, or -1."""
+    out = np.full(keys, -1, np.int64)
+    rows = np.flatnonzero(mask)
+    np.maximum.at(out, key[rows], rows)
+    return out
+
+
+def max_per_key(values: IntArray, mask: Array, key: IntArray, keys: int, empty: int) -> IntArray:
+    out = np.full(keys, empty, np.int64)
+    np.maximum.at(out, key[mask], values[mask])
+    return out
+
+
+def rows_by_connection(mask: Array, conn: IntArray, count: int) -> list[list[int]]:
+    """The rows where ``mask`` holds, split per connection (rows are in connection order already)."""
+    rows = np.flatnonzero(mask)
+    bounds = np.searchsorted(conn[rows], np.arange(count + 1))
+    as_list = rows.tolist()
+    return [as_list[bounds[i] : bounds[i + 1]] for i in range(count)]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchIndex:
+    """Row positions and per-direction facts for every connection of an analysed batch."""
+
+    conn: IntArray
+    """Connection number of every row."""
+    key: IntArray
+    """Direction key of every row."""
+    first_pure_syn_row: IntArray
+    pure_syn_count: IntArray
+    first_syn_row: IntArray
+    """First segment with SYN (with or without ACK, without RST)."""
+    first_synack_row: IntArray
+    first_fin_row: IntArray
+    first_data_row: IntArray
+    last_data_row: IntArray
+    first_row: IntArray
+    last_non_rst_row: IntArray
+    syn_proof_row: IntArray
+    """First ACK from this side that acknowledges the peer's SYN (not itself a SYN)."""
+    fin_proof_row: IntArray
+    """First ACK from this side that acknowledges the peer's first FIN."""
+    data_after_fin_row: IntArray
+    """First data from this side after its own FIN or after it acknowledged the peer's FIN."""
+    zeek_plain_data_row: IntArray
+    zeek_plain_ack_row: IntArray
+    zeek_bulk_candidates: Array
+    """Per connection: a zero window or re-sent data that may give Zeek's W/T letters."""
+    zeek_own_last: IntArray
+    zeek_peer_acked: IntArray
+    zeek_fed: list[list[int]]
+    """Per connection: rows that can change Zeek's endpoint states."""
+    control: list[list[int]]
+    """Per connection: SYN/FIN/RST rows and the proof rows (sorted)."""
+    retransmission_rows: list[list[int]]
+    keepalive_rows: list[list[int]]
+    zero_window_rows: list[list[int]]
+    """First row of each run of zero-window segments from one side."""
+    ack_max_orig: IntArray
+    """Per row: the originator's highest ACK sent so far in the connection (inclusive), or int64 min."""
+    ack_max_resp: IntArray
+    last_row_orig: IntArray
+    """Per row: the originator's last row so far in the connection (inclusive), or -1."""
+    last_row_resp: IntArray
+
+
+def index_batch(analysis: BatchAnalysis) -> BatchIndex:
+    """Locate, for the whole batch, the rows and facts that `build` needs per connection."""
+    table = analysis.table
+    n = len(table)
+    starts = analysis.starts
+    count = len(starts)
+    keys = 2 * count
+    conn = group_ids(starts, n)
+    fo = analysis.from_orig
+    key = conn * 2 + (~fo).astype(np.int64)
+    peer_key = key ^ 1
+    flags = table["flags"].astype(np.int64)
+    payload = table["payload_len"].astype(np.int64)
+    syn, fin, rst, ack = (flags & SYN) != 0, (flags & FIN) != 0, (flags & RST) != 0, (flags & ACK) != 0
+    data = (payload > 0) & ~rst
+    plain = ~(syn | fin | rst)
+    row = np.arange(n)
+
+    first_pure_syn = first_per_key(syn & ~ack & ~rst, key, keys)
+    first_syn = first_per_key(syn & ~rst, key, keys)
+    first_fin = first_per_key(fin & ~rst, key, keys)
+    peer_syn = first_syn[peer_key]
+    syn_proof = first_per_key(
+        ack & ~syn & (analysis.rel_ack >= 1) & (peer_syn >= 0) & (row > peer_syn), key, keys
+    )
+    fin_end = np.where(first_fin >= 0, analysis.seg_end[np.maximum(first_fin, 0)], 0)
+    peer_fin = first_fin[peer_key]
+    fin_proof = first_per_key(
+        ack & (peer_fin >= 0) & (row > peer_fin) & (analysis.rel_ack >= fin_end[peer_key]), key, keys
+    )
+    own_fin = first_fin[key]
+    proof = fin_proof[key]
+    after_own_fin = data & (own_fin >= 0) & (row > own_fin)
+    after_peer_fin = data & (proof >= 0) & (row > proof)
+    data_after_fin = first_per_key(after_own_fin | after_peer_fin, key, keys)
+
+    control_mask = syn | fin | rst
+    control_mask[syn_proof[syn_proof >= 0]] = True
+    control_mask[fin_proof[fin_proof >= 0]] = True
+    rank = _rank_within_key(fo, starts, conn)
+    zeek_fed_mask = (syn | fin | rst) | (rank < 3)
+
+    zeek_end = analysis.seg_end
+    zeek_candidates_rows = ((table["window"] == 0) & ~rst) | (
+        (payload > 0) & (rank > 0) & (zeek_end <= analysis.next_expected)
+    )
+    bulk = np.bincount(conn[zeek_candidates_rows], minlength=count) > 0
+    own_last = max_per_key(zeek_end, ~rst | (np.abs(analysis.rel_seq) <= 1_048_576), key, keys, 0)
+    peer_acked_by_sender = max_per_key(analysis.rel_ack, ack & ~rst, key, keys, 0)
+
+    zero = analysis.zero_window
+    previous_same_side = _previous_same_side(fo, conn, starts)
+    zero_run_start = zero & ~np.where(previous_same_side >= 0, zero[np.maximum(previous_same_side, 0)], False)
+    low = np.iinfo(np.int64).min
+    ack_max = {
+        side: group_running_max(np.where((fo == side) & ack, analysis.rel_ack, low), starts, exclusive=False)
+        for side in (True, False)
+    }
+    last_row = {
+        side: group_running_max(
+            np.where(fo == side, row, -1), starts, exclusive=False, initial=np.full(count, -1)
+        )
+        for side in (True, False)
+    }
+    return BatchIndex(
+        conn=conn,
+        key=key,
+        first_pure_syn_row=first_pure_syn,
+        pure_syn_count=np.bincount(key[syn & ~ack & ~rst], minlength=keys),
+        first_syn_row=first_syn,
+        first_synack_row=first_per_key(syn & ack & ~rst, key, keys),
+        first_fin_row=first_fin,
+        first_data_row=first_per_key(data, key, keys),
+        last_data_row=last_per_key(data, key, keys),
+        first_row=first_per_key(np.ones(n, bool), key, keys),
+        last_non_rst_row=last_per_key(~rst, key, keys),
+        syn_proof_row=syn_proof,
+        fin_proof_row=fin_proof,
+        data_after_fin_row=data_after_fin,
+        zeek_plain_data_row=first_per_key(plain & (payload > 0), key, keys),
+        zeek_plain_ack_row=first_per_key(plain & (payload == 0) & ack, key, keys),
+        zeek_bulk_candidates=bulk,
+        zeek_own_last=own_last,
+        zeek_peer_acked=peer_acked_by_sender[np.arange(keys) ^ 1],
+        zeek_fed=rows_by_connection(zeek_fed_mask, conn, count),
+        control=rows_by_connection(control_mask, conn, count),
+        retransmission_rows=rows_by_connection(analysis.retransmission & ~(syn | rst), conn, count),
+        keepalive_rows=rows_by_connection(analysis.keepalive, conn, count),
+        zero_window_rows=rows_by_connection(zero_run_start, conn, count),
+        ack_max_orig=ack_max[True],
+        ack_max_resp=ack_max[False],
+        last_row_orig=last_row[True],
+        last_row_resp=last_row[False],
+    )
+
+
+def _rank_within_key(fo: Array, starts: IntArray, conn: IntArray) -> IntArray:
+    """Per row, how many earlier rows of the same connection the same side sent."""
+    rank = np.empty(len(fo), np.int64)
+    for side in (True, False):
+        mine = (fo == side).astype(np.int64)
+        before = np.cumsum(mine) - mine
+        base = before[starts]
+        rank_side = before - base[conn]
+        rank = np.where(fo == side, rank_side, rank)
+    return rank
+
+
+def _previous_same_side(fo: Array, conn: IntArray, starts: IntArray) -> IntArray:
+    """Per row, the previous row of the same connection sent by the same side, or -1."""
+    n = len(fo)
+    result = np.full(n, -1, np.int64)
+    row = np.arange(n)
+    for side in (True, False):
+        idx = np.where(fo == side, row, -1)
+        shifted = np.concatenate(([-1], idx[:-1]))
+        running = np.maximum.accumulate(shifted)
+        valid = running >= starts[conn]
+        result = np.where(fo == side, np.where(valid, running, -1), result)
+    return result
