@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,12 @@ HIDDEN_CALLS = frozenset({"bind", "listen"})
 """Calls that always succeed in the lab and would only pad the table."""
 
 
+PIPED_WIDTH = 160
+"""Tables written to a pipe or file are not folded to 80 columns (scenario names and addresses stay whole)."""
+
+
 def _console() -> Console:
-    return Console(highlight=False)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
 
 
 @click.group("lab")
