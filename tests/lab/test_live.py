@@ -127,3 +127,15 @@ def test_lab_context_seeded_choices_are_reproducible(tmp_path: Path) -> None:
             lab = LabContext(scenario, 5, tmp_path, stack)
             picks.append((lab.loopback_address(), lab.port(), lab.size(1, 10**6)))
     assert picks[0] == picks[1]
+
+
+def test_keepalive_race_is_verified_by_the_kernel(tmp_path: Path) -> None:
+    truth = run_scenario("keepalive_race.http_reuse", seed=4, keep_dir=tmp_path, time_limit=20).truth
+    attempts = truth.extra["attempts"]
+    assert attempts[-1]["rst"] is True and len(attempts) <= 3
+    [raced] = [c for c in truth.connections if c.cause is not None]
+    resets = [e for e in truth.kernel_resets if e.event == "tcp_send_reset" and e.dst == raced.orig]
+    assert [e.reason for e in resets] in (["TCP_ABORT_ON_DATA"], ["TCP_TIMEWAIT_SOCKET"])
+    failures = {c.result for c in truth.socket_calls if c.app == "client" and c.call == "get_response"}
+    assert failures & {"RemoteDisconnected", "ConnectionResetError"}
+    assert any(c.app == "server" and c.call == "idle_close" for c in truth.socket_calls)

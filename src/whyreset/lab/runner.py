@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno as errno_names
+import fcntl
 import itertools
 import os
 import platform
@@ -27,6 +28,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -129,55 +131,62 @@ class AppSocket:
             )
         )
 
-    def _attempt(self, call: str, action: Callable[[], Any], note: str = "") -> Any:
+    def _call(
+        self,
+        call: str,
+        action: Callable[[], Any],
+        note: str = "",
+        outcome: Callable[[Any], tuple[str, int | None]] = lambda _value: ("ok", None),
+    ) -> Any:
+        """Run one socket call, record what it returned (``outcome`` names it) or raised, and pass it on."""
         try:
             value = action()
         except (OSError, TimeoutError) as exc:
             result = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
             self._record(call, result, exc, note=note)
             raise
+        result, nbytes = outcome(value)
+        self._record(call, result, note=note, nbytes=nbytes)
         return value
 
     def bind(self, address: str, port: int) -> None:
-        self._attempt("bind", lambda: self.sock.bind((address, port)))
-        self._record("bind", "ok")
+        self._call("bind", lambda: self.sock.bind((address, port)))
 
     def setsockopt(self, level: int, option: int, value: int | bytes, note: str) -> None:
-        self._attempt("setsockopt", lambda: self.sock.setsockopt(level, option, value), note)
-        self._record("setsockopt", "ok", note=note)
+        self._call("setsockopt", lambda: self.sock.setsockopt(level, option, value), note)
 
     def settimeout(self, seconds: float | None) -> None:
         self.sock.settimeout(seconds)
 
     def listen(self, backlog: int) -> None:
-        self._attempt("listen", lambda: self.sock.listen(backlog), f"backlog={backlog}")
-        self._record("listen", "ok", note=f"backlog={backlog}")
+        self._call("listen", lambda: self.sock.listen(backlog), f"backlog={backlog}")
 
     def connect(self, address: str, port: int) -> None:
         self.remote = _endpoint((address, port))
-        self._attempt("connect", lambda: self.sock.connect((address, port)))
-        self._record("connect", "ok")
+        self._call("connect", lambda: self.sock.connect((address, port)))
 
     def accept(self, app: str) -> AppSocket:
-        conn, peer = self._attempt("accept", self.sock.accept)
+        try:
+            conn, peer = self.sock.accept()
+        except (OSError, TimeoutError) as exc:
+            self._record("accept", "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__, exc)
+            raise
         accepted = AppSocket(self.lab, conn, app, Side.RESP)
         accepted.remote = _endpoint(peer)
         accepted._record("accept", "ok")
         return accepted
 
     def send(self, data: bytes, note: str = "") -> int:
-        sent = int(self._attempt("send", lambda: self.sock.send(data), note))
-        self._record("send", "ok", nbytes=sent, note=note)
-        return sent
+        return int(self._call("send", lambda: self.sock.send(data), note, lambda sent: ("ok", sent)))
 
     def sendall(self, data: bytes, note: str = "") -> None:
-        self._attempt("send", lambda: self.sock.sendall(data), note)
-        self._record("send", "ok", nbytes=len(data), note=note)
+        self._call("send", lambda: self.sock.sendall(data), note, lambda _none: ("ok", len(data)))
 
     def recv(self, size: int, note: str = "") -> bytes:
-        data = bytes(self._attempt("recv", lambda: self.sock.recv(size), note))
-        self._record("recv", "ok" if data else "eof", nbytes=len(data), note=note)
-        return data
+        received = self._call(
+            "recv", lambda: self.sock.recv(size), note, lambda data: ("ok" if data else "eof", len(data))
+        )
+        return bytes(received)
 
     def recv_exactly(self, size: int, note: str = "") -> bytes:
         """Read until ``size`` bytes or EOF, recording each read."""
@@ -193,20 +202,15 @@ class AppSocket:
 
     def shutdown(self, how: int) -> None:
         name = {socket.SHUT_RD: "SHUT_RD", socket.SHUT_WR: "SHUT_WR", socket.SHUT_RDWR: "SHUT_RDWR"}[how]
-        self._attempt("shutdown", lambda: self.sock.shutdown(how), name)
-        self._record("shutdown", "ok", note=name)
+        self._call("shutdown", lambda: self.sock.shutdown(how), name)
 
     def close(self, note: str = "") -> None:
         with contextlib.suppress(OSError):
             self.local = _endpoint(self.sock.getsockname()) or self.local
-        self._attempt("close", self.sock.close, note)
-        self._record("close", "ok", note=note)
+        self._call("close", self.sock.close, note)
 
     def pending(self) -> int:
         """Bytes waiting in the receive queue (FIONREAD), without reading them."""
-        import fcntl
-        import termios
-
         buffer = bytearray(4)
         fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, buffer)
         return int.from_bytes(buffer, "little")
