@@ -9,7 +9,7 @@ import socket
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from whyreset.ids import CauseId, Outcome, Side, TcpState
+from whyreset.ids import CauseId, Outcome
 from whyreset.lab.netns import Verdict
 from whyreset.lab.scenario import ConnectionTruth
 from whyreset.lab.scenarios import register
@@ -53,7 +53,6 @@ def _refused_connect(path: PathRun, verdict: Verdict) -> None:
             cause=CauseId.ICMP_UNREACHABLE,
             outcome=Outcome.NOT_ESTABLISHED,
             rst_senders=(),
-            final_states={Side.ORIG: TcpState.CLOSED},
         )
     )
     lab.note(f"{verdict} over IPv{6 if family == socket.AF_INET6 else 4}: expected errno "
@@ -103,7 +102,6 @@ class SynUnanswered(PathScenario):
                     cause=CauseId.SYN_UNANSWERED,
                     outcome=Outcome.TIMEOUT,
                     rst_senders=(),
-                    final_states={Side.ORIG: TcpState.CLOSED},
                 )
             )
 
