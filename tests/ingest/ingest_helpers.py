@@ -25,8 +25,9 @@ def handshake(
         craft.tcp_packet(dst, src, dport, sport, seq=5000, ack=1001, flags="SA", mss=1400, wscale=9,
                          sack_perm=True, timestamps=(22, 11), ttl=57),
         craft.tcp_packet(src, dst, sport, dport, seq=1001, ack=5001, flags="A", timestamps=(12, 22)),
-        craft.tcp_packet(src, dst, sport, dport, seq=1001, ack=5001, flags="PA", payload=b"GET / HTTP/1.0\r\n\r\n",
-                         timestamps=(13, 22), sack_blocks=[(7000, 8000), (9000, 9500)]),
+        craft.tcp_packet(src, dst, sport, dport, seq=1001, ack=5001, flags="PA",
+                         payload=b"GET / HTTP/1.0\r\n\r\n", timestamps=(13, 22),
+                         sack_blocks=[(7000, 8000), (9000, 9500)]),
         craft.tcp_packet(dst, src, dport, sport, seq=5001, ack=1019, flags="RA", payload=b"connection reset"),
     ]  # fmt: skip
 

@@ -183,7 +183,8 @@ def merge_all(chunks):  # type: ignore[no-untyped-def]
 
 def test_snaplen_cuts_keep_what_is_decodable() -> None:
     packets = [
-        craft.tcp_packet("10.0.0.1", "10.0.0.2", 1, 2, seq=7, flags="PA", payload=b"x" * 100, timestamps=(5, 6)),
+        craft.tcp_packet("10.0.0.1", "10.0.0.2", 1, 2, seq=7, flags="PA", payload=b"x" * 100,
+                         timestamps=(5, 6)),
         craft.tcp_packet("10.0.0.1", "10.0.0.2", 1, 2, seq=8, flags="S", mss=1460, wscale=3, sack_perm=True,
                          timestamps=(9, 9)),
         craft.tcp_packet("10.0.0.1", "10.0.0.2", 1, 2, seq=9, flags="A"),
