@@ -402,19 +402,26 @@ def keepalive_race(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
         return None
     fin, data = found
     closer, peer = reset.seg.side, reset.seg.side.other
-    idle = f.gap_before(fin)
+    # The silence before the close: before the FIN, or before the request when that crossed it and was captured
+    # first (next to the client).
+    first = fin if fin.index < data.index else data
+    idle = f.gap_before(first)
     crossed = data.rel_ack is not None and data.rel_ack < fin.end_seq
     delay = data.ts_ns - fin.ts_ns
     window = max(RACE_WINDOW_MIN_NS, RACE_WINDOW_RTTS * (f.rtt_ns or 0))
-    idle_close = is_idle_gap(f, idle) and unacked_at(f.side(peer), f.side(closer), fin.index) == 0
+    idle_close = is_idle_gap(f, idle) and unacked_at(f.side(peer), f.side(closer), first.index) == 0
     if not crossed and delay > window:
         return None
-    score = (
-        0.55
-        + (0.25 if idle_close else 0.0)
-        + (0.1 if crossed else 0.0)
-        + (0.05 if closer is Side.RESP else 0.0)
-    )
+    peer_fin = f.side(peer).fin
+    if peer_fin is not None and peer_fin.index < reset.seg.index and not crossed:
+        return (
+            None  # the peer answered the FIN with its own goodbye and FIN (e.g. TLS close_notify): no reuse
+        )
+    # Servers time out idle keep-alive connections; a client closing while the server pushes is rarer.
+    role = 0.1 if closer is Side.RESP else -0.15
+    # Without an idle period before the FIN this is a server closing mid-conversation (data_after_close), not a
+    # keep-alive timeout racing a reused connection.
+    score = 0.4 + (0.35 if idle_close else 0.0) + (0.1 if crossed else 0.0) + role
     evidence = [
         seg_item(f, fin, f"FIN from {who(f, closer)} after {ms(idle)} of idle"),
         seg_item(

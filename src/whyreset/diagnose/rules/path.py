@@ -139,7 +139,7 @@ def injected_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
     receiver = reset.seg.side.other
     after = [s for s in f.segs_after(reset.seg.index) if s.side is receiver and not s.rst]
     evidence: list[EvidenceItem] = [describe_rst(f, reset)]
-    score = 0.55
+    score = 0.45
     if after:
         score += 0.2
         challenge = after[0]
@@ -153,8 +153,18 @@ def injected_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
             )
         )
     check = forgery(f, ctx, v, reset)
-    score += 0.2 * check.score
+    score += 0.3 * check.score
     evidence.extend(check.items)
+    if reset.answers_trigger and check.score < 0.2:
+        # A reply reset from the endpoint itself (its TTL) that missed RCV.NXT, typically because it crossed a
+        # FIN or more data in flight: not an injection. The ending reset tells the real story.
+        score -= 0.3
+        evidence.append(
+            EvidenceItem(
+                "but it is shaped as the endpoint's own reply to a segment and carries its TTL: more "
+                "likely a genuine RST that crossed other segments in flight"
+            )
+        )
     if len(rejected) > 1:
         evidence.append(
             EvidenceItem(
