@@ -40,7 +40,7 @@ def test_interfaces_with_different_link_types(big_endian: bool) -> None:
     assert capture.report.link_types == {1: 5, 276: 5, 101: 1}
     assert list(t["frame"]) == list(range(1, 12))
     assert list(t["iface"]) == [0, 1] * 5 + [2]
-    # Microsecond interface: the last three digits are lost; nanosecond interface: exact; millisecond: truncated.
+    # Microsecond interface: the last three digits are lost; nanosecond: exact; millisecond: truncated.
     assert int(t["ts_ns"][0]) == T0 // 1000 * 1000
     assert int(t["ts_ns"][1]) == T0 + 1
     assert int(t["ts_ns"][10]) == T0 // 1_000_000 * 1_000_000
@@ -222,9 +222,13 @@ def test_block_trailer_mismatch_is_corruption_after_the_good_packets() -> None:
 
 @pytest.mark.parametrize(
     "field_offset,value,message",
-    [(4, 13, "impossible block length"), (4, 0xFFFFFFF0, "impossible block length"), (8, 7, "undefined interface"),
-     (20, 5000, "captured bytes")],
-)  # fmt: skip
+    [
+        (4, 13, "impossible block length"),
+        (4, 0xFFFFFFF0, "impossible block length"),
+        (8, 7, "undefined interface"),
+        (20, 5000, "captured bytes"),
+    ],
+)
 def test_impossible_packet_block_fields(field_offset: int, value: int, message: str) -> None:
     data = bytearray(write(_one_packet))
     second = _epb_offset(data, 1)
