@@ -43,6 +43,9 @@ class TupleCounts:
 
     by_sender: dict[Endpoint, DirectionCount] = field(default_factory=lambda: defaultdict(DirectionCount))
     conversations: int = 0
+    malformed_tcp: dict[Endpoint, DirectionCount] = field(default_factory=lambda: defaultdict(DirectionCount))
+    """Frames whose TCP header tshark could not dissect to the end ("Malformed Packet: TCP"): they get a
+    tcp.stream but never reach the conversation tap (the dissector throws before queueing it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,14 +142,18 @@ def tshark_stream_counts(path: str) -> tuple[dict[TupleKey, TupleCounts], int]:
         "ipv6.dst",
         "tcp.dstport",
         "frame.len",
+        "frame.number",
     )
+    malformed_tcp = _frames_malformed_in_tcp(path)
     args = ["-r", path, "-Y", "tcp && !icmp && !icmpv6", "-T", "fields", "-E", "occurrence=l"]
     for name in fields:
         args += ["-e", name]
     counts: dict[TupleKey, TupleCounts] = defaultdict(TupleCounts)
     streams: dict[TupleKey, set[int]] = defaultdict(set)
     for line in tshark(*args).splitlines():
-        stream, src4, src6, sport, dst4, dst6, dport, length = line.split("\t")
+        cells = line.split("\t")
+        cells += [""] * (len(fields) - len(cells))  # tshark drops trailing empty fields
+        stream, src4, src6, sport, dst4, dst6, dport, length, number = cells
         if not stream:
             continue
         src = (canonical_host(src6 or src4), int(sport))
@@ -156,9 +163,20 @@ def tshark_stream_counts(path: str) -> tuple[dict[TupleKey, TupleCounts], int]:
         direction.frames += 1
         direction.bytes += int(length)
         streams[key].add(int(stream))
+        if int(number) in malformed_tcp:
+            counts[key].malformed_tcp[src].frames += 1
+            counts[key].malformed_tcp[src].bytes += int(length)
     for key, ids in streams.items():
         counts[key].conversations = len(ids)
     return dict(counts), sum(len(ids) for ids in streams.values())
+
+
+def _frames_malformed_in_tcp(path: str) -> set[int]:
+    """Frames whose TCP header dissection failed ("[Malformed Packet: TCP]"), not a reassembly above it."""
+    lines = tshark(
+        "-r", path, "-Y", "_ws.malformed", "-T", "fields", "-e", "frame.number", "-e", "_ws.malformed"
+    )
+    return {int(line.split("\t")[0]) for line in lines.splitlines() if "Malformed Packet: TCP" in line}
 
 
 def conv_rows_by_tuple(rows: Iterable[ConvRow]) -> dict[TupleKey, list[ConvRow]]:
@@ -181,8 +199,14 @@ def our_counts(connections: Iterable[Connection]) -> dict[TupleKey, TupleCounts]
     return dict(counts)
 
 
-def compare_with_conv_table(rows: list[ConvRow], ours: dict[TupleKey, TupleCounts]) -> list[str]:
-    """Differences between tshark's table (summed per 4-tuple) and our connections; empty when they agree."""
+def compare_with_conv_table(
+    rows: list[ConvRow], ours: dict[TupleKey, TupleCounts], exact: dict[TupleKey, TupleCounts] | None = None
+) -> list[str]:
+    """Differences between tshark's table (summed per 4-tuple) and our connections; empty when they agree.
+
+    ``exact`` (`tshark_stream_counts`) names the frames tshark dissected as malformed TCP: the table leaves
+    them out, so they are taken off our counts before comparing.
+    """
     problems: list[str] = []
     grouped = conv_rows_by_tuple(rows)
     for key in sorted(set(grouped) - set(ours), key=sorted):
@@ -198,7 +222,10 @@ def compare_with_conv_table(rows: list[ConvRow], ours: dict[TupleKey, TupleCount
             exact_bytes[row.a].append(row.bytes_a_to_b)
             exact_bytes[row.b].append(row.bytes_b_to_a)
         for endpoint in key:
-            our = ours[key].by_sender.get(endpoint, DirectionCount())
+            counted = ours[key].by_sender.get(endpoint, DirectionCount())
+            skipped = exact[key].malformed_tcp.get(endpoint) if exact and key in exact else None
+            skipped = skipped or DirectionCount()
+            our = DirectionCount(counted.frames - skipped.frames, counted.bytes - skipped.bytes)
             if frames[endpoint] != our.frames:
                 problems.append(
                     f"{sorted(key)} from {endpoint}: tshark {frames[endpoint]} frames, ours {our.frames}"
