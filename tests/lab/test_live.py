@@ -139,3 +139,29 @@ def test_keepalive_race_is_verified_by_the_kernel(tmp_path: Path) -> None:
     failures = {c.result for c in truth.socket_calls if c.app == "client" and c.call == "get_response"}
     assert failures & {"RemoteDisconnected", "ConnectionResetError"}
     assert any(c.app == "server" and c.call == "idle_close" for c in truth.socket_calls)
+
+
+def test_cli_run_shows_kernel_apps_and_analysis_side_by_side(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from whyreset.lab.cli import lab
+
+    result = CliRunner().invoke(lab, ["run", "refused", "--seed", "5", "--keep", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for expected in ("tcp_send_reset", "NO_SOCKET", "ECONNREFUSED", "capture analysis vs truth"):
+        assert expected in result.output
+    assert (tmp_path / "refused.truth.json").exists() and (tmp_path / "refused.loopback.pcap").exists()
+
+
+def test_cli_record_only_pattern_writes_index(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from whyreset.lab.cli import lab
+
+    result = CliRunner().invoke(lab, ["record", str(tmp_path), "--seed", "2", "--only", "negative.half_*"])
+    assert result.exit_code == 0, result.output
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert index["seed"] == 2 and [entry["name"] for entry in index["scenarios"]] == ["negative.half_close"]
+    assert index["command"] == f"whyreset lab record {tmp_path} --seed 2 --only 'negative.half_*'"

@@ -219,7 +219,7 @@ def write_index(directory: Path, seed: int, kernel: str, pattern: str, entries: 
     """Write index.json; a partial re-record (``--only``) updates its entries in an index of the same seed."""
     path = directory / "index.json"
     merged: dict[str, dict[str, Any]] = {}
-    command = record_command_line(directory, seed, "*")
+    command = record_command_line(directory, seed, pattern)
     if pattern != "*" and path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))
         if previous.get("seed") == seed:
