@@ -42,51 +42,65 @@ def max_per_key(values: IntArray, mask: Array, key: IntArray, keys: int, empty: 
     return out
 
 
-def rows_by_connection(mask: Array, conn: IntArray, count: int) -> list[list[int]]:
+class RowsByConnection:
+    """Rows where a mask holds, split per connection; ``rows[conn]`` is that connection's list (sliced lazily)."""
+
+    __slots__ = ("_bounds", "_rows")
+
+    def __init__(self, mask: Array, conn: IntArray, count: int) -> None:
+        rows = np.flatnonzero(mask)
+        self._bounds: list[int] = np.searchsorted(conn[rows], np.arange(count + 1)).tolist()
+        self._rows: list[int] = rows.tolist()
+
+    def __getitem__(self, conn: int) -> list[int]:
+        return self._rows[self._bounds[conn] : self._bounds[conn + 1]]
+
+
+def rows_by_connection(mask: Array, conn: IntArray, count: int) -> RowsByConnection:
     """The rows where ``mask`` holds, split per connection (rows are in connection order already)."""
-    rows = np.flatnonzero(mask)
-    bounds = np.searchsorted(conn[rows], np.arange(count + 1))
-    as_list = rows.tolist()
-    return [as_list[bounds[i] : bounds[i + 1]] for i in range(count)]
+    return RowsByConnection(mask, conn, count)
 
 
 @dataclass(frozen=True, slots=True)
 class BatchIndex:
-    """Row positions and per-direction facts for every connection of an analysed batch."""
+    """Row positions and per-direction facts for every connection of an analysed batch.
+
+    Per-key and per-connection facts are Python lists: the rebuild reads them one at a time.
+    """
 
     conn: IntArray
     """Connection number of every row."""
     key: IntArray
     """Direction key of every row."""
-    first_pure_syn_row: IntArray
-    pure_syn_count: IntArray
-    first_syn_row: IntArray
+    first_pure_syn_row: list[int]
+    pure_syn_count: list[int]
+    first_syn_row: list[int]
     """First segment with SYN (with or without ACK, without RST)."""
-    first_synack_row: IntArray
-    first_fin_row: IntArray
-    first_data_row: IntArray
-    last_data_row: IntArray
-    first_row: IntArray
-    last_non_rst_row: IntArray
-    syn_proof_row: IntArray
+    first_synack_row: list[int]
+    first_fin_row: list[int]
+    first_data_row: list[int]
+    last_data_row: list[int]
+    first_row: list[int]
+    last_non_rst_row: list[int]
+    syn_proof_row: list[int]
     """First ACK from this side that acknowledges the peer's SYN (not itself a SYN)."""
-    fin_proof_row: IntArray
+    fin_proof_row: list[int]
     """First ACK from this side that acknowledges the peer's first FIN."""
-    data_after_fin_row: IntArray
+    data_after_fin_row: list[int]
     """First data from this side after its own FIN or after it acknowledged the peer's FIN."""
-    zeek_plain_data_row: IntArray
-    zeek_plain_ack_row: IntArray
-    zeek_bulk_candidates: Array
+    zeek_plain_data_row: list[int]
+    zeek_plain_ack_row: list[int]
+    zeek_bulk_candidates: list[bool]
     """Per connection: a zero window or re-sent data that may give Zeek's W/T letters."""
-    zeek_own_last: IntArray
-    zeek_peer_acked: IntArray
-    zeek_fed: list[list[int]]
+    zeek_own_last: list[int]
+    zeek_peer_acked: list[int]
+    zeek_fed: RowsByConnection
     """Per connection: rows that can change Zeek's endpoint states."""
-    control: list[list[int]]
+    control: RowsByConnection
     """Per connection: SYN/FIN/RST rows and the proof rows (sorted)."""
-    retransmission_rows: list[list[int]]
-    keepalive_rows: list[list[int]]
-    zero_window_rows: list[list[int]]
+    retransmission_rows: RowsByConnection
+    keepalive_rows: RowsByConnection
+    zero_window_rows: RowsByConnection
     """First row of each run of zero-window segments from one side."""
     ack_max_orig: IntArray
     """Per row: the originator's highest ACK sent so far in the connection (inclusive), or int64 min."""
@@ -163,23 +177,23 @@ def index_batch(analysis: BatchAnalysis) -> BatchIndex:
     return BatchIndex(
         conn=conn,
         key=key,
-        first_pure_syn_row=first_pure_syn,
-        pure_syn_count=np.bincount(key[syn & ~ack & ~rst], minlength=keys),
-        first_syn_row=first_syn,
-        first_synack_row=first_per_key(syn & ack & ~rst, key, keys),
-        first_fin_row=first_fin,
-        first_data_row=first_per_key(data, key, keys),
-        last_data_row=last_per_key(data, key, keys),
-        first_row=first_per_key(np.ones(n, bool), key, keys),
-        last_non_rst_row=last_per_key(~rst, key, keys),
-        syn_proof_row=syn_proof,
-        fin_proof_row=fin_proof,
-        data_after_fin_row=data_after_fin,
-        zeek_plain_data_row=first_per_key(plain & (payload > 0), key, keys),
-        zeek_plain_ack_row=first_per_key(plain & (payload == 0) & ack, key, keys),
-        zeek_bulk_candidates=bulk,
-        zeek_own_last=own_last,
-        zeek_peer_acked=peer_acked_by_sender[np.arange(keys) ^ 1],
+        first_pure_syn_row=first_pure_syn.tolist(),
+        pure_syn_count=(np.bincount(key[syn & ~ack & ~rst], minlength=keys)).tolist(),
+        first_syn_row=first_syn.tolist(),
+        first_synack_row=(first_per_key(syn & ack & ~rst, key, keys)).tolist(),
+        first_fin_row=first_fin.tolist(),
+        first_data_row=(first_per_key(data, key, keys)).tolist(),
+        last_data_row=(last_per_key(data, key, keys)).tolist(),
+        first_row=(first_per_key(np.ones(n, bool), key, keys)).tolist(),
+        last_non_rst_row=(last_per_key(~rst, key, keys)).tolist(),
+        syn_proof_row=syn_proof.tolist(),
+        fin_proof_row=fin_proof.tolist(),
+        data_after_fin_row=data_after_fin.tolist(),
+        zeek_plain_data_row=(first_per_key(plain & (payload > 0), key, keys)).tolist(),
+        zeek_plain_ack_row=(first_per_key(plain & (payload == 0) & ack, key, keys)).tolist(),
+        zeek_bulk_candidates=bulk.tolist(),
+        zeek_own_last=own_last.tolist(),
+        zeek_peer_acked=(peer_acked_by_sender[np.arange(keys) ^ 1]).tolist(),
         zeek_fed=rows_by_connection(zeek_fed_mask, conn, count),
         control=rows_by_connection(control_mask, conn, count),
         retransmission_rows=rows_by_connection(analysis.retransmission & ~(syn | rst), conn, count),

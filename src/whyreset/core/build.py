@@ -59,22 +59,22 @@ IPV6_HEADER = 40
 
 @dataclass(frozen=True, slots=True)
 class BatchStats:
-    """Per direction group (2*conn + 0 for the originator, + 1 for the responder) aggregates."""
+    """Per direction group (2*conn + 0 for the originator, + 1 for the responder) aggregates, as lists."""
 
-    packets: IntArray
-    payload_bytes: IntArray
-    frame_bytes: IntArray
-    ip_bytes: IntArray
-    data_end: IntArray
-    max_ack: IntArray
-    retransmissions: IntArray
-    out_of_order: IntArray
-    lost: IntArray
-    dup_acks: IntArray
-    zero_windows: IntArray
-    keepalives: IntArray
-    max_idle: IntArray
-    truncated: IntArray
+    packets: list[int]
+    payload_bytes: list[int]
+    frame_bytes: list[int]
+    ip_bytes: list[int]
+    data_end: list[int]
+    max_ack: list[int]
+    retransmissions: list[int]
+    out_of_order: list[int]
+    lost: list[int]
+    dup_acks: list[int]
+    zero_windows: list[int]
+    keepalives: list[int]
+    max_idle: list[int]
+    truncated: list[int]
 
 
 def batch_stats(analysis: BatchAnalysis) -> BatchStats:
@@ -101,20 +101,20 @@ def batch_stats(analysis: BatchAnalysis) -> BatchStats:
     has_ack = (flags & ACK) != 0
     header = np.where(table["ip_version"] == 6, IPV6_HEADER, IPV4_HEADER) + _tcp_header_length(table)
     return BatchStats(
-        packets=np.bincount(key, minlength=groups).astype(np.int64),
-        payload_bytes=total(payload),
-        frame_bytes=total(table["frame_len"]),
-        ip_bytes=total(header + payload),
-        data_end=maximum(analysis.rel_seq + payload, data, 1),
-        max_ack=maximum(analysis.rel_ack, has_ack, 0),
-        retransmissions=count(analysis.retransmission),
-        out_of_order=count(analysis.out_of_order),
-        lost=count(analysis.lost_segment),
-        dup_acks=count(analysis.dup_ack),
-        zero_windows=count(analysis.zero_window),
-        keepalives=count(analysis.keepalive),
-        max_idle=maximum(analysis.gap_before_ns, np.ones(n, bool), 0),
-        truncated=count(table["truncated"]),
+        packets=(np.bincount(key, minlength=groups).astype(np.int64)).tolist(),
+        payload_bytes=(total(payload)).tolist(),
+        frame_bytes=(total(table["frame_len"])).tolist(),
+        ip_bytes=(total(header + payload)).tolist(),
+        data_end=(maximum(analysis.rel_seq + payload, data, 1)).tolist(),
+        max_ack=(maximum(analysis.rel_ack, has_ack, 0)).tolist(),
+        retransmissions=(count(analysis.retransmission)).tolist(),
+        out_of_order=(count(analysis.out_of_order)).tolist(),
+        lost=(count(analysis.lost_segment)).tolist(),
+        dup_acks=(count(analysis.dup_ack)).tolist(),
+        zero_windows=(count(analysis.zero_window)).tolist(),
+        keepalives=(count(analysis.keepalive)).tolist(),
+        max_idle=(maximum(analysis.gap_before_ns, np.ones(n, bool), 0)).tolist(),
+        truncated=(count(table["truncated"])).tolist(),
     )
 
 
@@ -190,10 +190,33 @@ class Batch:
         return text
 
     def rows_of(self, start: int, stop: int) -> PacketTable:
-        """The connection's rows as a table of views (no copy, no re-validation of the batch's columns)."""
-        table = object.__new__(PacketTable)
-        table.columns = {name: column[start:stop] for name, column in self.table.columns.items()}
-        return table
+        """The connection's rows, sliced from the batch only when someone reads them."""
+        return _LazyRows(self.table.columns, start, stop)
+
+
+class _LazyRows(PacketTable):
+    """A `PacketTable` of a slice of the batch's columns, made on first access (most callers never look)."""
+
+    __slots__ = ("_cache", "_source", "_start", "_stop")
+
+    def __init__(self, source: dict[str, Array], start: int, stop: int) -> None:
+        self._source = source
+        self._start = start
+        self._stop = stop
+        self._cache: dict[str, Array] | None = None
+
+    @property
+    def columns(self) -> dict[str, Array]:
+        if self._cache is None:
+            self._cache = {name: column[self._start : self._stop] for name, column in self._source.items()}
+        return self._cache
+
+    @columns.setter
+    def columns(self, value: dict[str, Array]) -> None:
+        self._cache = value
+
+    def __len__(self) -> int:
+        return self._stop - self._start
 
 
 def _ttl_lists(ttl: Array, key: IntArray, keys: int) -> list[tuple[int, ...]]:

@@ -49,8 +49,8 @@ action is `Action.UNEXPECTED`, which the builder records rather than hides.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from whyreset.ids import TcpState
 
@@ -171,9 +171,8 @@ def step(state: TcpState, event: Input) -> tuple[TcpState, Action]:
     return TRANSITIONS.get((state, event), (state, Action.UNEXPECTED))
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """One applied input: where the endpoint was, what happened, where it went."""
+class Transition(NamedTuple):
+    """One applied input: where the endpoint was, what happened, where it went (a tuple: built per segment)."""
 
     before: TcpState
     event: Input
@@ -191,7 +190,7 @@ class EndpointMachine:
         self.history: list[Transition] = []
 
     def feed(self, event: Input) -> Transition:
-        after, action = step(self.state, event)
+        after, action = TRANSITIONS.get((self.state, event), (self.state, Action.UNEXPECTED))
         transition = Transition(self.state, event, after, action)
         self.history.append(transition)
         self.state = after
