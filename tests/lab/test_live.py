@@ -165,3 +165,22 @@ def test_cli_record_only_pattern_writes_index(tmp_path: Path) -> None:
     index = json.loads((tmp_path / "index.json").read_text())
     assert index["seed"] == 2 and [entry["name"] for entry in index["scenarios"]] == ["negative.half_close"]
     assert index["command"] == f"whyreset lab record {tmp_path} --seed 2 --only 'negative.half_*'"
+
+
+def test_tracer_uses_a_private_instance_and_leaves_the_global_buffer_alone() -> None:
+    from whyreset.lab.tracer import KernelTracer
+
+    root = find_tracefs()
+    global_state = [(root / name).read_text() for name in ("trace_clock", "events/tcp/tcp_send_reset/enable")]
+    with KernelTracer() as tracer:
+        instance = tracer.instance
+        assert instance is not None and instance.name.startswith(f"whyreset-{os.getpid()}")
+        assert "[boot]" in (instance / "trace_clock").read_text()
+        assert (instance / "events/tcp/tcp_send_reset/enable").read_text().strip() == "1"
+        assert (
+            abs(tracer.offset_ns - (time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME))) < 50_000_000
+        )
+    assert not instance.exists()
+    assert [
+        (root / name).read_text() for name in ("trace_clock", "events/tcp/tcp_send_reset/enable")
+    ] == global_state
