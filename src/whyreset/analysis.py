@@ -33,6 +33,7 @@ from whyreset.model import Capture, IcmpError, ReadReport
 from whyreset.report.jsonout import JsonRecord, connection_record, is_abnormal
 
 Source = str | os.PathLike[str] | IO[bytes]
+TEXT_FORMAT = "tcpdump-text"
 ProgressCallback = Callable[[int, int | None], None]
 """Called as reading advances with (bytes read so far, total bytes or None when unknown, e.g. stdin)."""
 
@@ -289,6 +290,12 @@ def analyze(
             diagnosed = True
     if not state.report.source:
         state.report.source = source_name(source)
+    if state.failure is None and _text_without_packets(state.report):
+        # The text reader accepts anything that is not binary; with not a single packet line, the input was
+        # most likely not tcpdump output at all: say so rather than report an empty capture.
+        message = "no tcpdump packet line found in the text input"
+        state.failure = InputFailure("NoPacketsFound", message, nothing_read=True)
+        state.report.error = message
     return Analysis(
         source=source_name(source),
         connections=tuple(connections),
@@ -299,6 +306,10 @@ def analyze(
         failure=state.failure,
         warnings=tuple(warnings),
     )
+
+
+def _text_without_packets(report: ReadReport) -> bool:
+    return report.format.startswith(TEXT_FORMAT) and report.records == 0
 
 
 def analyze_path(path: str | os.PathLike[str], *, diagnose: bool = True) -> Analysis:

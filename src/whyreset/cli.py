@@ -118,7 +118,8 @@ def analyze(
     if zeek_dir is not None:
         from whyreset.report.zeek import write_zeek_logs
 
-        write_zeek_logs(zeek_dir, ((a.connections, a.findings) for a in analyses), use_json=zeek_json)
+        inputs = ((a.connections, a.findings) for a in analyses)
+        write_zeek_logs(zeek_dir, inputs, use_json=zeek_json, show_payload=show_payload)
     sys.exit(int(most_severe(statuses)))
 
 

@@ -221,3 +221,27 @@ def test_half_closed_is_abnormal_only_with_a_cause(clean_connection: Connection)
 
     leak = finding(half, cause=CauseId.CLOSE_WAIT_LEAK)
     assert analysis_of(half, findings={half.uid: leak}).status is ExitStatus.FINDINGS
+
+
+def test_payload_quoted_by_the_diagnosis_is_scrubbed_unless_asked() -> None:
+    from whyreset.report.jsonout import PAYLOAD_HIDDEN
+    from whyreset.report.zeek import whyreset_row
+
+    conn = connection(resets=(reset_info(payload_text="db password=hunter2"),))
+    quoted = finding(
+        conn,
+        summary="RST with payload 'db password=hunter2'",
+        evidence=(),
+        alternatives=(),
+        undetermined_reason=None,
+        fix=("see db password=hunter2",),
+    )
+    hidden = connection_record(conn, quoted)["diagnosis"]
+    assert "hunter2" not in json.dumps(hidden)
+    assert hidden["summary"] == f"RST with payload {PAYLOAD_HIDDEN}"
+    assert hidden["fix"] == [f"see {PAYLOAD_HIDDEN}"]
+    shown = connection_record(conn, quoted, show_payload=True)["diagnosis"]
+    assert "hunter2" in shown["summary"]
+    assert "hunter2" not in render(analysis_of(conn, findings={conn.uid: quoted}))
+    assert "hunter2" in render(analysis_of(conn, findings={conn.uid: quoted}), show_payload=True)
+    assert "hunter2" not in str(whyreset_row(conn, quoted)["summary"])

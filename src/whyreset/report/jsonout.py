@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import IO, Any
 
@@ -27,6 +27,11 @@ ABNORMAL_OUTCOMES = frozenset({Outcome.RESET, Outcome.TIMEOUT, Outcome.NOT_ESTAB
 only when the diagnosis names a cause, e.g. ``close_wait_leak``)."""
 
 JsonRecord = dict[str, Any]
+
+PAYLOAD_HIDDEN = "<RST payload hidden: --show-payload>"
+MIN_SECRET_LENGTH = 3
+"""Shorter payload texts are not scrubbed from free text (they would hit ordinary words); they are still never
+printed as the RST's own field."""
 
 
 def ns_to_epoch(ts_ns: int) -> float:
@@ -92,8 +97,13 @@ def connection_record(
         "rst": _reset_record(first_reset, show_payload) if first_reset is not None else None,
         "orig": _direction_record(connection.orig),
         "resp": _direction_record(connection.resp),
-        "diagnosis": finding_record(finding) if finding is not None else None,
+        "diagnosis": None,
     }
+    if finding is not None:
+        diagnosis = finding_record(finding)
+        record["diagnosis"] = (
+            diagnosis if show_payload else redact_payload(diagnosis, payload_secrets(connection))
+        )
     return record
 
 
@@ -178,6 +188,30 @@ def finding_record(finding: Finding) -> JsonRecord:
         "vantage": finding.vantage,
         "undetermined_reason": finding.undetermined_reason,
     }
+
+
+def payload_secrets(connection: Connection) -> tuple[str, ...]:
+    """The RST payload texts of a connection, as they may be quoted in diagnosis text (plain and repr'd)."""
+    texts = {reset.payload_text for reset in connection.resets if reset.payload_text}
+    secrets = {form for text in texts if len(text) >= MIN_SECRET_LENGTH for form in (repr(text), text)}
+    return tuple(
+        sorted(secrets, key=len, reverse=True)
+    )  # longest first: the repr'd form before the bare text
+
+
+def redact_payload(value: Any, secrets: Sequence[str]) -> Any:
+    """Replace payload text quoted anywhere in ``value`` (strings inside dicts and lists too)."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, PAYLOAD_HIDDEN)
+        return value
+    if isinstance(value, dict):
+        return {key: redact_payload(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_payload(item, secrets) for item in value]
+    return value
 
 
 def jsonable(value: Any) -> Any:

@@ -21,7 +21,7 @@ from whyreset.core.connection import Connection, ResetInfo
 from whyreset.diagnose.finding import Finding
 from whyreset.ids import Side
 from whyreset.model import ReadReport
-from whyreset.report.jsonout import is_abnormal
+from whyreset.report.jsonout import is_abnormal, payload_secrets, redact_payload
 
 DEFAULT_MAX_LISTED = 50
 
@@ -145,7 +145,8 @@ def connection_block(connection: Connection, finding: Finding | None, show_paylo
         if len(connection.resets) > 1:
             lines.append(Text(f"  ({len(connection.resets) - 1} more RST segments)"))
     if finding is not None:
-        lines.extend(finding_lines(finding))
+        secrets = () if show_payload else payload_secrets(connection)
+        lines.extend(finding_lines(finding, secrets))
     return Group(*lines)
 
 
@@ -167,30 +168,35 @@ def reset_line(connection: Connection, reset: ResetInfo, show_payload: bool) -> 
     return text
 
 
-def finding_lines(finding: Finding) -> list[RenderableType]:
+def finding_lines(finding: Finding, secrets: Sequence[str] = ()) -> list[RenderableType]:
+    """The diagnosis, with the RST payload text (``secrets``) scrubbed from its sentences unless asked for."""
     lines: list[RenderableType] = []
+
+    def safe(value: str) -> Text:
+        return safe_text(redact_payload(value, secrets))
+
     head = Text("  cause: ", style="bold")
     if finding.cause is None:
         head.append("undetermined", style="yellow")
         if finding.undetermined_reason:
             head.append(" (")
-            head.append(safe_text(finding.undetermined_reason))
+            head.append(safe(finding.undetermined_reason))
             head.append(")")
     else:
         head.append(str(finding.cause), style="bold magenta")
         head.append(f" (confidence {finding.confidence:.2f})")
     lines.append(head)
     if finding.summary:
-        lines.append(Text("  ").append(safe_text(finding.summary)))
+        lines.append(Text("  ").append(safe(finding.summary)))
     for alternative in finding.alternatives:
         alt = Text(f"    or {alternative.cause} ({alternative.confidence:.2f}): ")
-        alt.append(safe_text(alternative.how_to_tell))
+        alt.append(safe(alternative.how_to_tell))
         lines.append(alt)
     for item in finding.evidence[:5]:
         where = f" [frame {item.frame}]" if item.frame is not None else ""
-        lines.append(Text("    - ").append(safe_text(item.text)).append(where))
+        lines.append(Text("    - ").append(safe(item.text)).append(where))
     if finding.fix:
-        lines.append(Text("  fix: ").append(safe_text(finding.fix[0])))
+        lines.append(Text("  fix: ").append(safe(finding.fix[0])))
     return lines
 
 

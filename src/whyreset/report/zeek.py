@@ -33,7 +33,7 @@ from typing import IO, Any
 from whyreset.core.connection import Connection
 from whyreset.diagnose.finding import Finding
 from whyreset.ids import Side
-from whyreset.report.jsonout import is_abnormal, ns_to_epoch
+from whyreset.report.jsonout import is_abnormal, ns_to_epoch, payload_secrets, redact_payload
 
 SEPARATOR = "\t"
 SET_SEPARATOR = ","
@@ -235,9 +235,10 @@ def conn_row(connection: Connection) -> Row:
     }
 
 
-def whyreset_row(connection: Connection, finding: Finding | None) -> Row:
-    """A whyreset.log row: the diagnosis of one abnormal connection."""
+def whyreset_row(connection: Connection, finding: Finding | None, *, show_payload: bool = False) -> Row:
+    """A whyreset.log row: the diagnosis of one abnormal connection (RST payload scrubbed unless asked)."""
     reset = connection.first_reset
+    secrets = () if show_payload else payload_secrets(connection)
     return {
         "ts": ns_to_epoch(connection.ts_first_ns),
         "uid": connection.uid,
@@ -249,7 +250,7 @@ def whyreset_row(connection: Connection, finding: Finding | None) -> Row:
         "cause": str(finding.cause) if finding is not None and finding.cause is not None else None,
         "confidence": finding.confidence if finding is not None else None,
         "actor": str(finding.actor) if finding is not None and finding.actor is not None else None,
-        "summary": finding.summary if finding is not None else None,
+        "summary": redact_payload(finding.summary, secrets) if finding is not None else None,
         "alternatives": (
             [f"{alt.cause}:{format_double(alt.confidence)}" for alt in finding.alternatives]
             if finding is not None
@@ -260,7 +261,9 @@ def whyreset_row(connection: Connection, finding: Finding | None) -> Row:
         "rst_acceptability": str(reset.acceptability) if reset is not None else None,
         "orig_final_state": str(connection.final_state(Side.ORIG)),
         "resp_final_state": str(connection.final_state(Side.RESP)),
-        "undetermined_reason": finding.undetermined_reason if finding is not None else None,
+        "undetermined_reason": (
+            redact_payload(finding.undetermined_reason, secrets) if finding is not None else None
+        ),
     }
 
 
@@ -326,6 +329,7 @@ def write_zeek_logs(
     *,
     use_json: bool = False,
     open_time: float | None = None,
+    show_payload: bool = False,
 ) -> tuple[str, str]:
     """Write ``conn.log`` (every connection) and ``whyreset.log`` (abnormal ones) into ``directory``.
 
@@ -345,7 +349,7 @@ def write_zeek_logs(
                 conn_log.write(conn_row(connection))
                 finding = findings.get(connection.uid)
                 if is_abnormal(connection, finding) or finding is not None:
-                    why_log.write(whyreset_row(connection, finding))
+                    why_log.write(whyreset_row(connection, finding, show_payload=show_payload))
         conn_log.close(open_time)
         why_log.close(open_time)
     return conn_path, whyreset_path
