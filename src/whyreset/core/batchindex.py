@@ -143,7 +143,7 @@ def index_batch(analysis: BatchAnalysis) -> BatchIndex:
     own_fin = first_fin[key]
     proof = fin_proof[key]
     after_own_fin = data & (own_fin >= 0) & (row > own_fin)
-    after_peer_fin = data & (proof >= 0) & (row > proof)
+    after_peer_fin = data & (proof >= 0) & (row >= proof)  # the proof row itself may carry the data
     data_after_fin = first_per_key(after_own_fin | after_peer_fin, key, keys)
 
     control_mask = syn | fin | rst
