@@ -167,7 +167,7 @@ def test_gzip_is_decompressed_as_a_stream(build, tmp_path: Path) -> None:  # typ
 
 
 def test_gzip_with_several_members_and_padding() -> None:
-    data, ends = small_pcap()
+    data, _ = small_pcap()
     compressed = gzip.compress(data[:40]) + gzip.compress(data[40:]) + bytes(16)
     chunks, error = read_all(io.BytesIO(compressed))
     assert error is None
