@@ -257,7 +257,7 @@ def _linger_abort(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts
         closer,
         summary,
         tuple(evidence),
-        {peer: victim_view_for_reset(reset, f.side(peer)), closer: SILENT},
+        {peer: victim_view_for_reset(reset, f.side(peer), after_sender_fin=True), closer: SILENT},
         "TCPAbortOnLinger on the closer's host (reset reason TCP_ABORT_ON_LINGER); TCP_LINGER2 set on its socket",
     )
 
@@ -279,10 +279,11 @@ def benign_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | Non
     if closer_unacked or peer_unacked or awaits:
         return None
     both_closed = closer.fin is not None and peer.fin is not None
+    peer_done = peer.fin is not None and peer.fin.index < before
     if shape is not None and shape.received == 0 and is_active_shape(reset):
         score = 0.65  # nothing was ever received: nothing can have been unread (probe, health check)
-    elif both_closed:
-        score = 0.6  # both FINs exchanged: the RST only ends what was already over
+    elif both_closed or peer_done:
+        score = 0.6  # the peer had finished (its FIN) and got everything: the RST ends what was already over
     elif _orphan_abort(f) is not None:
         score = 0.4  # the peer could still have sent: abortive_close is likelier
     elif is_active_shape(reset):
@@ -350,7 +351,7 @@ def _data_after_fin(f: Facts, reset: ResetFacts) -> tuple[Seg, Seg] | None:
 
 
 def _delivery_view(reset: ResetFacts, peer: SideFacts) -> AppView:
-    return victim_view_for_reset(reset, peer)
+    return victim_view_for_reset(reset, peer, after_sender_fin=True)
 
 
 def data_after_close(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:

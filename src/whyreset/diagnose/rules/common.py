@@ -151,9 +151,16 @@ def unacked_at(sender: SideFacts, receiver: SideFacts, index: int) -> int:
     return max(0, sent - acked)
 
 
-def victim_view_for_reset(reset: ResetFacts, receiver: SideFacts) -> AppView:
-    """The errno rule applied to the RST's receiver, with the call that most likely reported it."""
+def victim_view_for_reset(
+    reset: ResetFacts, receiver: SideFacts, *, after_sender_fin: bool = False
+) -> AppView:
+    """The errno rule applied to the RST's receiver, with the call that most likely reported it.
+
+    ``after_sender_fin``: the RST's sender had sent a FIN before it, so the receiver processed that FIN first (same
+    direction, in order) and was in CLOSE_WAIT, whatever a capture-side estimate of its state says."""
     state = reset.info.receiver_state
+    if after_sender_fin and state in (TcpState.ESTABLISHED, TcpState.UNKNOWN):
+        state = TcpState.CLOSE_WAIT
     errno = errno_for_reset(state)
     if errno is Errno.ECONNREFUSED:
         return AppView(
