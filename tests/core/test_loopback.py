@@ -124,10 +124,9 @@ def _only(connections: list[Connection]) -> Connection:
 
 def test_refused(capture: Callable[[int], Capture]) -> None:
     port = _free_port()
-    with capture(port) as cap:
-        with pytest.raises(ConnectionRefusedError), socket.socket() as client:
-            client.settimeout(5)
-            client.connect(("127.0.0.1", port))
+    with capture(port) as cap, pytest.raises(ConnectionRefusedError), socket.socket() as client:
+        client.settimeout(5)
+        client.connect(("127.0.0.1", port))
     c = _only(_connections(cap.path))
     assert c.resp_p == port and c.orig_inferred_by == "syn"
     assert c.conn_state == "REJ" and c.outcome is Outcome.NOT_ESTABLISHED

@@ -43,7 +43,7 @@ def max_per_key(values: IntArray, mask: Array, key: IntArray, keys: int, empty: 
 
 
 class RowsByConnection:
-    """Rows where a mask holds, split per connection; ``rows[conn]`` is that connection's list (sliced lazily)."""
+    """Rows where a mask holds, split per connection: ``rows[conn]`` is that connection's list."""
 
     __slots__ = ("_bounds", "_rows")
 

@@ -172,7 +172,7 @@ def step(state: TcpState, event: Input) -> tuple[TcpState, Action]:
 
 
 class Transition(NamedTuple):
-    """One applied input: where the endpoint was, what happened, where it went (a tuple: built per segment)."""
+    """One applied input: where the endpoint was, what happened, where it went."""
 
     before: TcpState
     event: Input
