@@ -1,4 +1,5 @@
-"""Read the lab corpus (tests/lab/corpus: pcaps recorded with real kernel sockets + truth JSON) and diagnose it."""
+"""Read the lab corpus (tests/lab/corpus: pcaps recorded with real kernel sockets + truth JSON) and diagnose
+it."""
 
 from __future__ import annotations
 
@@ -112,7 +113,9 @@ if __name__ == "__main__":
             alts = [a.cause.value for a in case.finding.alternatives] if case.finding else []
             conf = case.finding.confidence if case.finding else None
             print(
-                f"{'OK ' if ok else 'BAD'} {case.scenario:45s} {case.capture_point:8s} truth={case.truth_cause} "
-                f"got={case.got} conf={conf} alts={alts} outcome={case.connection.outcome if case.connection else None}"
+                f"{'OK ' if ok else 'BAD'} {case.scenario:45s} {case.capture_point:8s} "
+                f"truth={case.truth_cause} "
+                f"got={case.got} conf={conf} alts={alts} "
+                f"outcome={case.connection.outcome if case.connection else None}"
             )
     print(f"{good}/{total}")

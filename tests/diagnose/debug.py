@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 from diagnose.corpus import read_capture
-
 from whyreset.core.tracker import build_connections
 from whyreset.diagnose import build_context
 from whyreset.diagnose.facts import compute_facts
@@ -39,7 +38,8 @@ def main(path: str) -> None:
         for r in facts.resets:
             print(
                 f"  RST frame={r.seg.frame} acc={r.info.acceptability} accepted={r.accepted} "
-                f"rcv_state={r.info.receiver_state} snd_state={r.info.sender_state} answers={r.answers_trigger}"
+                f"rcv_state={r.info.receiver_state} snd_state={r.info.sender_state} "
+                f"answers={r.answers_trigger}"
             )
         for c in rank(facts, ctx, infer_vantage(facts)):
             print(f"  -> {c.cause.value:24s} {c.score:.2f} {c.summary}")

@@ -1,10 +1,15 @@
 """Script TCP exchanges as the two kernels would play them, and capture them from any point of the path.
 
-A `Path` has a one-way delay, a number of routers and a capture position (0 = next to the client, 1 = next to the
-server). Each `Conn` keeps both endpoints' SND.NXT and RCV.NXT; a segment sent at the sender's time ``t`` reaches
-the capture point ``position * delay`` later (from the client) and the peer after the full one-way delay, with its
-TTL lowered by the routers crossed. An endpoint's ACK field is what it had *received by then*, so segments cross
-in flight exactly as they do on a real path. The result is a `PacketTable`, the same input the core gets from a
+A `Path` has a one-way delay, a number of routers and a capture position (0 = next to the client, 1 = next to
+the
+server). Each `Conn` keeps both endpoints' SND.NXT and RCV.NXT; a segment sent at the sender's time ``t``
+reaches
+the capture point ``position * delay`` later (from the client) and the peer after the full one-way delay,
+with its
+TTL lowered by the routers crossed. An endpoint's ACK field is what it had *received by then*, so segments
+cross
+in flight exactly as they do on a real path. The result is a `PacketTable`, the same input the core gets from
+a
 pcap.
 
     path = Path(one_way_ms=20, capture_at=0.0)
@@ -73,8 +78,13 @@ class Path:
     def delay_ns(self) -> int:
         return int(self.one_way_ms * MS)
 
-    def conn(self, client: tuple[str, int] = ("10.1.0.5", 40100), server: tuple[str, int] = ("10.2.0.9", 8080),
-             client_isn: int = 1_000_000, server_isn: int = 7_000_000) -> Conn:  # fmt: skip
+    def conn(
+        self,
+        client: tuple[str, int] = ("10.1.0.5", 40100),
+        server: tuple[str, int] = ("10.2.0.9", 8080),
+        client_isn: int = 1_000_000,
+        server_isn: int = 7_000_000,
+    ) -> Conn:
         return Conn(
             self, End(*client, client_isn, self.client_ttl), End(*server, server_isn, self.server_ttl)
         )
@@ -122,9 +132,21 @@ class Conn:
     def ends(self, who: str) -> tuple[End, End]:
         return (self.client, self.server) if who == CLIENT else (self.server, self.client)
 
-    def send(self, who: str, length: int = 0, t: int = 0, *, flags: int = ACK | PSH, seq: int | None = None,
-             ack: int | None = None, deliver: bool = True, ttl: int | None = None, ip_id: int | None = None,
-             advance: bool = True, seen_at: int | None = None) -> int:  # fmt: skip
+    def send(
+        self,
+        who: str,
+        length: int = 0,
+        t: int = 0,
+        *,
+        flags: int = ACK | PSH,
+        seq: int | None = None,
+        ack: int | None = None,
+        deliver: bool = True,
+        ttl: int | None = None,
+        ip_id: int | None = None,
+        advance: bool = True,
+        seen_at: int | None = None,
+    ) -> int:
         """Send one segment at the sender's time ``t`` (ns after T0); returns its arrival time at the peer.
 
         ``seen_at`` overrides the capture time (a segment forged by a middlebox between the two)."""
@@ -164,7 +186,8 @@ class Conn:
             peer.pending.append((arrival, end))
         return arrival
 
-    # ---- the usual moves ----------------------------------------------------------------------------------------
+    # ---- the usual moves
+    # ----------------------------------------------------------------------------------------
 
     def handshake(self, t: int = 0) -> int:
         """SYN, SYN-ACK, ACK; returns the time the client sent its ACK (it may send data right away)."""
@@ -191,7 +214,8 @@ class Conn:
         return self.send(who, 0, t, flags=RST | (ACK if with_ack else 0), **kw)
 
     def reply_rst(self, who: str, t: int, answering_ack: int, **kw: Any) -> int:
-        """A reply reset to a segment carrying ACK ``answering_ack``: seq = that ACK, no ACK bit (RFC 9293)."""
+        """A reply reset to a segment carrying ACK ``answering_ack``: seq = that ACK, no ACK bit (RFC
+        9293)."""
         return self.send(who, 0, t, flags=RST, seq=answering_ack, **kw)
 
     def client_next_seq_ack(self) -> int:

@@ -1,4 +1,5 @@
-"""The catalogue itself: complete, consistent, rendered (terminal and Markdown), and the error-line mapping."""
+"""The catalogue itself: complete, consistent, rendered (terminal and Markdown), and the error-line
+mapping."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def test_seed_coverage_matches_the_design_table() -> None:
         ("ConnectionResetError: [Errno 104] Connection reset by peer", "python", Errno.ECONNRESET),
         ("BrokenPipeError: [Errno 32] Broken pipe", "python", Errno.EPIPE),
         (
-            "requests.exceptions.ConnectionError: ('Connection aborted.', RemoteDisconnected('Remote end closed "
+            "requests.exceptions.ConnectionError: ('Connection aborted.', RemoteDisconnected('Remote end "
+            "closed "
             "connection without response'))",
             "python",
             Errno.EOF,
@@ -78,7 +80,8 @@ def test_seed_coverage_matches_the_design_table() -> None:
             Errno.ECONNREFUSED,
         ),
         (
-            "2024/01/01 [error] 7#7: *9 recv() failed (104: Connection reset by peer) while reading response header "
+            "2024/01/01 [error] 7#7: *9 recv() failed (104: Connection reset by peer) while reading response "
+            "header "
             'from upstream, client: 1.2.3.4, upstream: "http://10.0.0.2:8080/"',
             "nginx",
             Errno.ECONNRESET,

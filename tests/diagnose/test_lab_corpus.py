@@ -6,9 +6,11 @@ truth's cause, and negatives must give no finding.
 Two honest exceptions, both physical limits of a capture rather than tuning targets:
 
 * **blind vantage points**: a capture next to the server of a black-holed path sees a healthy connection that
-  simply goes quiet (the client's retransmissions and probes never reach it), and a SYN dropped or rejected by a
+  simply goes quiet (the client's retransmissions and probes never reach it), and a SYN dropped or rejected
+  by a
   router never reaches the server's capture at all. There the finding must be None (no false cause);
-* **wire-identical pairs**: close() with unread data, SO_LINGER {1, 0} and a client abort after a full response
+* **wire-identical pairs**: close() with unread data, SO_LINGER {1, 0} and a client abort after a full
+response
   put byte-for-byte the same RST on the wire (tcp_send_active_reset, seq = SND.NXT, ack = RCV.NXT); only the
   kernel's reset reason differs. There the truth must be the primary cause or the first alternative.
 """
@@ -16,8 +18,8 @@ Two honest exceptions, both physical limits of a capture rather than tuning targ
 from __future__ import annotations
 
 import pytest
-from diagnose.corpus import Case, cases_of, truth_files
 
+from diagnose.corpus import Case, cases_of, truth_files
 from whyreset.ids import CauseId
 
 TIMEOUT_CAUSES = {"retransmission_timeout", "keepalive_timeout", "idle_state_dropped"}
@@ -63,7 +65,8 @@ def check_case(case: Case) -> None:
 
 
 def blind(case: Case) -> bool:
-    """A server-side capture of a path that black-holed the client's packets shows a quiet, healthy connection."""
+    """A server-side capture of a path that black-holed the client's packets shows a quiet, healthy
+    connection."""
     conn = case.connection
     assert conn is not None
     return (
@@ -77,5 +80,6 @@ def blind(case: Case) -> bool:
 def test_every_cause_has_a_lab_scenario_or_is_listed_missing() -> None:
     covered = {case.truth_cause for path in TRUTHS for case in cases_of(path)}
     missing = {c.value for c in CauseId} - covered
-    # Causes that need a path the loopback lab cannot build yet (forged RSTs, lost state): covered by test_rules.
+    # Causes that need a path the loopback lab cannot build yet (forged RSTs, lost state): covered by
+    # test_rules.
     assert missing <= {"peer_lost_state", "middlebox_reset", "injected_reset"}, missing

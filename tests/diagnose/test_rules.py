@@ -1,14 +1,15 @@
 """Each cause's mechanism, scripted as the kernels play it and captured from both ends of the path.
 
-Every scenario runs in several variants (capture next to the client or next to the server, short and long paths,
+Every scenario runs in several variants (capture next to the client or next to the server, short and long
+paths,
 other ports, TTLs and sizes): the rules must follow the mechanism, not one capture's numbers.
 """
 
 from __future__ import annotations
 
 import pytest
-from diagnose.script import CLIENT, MS, SERVER, S, Conn, Path
 
+from diagnose.script import CLIENT, MS, SERVER, Conn, Path, S
 from whyreset.diagnose.symptoms import Errno
 from whyreset.ids import CauseId, Side
 from whyreset.model import ACK, FIN, RST, SYN, IcmpError
@@ -43,7 +44,8 @@ def assert_cause(path: Path, cause: CauseId, actor: Side | None = None, min_conf
     assert finding.evidence and finding.fix and finding.vantage
 
 
-# ---- handshake family -------------------------------------------------------------------------------------------
+# ---- handshake family
+# -------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("vantage", VANTAGES)
@@ -80,10 +82,22 @@ def test_icmp_unreachable(code: int) -> None:
     path = Path(capture_at=0.0)
     c = conn_on(path)
     c.send(CLIENT, 0, 0, flags=SYN)
-    path.icmp.append(IcmpError(frame=2, ts_ns=path.rows[0]["ts_ns"] + 3 * MS, reporter="10.9.9.1", ttl=62,
-                               ip_version=4, icmp_type=3, icmp_code=code, quoted_src="10.1.0.5",
-                               quoted_dst="10.2.0.9", quoted_sport=40100, quoted_dport=8080,
-                               quoted_seq=1_000_000))  # fmt: skip
+    path.icmp.append(
+        IcmpError(
+            frame=2,
+            ts_ns=path.rows[0]["ts_ns"] + 3 * MS,
+            reporter="10.9.9.1",
+            ttl=62,
+            ip_version=4,
+            icmp_type=3,
+            icmp_code=code,
+            quoted_src="10.1.0.5",
+            quoted_dst="10.2.0.9",
+            quoted_sport=40100,
+            quoted_dport=8080,
+            quoted_seq=1_000_000,
+        )
+    )
     assert_cause(path, CauseId.ICMP_UNREACHABLE, None, 0.8)
     finding = path.only_finding()
     assert finding is not None
@@ -122,7 +136,8 @@ def test_backlog_overflow_drops_the_final_ack(vantage: dict[str, float]) -> None
     c = conn_on(path)
     t = c.handshake(0)
     c.send(CLIENT, 200, t + 100_000, deliver=False)
-    # The listener never promoted the connection: it retransmits its SYN-ACK (1 s, 2 s), the client its request.
+    # The listener never promoted the connection: it retransmits its SYN-ACK (1 s, 2 s), the client its
+    # request.
     c.send(SERVER, 0, t + 1 * S, flags=SYN | ACK, seq=c.server.isn, ack=c.client.isn + 1)
     c.send(CLIENT, 200, t + 1 * S + 200 * MS, seq=c.client.isn + 1, deliver=False)
     c.send(SERVER, 0, t + 3 * S, flags=SYN | ACK, seq=c.server.isn, ack=c.client.isn + 1)
@@ -171,7 +186,8 @@ def test_listener_closed_resets_the_accept_queue_at_once(vantage: dict[str, floa
     assert results[42100] is not None and results[42100].cause is CauseId.REFUSED
 
 
-# ---- close family -----------------------------------------------------------------------------------------------
+# ---- close family
+# -----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("vantage", VANTAGES)
@@ -252,7 +268,8 @@ def test_keepalive_race(vantage: dict[str, float], idle_s: int, crossing: bool) 
     assert_cause(path, CauseId.KEEPALIVE_RACE, Side.RESP)
 
 
-# ---- path family ------------------------------------------------------------------------------------------------
+# ---- path family
+# ------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("vantage", VANTAGES)
@@ -314,7 +331,8 @@ def test_injected_reset_is_ignored_and_the_connection_continues(vantage: dict[st
     assert_cause(path, CauseId.INJECTED_RESET, None)
 
 
-# ---- timeout family ---------------------------------------------------------------------------------------------
+# ---- timeout family
+# ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("vantage", VANTAGES[:2])
@@ -365,7 +383,8 @@ def test_idle_state_dropped(vantage: dict[str, float]) -> None:
     assert_cause(path, CauseId.IDLE_STATE_DROPPED, None)
 
 
-# ---- CLOSE_WAIT, benign, negatives ------------------------------------------------------------------------------
+# ---- CLOSE_WAIT, benign, negatives
+# ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("vantage", VANTAGES[:2])

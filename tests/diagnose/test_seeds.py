@@ -6,8 +6,7 @@ Where a seed quotes packets (000: telnet to a closed port, ssh interrupted with 
 
 from __future__ import annotations
 
-from diagnose.script import CLIENT, MS, SERVER, S, Path
-
+from diagnose.script import CLIENT, MS, SERVER, Path, S
 from whyreset.diagnose.finding import Finding
 from whyreset.ids import CauseId, Side
 from whyreset.model import ACK, RST, SYN
@@ -23,7 +22,8 @@ def causes_of(finding: Finding) -> list[CauseId | None]:
     return [finding.cause, *(a.cause for a in finding.alternatives)]
 
 
-# ---- seed 000: Korean notes on "Connection reset" (TCP/IP Illustrated examples) ---------------------------------
+# ---- seed 000: Korean notes on "Connection reset" (TCP/IP Illustrated examples)
+# ---------------------------------
 
 
 def test_seed000_telnet_to_a_port_nobody_listens_on() -> None:
@@ -39,8 +39,12 @@ def test_seed000_telnet_to_a_port_nobody_listens_on() -> None:
 def test_seed000_ssh_interrupted_during_bulk_output() -> None:
     """``ssh linux cat /usr/share/dict/words`` then ^C: the client process dies with output still unread."""
     path = Path(one_way_ms=0.4, hops=0, capture_at=1.0, client_ttl=128)
-    c = path.conn(client=("192.168.10.140", 2788), server=("192.168.10.14", 22), client_isn=1520364313,
-                  server_isn=181637276)  # fmt: skip
+    c = path.conn(
+        client=("192.168.10.140", 2788),
+        server=("192.168.10.14", 22),
+        client_isn=1520364313,
+        server_isn=181637276,
+    )
     t = c.handshake(0)
     t = c.exchange(t, request=1342, response=120000)
     for i in range(8):  # the output keeps streaming; the last segments are in flight when ^C kills ssh
@@ -57,7 +61,7 @@ def test_seed000_half_open_after_the_server_rebooted() -> None:
     """telnet to sunrpc, cable pulled, server rebooted, then 'bar' typed: the new kernel resets it."""
     path = Path(one_way_ms=1.0, hops=1, capture_at=0.0)
     c = path.conn(client=("10.0.0.1", 1029), server=("10.0.0.7", 111))
-    t = c.exchange(c.handshake(0), request=5, response=0 or 5)
+    t = c.exchange(c.handshake(0), request=5, response=5)
     arrival = c.send(CLIENT, 5, t + 120 * S)
     c.reply_rst(SERVER, arrival, answering_ack=c.client.rcv_nxt or 0)
     finding = primary(path)
@@ -78,8 +82,9 @@ def test_seed000_old_duplicate_syn() -> None:
 
 def test_seed000_clean_close_to_port_3001_is_not_a_finding() -> None:
     path = Path(one_way_ms=1.5, hops=10, capture_at=0.0)
-    c = path.conn(client=("10.10.0.2", 52986), server=("1.1.1.1", 3001), client_isn=1479370850,
-                  server_isn=3196372313)  # fmt: skip
+    c = path.conn(
+        client=("10.10.0.2", 52986), server=("1.1.1.1", 3001), client_isn=1479370850, server_isn=3196372313
+    )
     t = c.exchange(c.handshake(0), request=5907, response=9693)
     a1 = c.fin(CLIENT, t + 80_000)
     a2 = c.fin(SERVER, a1)
@@ -87,7 +92,8 @@ def test_seed000_clean_close_to_port_3001_is_not_a_finding() -> None:
     assert path.only_finding() is None
 
 
-# ---- seed 001: Chinese notes on "Connection reset" causes --------------------------------------------------------
+# ---- seed 001: Chinese notes on "Connection reset" causes
+# --------------------------------------------------------
 
 
 def test_seed001_server_reads_only_the_first_request_then_closes() -> None:
@@ -146,8 +152,15 @@ def test_seed001_mobile_network_resets_after_five_idle_minutes() -> None:
     push = t + 330 * S
     c.send(SERVER, 180, push)
     # The carrier's NAT forgot the mapping and answers with its own RST (TTL 255 - 3 hops from the server).
-    c.send(CLIENT, 0, push + 20 * MS, flags=RST, seq=c.client.snd_nxt, ttl=252 + round(12 * 1.0),
-           seen_at=push + 40 * MS)  # fmt: skip
+    c.send(
+        CLIENT,
+        0,
+        push + 20 * MS,
+        flags=RST,
+        seq=c.client.snd_nxt,
+        ttl=252 + round(12 * 1.0),
+        seen_at=push + 40 * MS,
+    )
     finding = primary(path)
     assert finding.cause is CauseId.MIDDLEBOX_RESET
     assert finding.actor is None
@@ -218,7 +231,8 @@ def test_seed001_idle_connection_silently_dropped() -> None:
     assert primary(path).cause is CauseId.IDLE_STATE_DROPPED
 
 
-# ---- seed 002: "Connection reset by peer" --------------------------------------------------------------------
+# ---- seed 002: "Connection reset by peer"
+# --------------------------------------------------------------------
 
 
 def test_seed002_connection_refused() -> None:
@@ -230,7 +244,8 @@ def test_seed002_connection_refused() -> None:
 
 
 def test_seed002_keepalived_moved_the_vip() -> None:
-    """The VIP moved to the backup: its kernel has no socket for the connection and resets the next segment."""
+    """The VIP moved to the backup: its kernel has no socket for the connection and resets the next
+    segment."""
     path = Path(one_way_ms=0.5, hops=1, capture_at=0.0)
     c = path.conn(server=("10.2.0.100", 6379))
     t = c.exchange(c.handshake(0))
@@ -279,7 +294,8 @@ def test_seed002_spoofed_reset_outside_the_window() -> None:
     assert primary(path).cause is CauseId.INJECTED_RESET
 
 
-# ---- seed 003: Korean notes on CLOSE_WAIT, TIME_WAIT and SO_LINGER -----------------------------------------------
+# ---- seed 003: Korean notes on CLOSE_WAIT, TIME_WAIT and SO_LINGER
+# -----------------------------------------------
 
 
 def test_seed003_close_wait_without_close() -> None:
@@ -308,7 +324,8 @@ def test_seed003_linger_zero_sends_reset_instead_of_fin() -> None:
     assert "ECONNRESET" in finding.symptoms["python"]["orig"]
 
 
-# ---- seed 004: Chinese notes on "Connection reset" in a Java client ------------------------------------------
+# ---- seed 004: Chinese notes on "Connection reset" in a Java client
+# ------------------------------------------
 
 
 def test_seed004_server_closed_while_the_client_reads() -> None:

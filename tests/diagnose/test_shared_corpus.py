@@ -1,10 +1,12 @@
-"""Real captures from other projects (design/corpus): no crash, and every RST explained or marked undetermined."""
+"""Real captures from other projects (design/corpus): no crash, and every RST explained or marked
+undetermined."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
 from diagnose.corpus import diagnose_capture
 
 SHARED = Path("/work/shared/corpus")

@@ -1,7 +1,9 @@
 """The cause catalogue: one entry per cause id of design/causes.md, readable top to bottom.
 
-Each entry says what happens (the mechanism, in terms of what the kernel does), how it looks in a capture, what
-evidence a finding shows, the kernel's own reset / drop reason, what each application sees (rendered per runtime
+Each entry says what happens (the mechanism, in terms of what the kernel does), how it looks in a capture,
+what
+evidence a finding shows, the kernel's own reset / drop reason, what each application sees (rendered per
+runtime
 from the errno rule in `symptoms`), the fix, and the rule that recognises it (``diagnose/rules``). ``whyreset
 explain``, ``whyreset rules`` and docs/causes/*.md are all generated from this table.
 """
@@ -97,10 +99,14 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         cause=CauseId.REFUSED,
         title="Connection refused: nothing listens on the port",
         family="handshake",
-        what_happens="The SYN reached a host where no socket listens on the destination port. The kernel answers "
-        "every segment that matches no socket with a reply reset (tcp_v4_send_reset, reason NO_SOCKET): for a SYN "
-        "that is RST+ACK with seq 0 and ack = ISN+1. The client socket in SYN_SENT accepts it and connect() fails "
-        "with ECONNREFUSED. A host firewall rule `REJECT --reject-with tcp-reset` produces the same packet from "
+        what_happens="The SYN reached a host where no socket listens on the destination port. The kernel "
+        "answers "
+        "every segment that matches no socket with a reply reset (tcp_v4_send_reset, reason NO_SOCKET): for "
+        "a SYN "
+        "that is RST+ACK with seq 0 and ack = ISN+1. The client socket in SYN_SENT accepts it and connect() "
+        "fails "
+        "with ECONNREFUSED. A host firewall rule `REJECT --reject-with tcp-reset` produces the same packet "
+        "from "
         "netfilter, with the firewall's TTL.",
         signature="SYN answered by RST+ACK, ack = ISN+1, seq 0, no SYN-ACK",
         evidence=(
@@ -126,9 +132,11 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         title="Destination unreachable (ICMP): a REJECT without a reset",
         family="handshake",
         what_happens="A router or the destination's firewall rejected the segment with ICMP destination "
-        "unreachable (port unreachable, administratively prohibited, host/net unreachable) instead of a TCP RST. "
+        "unreachable (port unreachable, administratively prohibited, host/net unreachable) instead of a TCP "
+        "RST. "
         "During connect() Linux turns it into an error (icmp_err_convert: port unreachable -> ECONNREFUSED, "
-        "prohibited/host -> EHOSTUNREACH, net -> ENETUNREACH); on an established connection it is a soft error "
+        "prohibited/host -> EHOSTUNREACH, net -> ENETUNREACH); on an established connection it is a soft "
+        "error "
         "and the kernel keeps retransmitting.",
         signature="ICMP type 3 (ICMPv6 type 1) quoting the connection's SYN or data",
         evidence=(
@@ -161,7 +169,8 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         cause=CauseId.SYN_UNANSWERED,
         title="SYN never answered: host down, filtered, or queue full",
         family="handshake",
-        what_happens="Nothing came back for the SYN: the host is down or unreachable, a firewall DROPs it, or "
+        what_happens="Nothing came back for the SYN: the host is down or unreachable, a firewall DROPs it, "
+        "or "
         "the listener drops SYNs because its SYN queue or accept queue is full (tcp_conn_request counts "
         "ListenOverflows/ListenDrops and drops, it does not reset). The client kernel retransmits the SYN "
         "(1 s, 2 s, 4 s... or linear 1 s with tcp_syn_linear_timeouts) up to tcp_syn_retries, then connect() "
@@ -188,12 +197,14 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
             ),
         ),
         fix=(
-            "Check that the host is up and routable and that no firewall drops the SYNs (tcpdump on the server).",
+            "Check that the host is up and routable and that no firewall drops the SYNs (tcpdump on the "
+            "server).",
             "If the port is overloaded: raise the backlog (net.core.somaxconn and the listen() backlog) and "
             "accept faster.",
             "Use a connect timeout well below the kernel's ~2 minutes, and retry with backoff.",
         ),
-        decisive_capture="a capture next to the server shows whether the SYNs arrive; ListenDrops on the server",
+        decisive_capture="a capture next to the server shows whether the SYNs arrive; ListenDrops on the "
+        "server",
         look_alikes=(CauseId.BACKLOG_OVERFLOW, CauseId.ICMP_UNREACHABLE),
         seeds=("001",),
         rule=handshake.syn_unanswered,
@@ -202,12 +213,16 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         cause=CauseId.BACKLOG_OVERFLOW,
         title="Accept queue full: the handshake's last ACK dropped (or reset)",
         family="handshake",
-        what_happens="The application does not accept() fast enough and the listener's accept queue (min(backlog, "
-        "somaxconn)) is full. When the client's final ACK arrives the kernel cannot create the child socket: it "
-        "drops the ACK (ListenOverflows) and keeps the request in SYN_RECV, retransmitting its SYN-ACK; the client "
+        what_happens="The application does not accept() fast enough and the listener's accept queue "
+        "(min(backlog, "
+        "somaxconn)) is full. When the client's final ACK arrives the kernel cannot create the child socket: "
+        "it "
+        "drops the ACK (ListenOverflows) and keeps the request in SYN_RECV, retransmitting its SYN-ACK; the "
+        "client "
         "believes it is connected and its first request stalls. With net.ipv4.tcp_abort_on_overflow=1 the "
         "listener answers the ACK with a reset instead.",
-        signature="SYN-ACK retransmitted by the server although the client ACKed; or a reply RST right after the "
+        signature="SYN-ACK retransmitted by the server although the client ACKed; or a reply RST right after "
+        "the "
         "handshake (abort_on_overflow)",
         evidence=(
             "the client's handshake ACK and the later SYN-ACK retransmissions",
@@ -233,7 +248,8 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
             "Keep tcp_abort_on_overflow=0 so that short bursts only delay clients.",
             "Watch `ss -ltn` (Recv-Q vs Send-Q) and ListenOverflows.",
         ),
-        decisive_capture="ListenOverflows on the server; a server-side capture rules out the ACK being lost on "
+        decisive_capture="ListenOverflows on the server; a server-side capture rules out the ACK being lost "
+        "on "
         "the path",
         look_alikes=(CauseId.SYN_UNANSWERED, CauseId.LISTENER_CLOSED),
         seeds=("001", "002"),
@@ -243,8 +259,10 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         cause=CauseId.HANDSHAKE_ABORTED,
         title="Handshake abandoned by the client",
         family="handshake",
-        what_happens="The SYN sender gave up in the middle of the handshake: its connect timeout fired and it "
-        "closed the SYN_SENT socket (no packet), so the late SYN-ACK found no socket and its kernel answered with "
+        what_happens="The SYN sender gave up in the middle of the handshake: its connect timeout fired and "
+        "it "
+        "closed the SYN_SENT socket (no packet), so the late SYN-ACK found no socket and its kernel answered "
+        "with "
         "a reply reset; or a scanner sent a raw SYN and let its kernel reset the SYN-ACK.",
         signature="RST from the SYN sender after the SYN-ACK, instead of the final ACK",
         evidence=("the SYN(s), the SYN-ACK and its delay", "the client's RST (seq = the SYN-ACK's ack)"),
@@ -262,7 +280,8 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
             Role("server", False, _see(None, None, "nothing: accept() never sees the connection")),
         ),
         fix=(
-            "If the SYN-ACK was late: the server or path is slow; raise the client's connect timeout above the "
+            "If the SYN-ACK was late: the server or path is slow; raise the client's connect timeout above "
+            "the "
             "real handshake time, or fix the server's SYN backlog.",
             "If it is a scanner: nothing to fix; rate-limit or filter it.",
         ),
@@ -275,11 +294,15 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         cause=CauseId.CLOSE_WITH_UNREAD_DATA,
         title="Closed with unread data: RST instead of FIN",
         family="close",
-        what_happens="An application called close() (or exited) while bytes it had received were still unread in "
-        "its socket's receive queue. Linux (__tcp_close) then sends RST+ACK instead of FIN (RFC 2525 2.17) and "
-        "discards its own unsent data; this takes precedence over SO_LINGER. Typical: a server reads one request "
+        what_happens="An application called close() (or exited) while bytes it had received were still "
+        "unread in "
+        "its socket's receive queue. Linux (__tcp_close) then sends RST+ACK instead of FIN (RFC 2525 2.17) "
+        "and "
+        "discards its own unsent data; this takes precedence over SO_LINGER. Typical: a server reads one "
+        "request "
         "of two and closes, or rejects a request without reading its body.",
-        signature="peer data acknowledged by the closer, then an RST+ACK from the closer with no FIN before it",
+        signature="peer data acknowledged by the closer, then an RST+ACK from the closer with no FIN before "
+        "it",
         evidence=(
             "the RST (seq = its SND.NXT, ack covering the unread data)",
             "the peer's data that the closer received after it last sent anything",
@@ -302,10 +325,13 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         cause=CauseId.ABORTIVE_CLOSE,
         title="Abortive close: SO_LINGER 0, forced abort",
         family="close",
-        what_happens="The application aborted on purpose: close() with SO_LINGER {on, 0}, connect(AF_UNSPEC), "
-        "`ss -K`, or an orphan whose linger / FIN_WAIT2 timer expired (TCP_LINGER2 < 0). The kernel sends RST+ACK "
+        what_happens="The application aborted on purpose: close() with SO_LINGER {on, 0}, "
+        "connect(AF_UNSPEC), "
+        "`ss -K`, or an orphan whose linger / FIN_WAIT2 timer expired (TCP_LINGER2 < 0). The kernel sends "
+        "RST+ACK "
         "(seq = SND.NXT) instead of FIN and throws away everything not yet acknowledged.",
-        signature="RST+ACK with no FIN first and no unread peer data; the closer's unacknowledged data is lost",
+        signature="RST+ACK with no FIN first and no unread peer data; the closer's unacknowledged data is "
+        "lost",
         evidence=("the RST and what was pending (unacknowledged bytes each way)", "no FIN from the closer"),
         kernel_reasons=(
             "TCP_STATE (SO_LINGER 0 close)",
@@ -315,9 +341,11 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         ),
         roles=(Role("peer", True, RESET_READ), Role("closer", False, NOTHING_CLOSED)),
         fix=(
-            "Do not set SO_LINGER {1, 0} unless losing in-flight data is intended; close with shutdown(SHUT_WR), "
+            "Do not set SO_LINGER {1, 0} unless losing in-flight data is intended; close with "
+            "shutdown(SHUT_WR), "
             "read to EOF, then close().",
-            "If a proxy or load balancer is configured to reset (e.g. HAProxy `option nolinger`), make sure it "
+            "If a proxy or load balancer is configured to reset (e.g. HAProxy `option nolinger`), make sure "
+            "it "
             "only does so after the response is delivered.",
         ),
         decisive_capture="the closer's socket options (SO_LINGER) or its reset reason TCP_STATE",
@@ -329,9 +357,11 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         cause=CauseId.DATA_AFTER_CLOSE,
         title="Data sent to a side that had closed",
         family="close",
-        what_happens="One side's application called close() (its FIN went out); the other side, in CLOSE_WAIT, "
+        what_happens="One side's application called close() (its FIN went out); the other side, in "
+        "CLOSE_WAIT, "
         "kept writing. A fully closed socket accepts no more data: Linux answers it with a reply reset "
-        "(TCP_ABORT_ON_DATA in FIN_WAIT, TCP_TIMEWAIT_SOCKET once the orphan became a timewait socket). The writer "
+        "(TCP_ABORT_ON_DATA in FIN_WAIT, TCP_TIMEWAIT_SOCKET once the orphan became a timewait socket). The "
+        "writer "
         "reads EOF and its next write fails with EPIPE (RST accepted in CLOSE_WAIT).",
         signature="FIN from A, then data from B, answered by RST from A (seq = B's ACK, no ACK bit)",
         evidence=("A's FIN", "B's data after it (and how long after)", "A's reply RST"),
@@ -355,10 +385,14 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         cause=CauseId.KEEPALIVE_RACE,
         title="Keep-alive race: the server closed an idle connection as the client reused it",
         family="close",
-        what_happens="A server closes idle keep-alive connections after its timeout (nginx keepalive_timeout, "
-        "Node 5 s, Apache 5 s, Tomcat connectionTimeout...). If the client's pool picks that connection at the "
-        "same moment, the request crosses the FIN or is written before the client noticed it; the closed socket "
-        "answers with a reply reset. The client sees an empty response (EOF) or ECONNRESET and, being unable to "
+        what_happens="A server closes idle keep-alive connections after its timeout (nginx "
+        "keepalive_timeout, "
+        "Node 5 s, Apache 5 s, Tomcat connectionTimeout...). If the client's pool picks that connection at "
+        "the "
+        "same moment, the request crosses the FIN or is written before the client noticed it; the closed "
+        "socket "
+        "answers with a reply reset. The client sees an empty response (EOF) or ECONNRESET and, being unable "
+        "to "
         "know whether the request was processed, reports an error.",
         signature="after an idle gap A sends FIN; B's new request crosses it; A answers RST",
         evidence=(
@@ -369,12 +403,15 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         kernel_reasons=("TCP_ABORT_ON_DATA or TCP_TIMEWAIT_SOCKET (timing)",),
         roles=(Role("client", True, CLOSE_WAIT_EOF), Role("server", False, NOTHING_CLOSED)),
         fix=(
-            "Make the client's idle timeout for pooled connections shorter than the server's keep-alive timeout "
+            "Make the client's idle timeout for pooled connections shorter than the server's keep-alive "
+            "timeout "
             "(e.g. server 75 s, client 60 s; Node/Express 5 s -> client 4 s).",
             "Retry idempotent requests once on a reused connection (what browsers and Go's net/http do).",
-            "Or have the server send `Connection: close`/`Keep-Alive: timeout=N` so the client knows when it ends.",
+            "Or have the server send `Connection: close`/`Keep-Alive: timeout=N` so the client knows when it "
+            "ends.",
         ),
-        decisive_capture="the two timeouts' values; the idle time before the FIN matches the server's timeout",
+        decisive_capture="the two timeouts' values; the idle time before the FIN matches the server's "
+        "timeout",
         look_alikes=(CauseId.DATA_AFTER_CLOSE, CauseId.PEER_LOST_STATE),
         seeds=("001",),
         rule=close.keepalive_race,
@@ -383,11 +420,16 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         cause=CauseId.PEER_LOST_STATE,
         title="Peer lost the connection's state (half-open)",
         family="path",
-        what_happens="The peer no longer knows the connection: its process or host crashed or rebooted without "
-        "sending a FIN, a VIP moved to another machine (keepalived failover), or a NAT rebinding sends the packets "
-        "elsewhere. While nobody talks nothing happens; the next segment reaches a stack with no socket for the "
-        "4-tuple, which answers with a reply reset (RST, seq = the segment's ACK, no ACK bit; reason NO_SOCKET).",
-        signature="data (often after idle) answered by RST from the peer's address, TTL consistent with the peer, "
+        what_happens="The peer no longer knows the connection: its process or host crashed or rebooted "
+        "without "
+        "sending a FIN, a VIP moved to another machine (keepalived failover), or a NAT rebinding sends the "
+        "packets "
+        "elsewhere. While nobody talks nothing happens; the next segment reaches a stack with no socket for "
+        "the "
+        "4-tuple, which answers with a reply reset (RST, seq = the segment's ACK, no ACK bit; reason "
+        "NO_SOCKET).",
+        signature="data (often after idle) answered by RST from the peer's address, TTL consistent with the "
+        "peer, "
         "no FIN from it before",
         evidence=(
             "the segment and the reply RST",
@@ -400,7 +442,8 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
             Role("peer", False, _see(None, None, "nothing: the process or host that had it was gone")),
         ),
         fix=(
-            "Enable TCP keep-alive (or application heartbeats) so half-open connections are found while idle.",
+            "Enable TCP keep-alive (or application heartbeats) so half-open connections are found while "
+            "idle.",
             "On failover (VIP move), make clients reconnect; retry only idempotent requests.",
             "Investigate the peer's restarts (uptime, OOM kills, deploys).",
         ),
@@ -414,10 +457,13 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         title="Listener closed with connections still in its accept queue",
         family="handshake",
         what_happens="Handshakes completed in the kernel, but before the application accept()ed them the "
-        "listening socket was closed (service stop, restart, crash). inet_csk_listen_stop() disconnects every "
-        "queued child: each gets an RST+ACK (TCP_STATE). The clients had connected and may have sent a request; "
+        "listening socket was closed (service stop, restart, crash). inet_csk_listen_stop() disconnects "
+        "every "
+        "queued child: each gets an RST+ACK (TCP_STATE). The clients had connected and may have sent a "
+        "request; "
         "they see ECONNRESET, often many at the same instant.",
-        signature="handshake completed, maybe a request, then RST from the server with no server data; several "
+        signature="handshake completed, maybe a request, then RST from the server with no server data; "
+        "several "
         "connections to the same port at once; later SYNs refused",
         evidence=(
             "the RST with no server data before it",
@@ -427,9 +473,11 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         kernel_reasons=("TCP_STATE",),
         roles=(Role("client", True, RESET_READ), Role("server", False, NOTHING_CLOSED)),
         fix=(
-            "Drain before stopping: stop accepting at the load balancer, then accept and serve what is queued "
+            "Drain before stopping: stop accepting at the load balancer, then accept and serve what is "
+            "queued "
             "before closing the listener (graceful shutdown).",
-            "Hand the listening socket over on restart (systemd socket activation, SO_REUSEPORT with overlap).",
+            "Hand the listening socket over on restart (systemd socket activation, SO_REUSEPORT with "
+            "overlap).",
             "Clients: retry idempotent requests on connection reset.",
         ),
         decisive_capture="the server's restart time; several connections reset within the same millisecond",
@@ -441,8 +489,10 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         cause=CauseId.KEEPALIVE_TIMEOUT,
         title="Keep-alive probes unanswered: the kernel gave up",
         family="timeout",
-        what_happens="SO_KEEPALIVE was on and the connection stayed idle for tcp_keepalive_time; the kernel sent "
-        "probes (a segment at SND.UNA-1 with no data) every tcp_keepalive_intvl, and after tcp_keepalive_probes "
+        what_happens="SO_KEEPALIVE was on and the connection stayed idle for tcp_keepalive_time; the kernel "
+        "sent "
+        "probes (a segment at SND.UNA-1 with no data) every tcp_keepalive_intvl, and after "
+        "tcp_keepalive_probes "
         "unanswered ones it reset the connection (RST+ACK, TCP_KEEPALIVE_TIMEOUT) and reported ETIMEDOUT.",
         signature="idle, probes (seq = snd.nxt-1, 0/1 byte) repeated, no answer, then RST",
         evidence=("the probes and their interval", "no answer from the peer", "the prober's RST"),
@@ -453,7 +503,8 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         ),
         fix=(
             "Find why the peer stopped answering (host down, path cut, middlebox dropped the state).",
-            "If a middlebox drops idle state, set keep-alive time below its idle timeout so it never expires.",
+            "If a middlebox drops idle state, set keep-alive time below its idle timeout so it never "
+            "expires.",
         ),
         decisive_capture="a capture next to the peer shows whether the probes arrive",
         look_alikes=(CauseId.IDLE_STATE_DROPPED, CauseId.RETRANSMISSION_TIMEOUT),
@@ -464,8 +515,10 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         cause=CauseId.RETRANSMISSION_TIMEOUT,
         title="Data never acknowledged: retransmission timeout",
         family="timeout",
-        what_happens="Data was sent and never acknowledged. The kernel retransmitted with exponential backoff "
-        "until tcp_retries2 (about 15 minutes) or TCP_USER_TIMEOUT expired, then dropped the connection without an "
+        what_happens="Data was sent and never acknowledged. The kernel retransmitted with exponential "
+        "backoff "
+        "until tcp_retries2 (about 15 minutes) or TCP_USER_TIMEOUT expired, then dropped the connection "
+        "without an "
         "RST and reported ETIMEDOUT. The peer or the path was gone (crash, power off, cable, route).",
         signature="retransmissions of the same bytes at doubling intervals, no ACK, then silence (or RST)",
         evidence=("the retransmissions and intervals", "silence from the peer"),
@@ -479,7 +532,8 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
             Role("peer", False, _see(None, None, "nothing: the data never reached it")),
         ),
         fix=(
-            "Set TCP_USER_TIMEOUT (or application timeouts) to detect a dead peer in seconds, not 15 minutes.",
+            "Set TCP_USER_TIMEOUT (or application timeouts) to detect a dead peer in seconds, not 15 "
+            "minutes.",
             "Find the break: peer down, route or firewall change, MTU black hole (large segments only).",
         ),
         decisive_capture="a capture next to the peer shows whether the data arrives",
@@ -491,11 +545,14 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         cause=CauseId.IDLE_STATE_DROPPED,
         title="Idle connection silently dropped by a middlebox",
         family="path",
-        what_happens="A stateful device on the path (NAT, firewall, load balancer, mobile carrier) expired the "
+        what_happens="A stateful device on the path (NAT, firewall, load balancer, mobile carrier) expired "
+        "the "
         "idle connection from its table without telling either end. The next packet after the idle period is "
-        "dropped (or would be answered by RST, see middlebox_reset); the sender retransmits into the void until "
+        "dropped (or would be answered by RST, see middlebox_reset); the sender retransmits into the void "
+        "until "
         "it times out.",
-        signature="long idle, then data retransmitted with no answer (usually ends in a retransmission timeout)",
+        signature="long idle, then data retransmitted with no answer (usually ends in a retransmission "
+        "timeout)",
         evidence=(
             "the idle time before the unanswered data",
             "the peer had answered before the idle period",
@@ -507,7 +564,8 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
             Role("peer", False, _see(None, None, "nothing: the data never reaches it")),
         ),
         fix=(
-            "Enable TCP keep-alive with tcp_keepalive_time below the middlebox's idle timeout (e.g. 60 s for a "
+            "Enable TCP keep-alive with tcp_keepalive_time below the middlebox's idle timeout (e.g. 60 s for "
+            "a "
             "350 s load balancer, < 5 min on mobile networks).",
             "Or raise the middlebox's idle timeout; pool clients: drop connections idle longer than it.",
         ),
@@ -520,11 +578,15 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         cause=CauseId.MIDDLEBOX_RESET,
         title="RST forged by a middlebox",
         family="path",
-        what_happens="A device on the path (load balancer or firewall idle timeout, NAT, IPS) sent an RST in the "
-        "name of an endpoint, often toward both ends at once. It is not made by the endpoint's kernel: its TTL "
-        "(initial value minus hops) and IP ID do not match that endpoint's own packets, and it can arrive faster "
+        what_happens="A device on the path (load balancer or firewall idle timeout, NAT, IPS) sent an RST in "
+        "the "
+        "name of an endpoint, often toward both ends at once. It is not made by the endpoint's kernel: its "
+        "TTL "
+        "(initial value minus hops) and IP ID do not match that endpoint's own packets, and it can arrive "
+        "faster "
         "than a round trip to that endpoint allows.",
-        signature="RST whose TTL/hop limit or IP ID pattern differs from that endpoint's packets; often after "
+        signature="RST whose TTL/hop limit or IP ID pattern differs from that endpoint's packets; often "
+        "after "
         "idle; often RSTs toward both ends",
         evidence=(
             "the RST's TTL against the endpoint's own TTL (and the host's other connections)",
@@ -534,7 +596,8 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         kernel_reasons=("none on the endpoints",),
         roles=(Role("client", True, RESET_READ), Role("server", False, RESET_READ)),
         fix=(
-            "Keep connections alive below the device's idle timeout (TCP keep-alive, heartbeats), or raise the "
+            "Keep connections alive below the device's idle timeout (TCP keep-alive, heartbeats), or raise "
+            "the "
             "timeout.",
             "For an IPS: check its logs for the rule that fired.",
         ),
@@ -547,8 +610,10 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         cause=CauseId.INVALID_SEGMENT,
         title="Reset in reply to a segment that did not fit",
         family="path",
-        what_happens="A side received a segment that made no sense for the connection: a SYN-ACK acknowledging "
-        "another SYN (an old duplicate, RFC 9293 figure 9), an ACK for data never sent, a bad SYN in SYN_RECV, a "
+        what_happens="A side received a segment that made no sense for the connection: a SYN-ACK "
+        "acknowledging "
+        "another SYN (an old duplicate, RFC 9293 figure 9), an ACK for data never sent, a bad SYN in "
+        "SYN_RECV, a "
         "PAWS failure. The kernel answers with a reply reset whose seq is the offending segment's ACK.",
         signature="RST with seq = the offending ACK, right after an unexpected segment",
         evidence=("the offending segment and why it does not fit", "the reply RST"),
@@ -561,7 +626,8 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         ),
         roles=(Role("other side", True, RESET_READ),),
         fix=(
-            "Look for a stale peer (old duplicate segments, a reused 4-tuple, tcp_tw_recycle-era NAT timestamp "
+            "Look for a stale peer (old duplicate segments, a reused 4-tuple, tcp_tw_recycle-era NAT "
+            "timestamp "
             "issues) or a middlebox rewriting sequence numbers.",
         ),
         decisive_capture="the offending segment's ACK against what the RST's sender had sent",
@@ -574,7 +640,8 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         title="Unacceptable RST (spoofed or broken middlebox)",
         family="path",
         what_happens="An RST arrived whose sequence number the receiver could not accept: outside the window "
-        "(dropped) or inside but not exact (RFC 5961: answered with a challenge ACK). Spoofed resets and broken "
+        "(dropped) or inside but not exact (RFC 5961: answered with a challenge ACK). Spoofed resets and "
+        "broken "
         "middleboxes produce them; the connection survives on RFC 5961 stacks.",
         signature="RST with seq outside / not at the receiver's RCV.NXT; the receiver continues or sends a "
         "challenge ACK",
@@ -598,9 +665,12 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         cause=CauseId.CLOSE_WAIT_LEAK,
         title="CLOSE_WAIT leak: the peer's FIN was never followed by close()",
         family="close",
-        what_happens="A side received the FIN (its kernel acknowledged it, the socket went to CLOSE_WAIT) but its "
-        "application never called close(): the descriptor leaks, and the connection stays half-open until the "
-        "process exits. The closer waits in FIN_WAIT2 (tcp_fin_timeout for orphans). If the leaker writes later "
+        what_happens="A side received the FIN (its kernel acknowledged it, the socket went to CLOSE_WAIT) "
+        "but its "
+        "application never called close(): the descriptor leaks, and the connection stays half-open until "
+        "the "
+        "process exits. The closer waits in FIN_WAIT2 (tcp_fin_timeout for orphans). If the leaker writes "
+        "later "
         "it gets an RST and EPIPE, not ECONNRESET.",
         signature="FIN from A acknowledged, no FIN from B for the rest of the capture (B may keep sending)",
         evidence=("A's FIN and B's ACK of it", "how long B stayed without a FIN while the capture continued"),
@@ -610,8 +680,10 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
             Role("closer", True, _see(None, None, "nothing: waits in FIN_WAIT2")),
         ),
         fix=(
-            "Close the socket when read() returns 0 (EOF), in every code path (try/finally, with-statements).",
-            "Return HTTP client connections to the pool / release response bodies so the library can close them.",
+            "Close the socket when read() returns 0 (EOF), in every code path (try/finally, "
+            "with-statements).",
+            "Return HTTP client connections to the pool / release response bodies so the library can close "
+            "them.",
             "Monitor `ss -tan state close-wait | wc -l`.",
         ),
         decisive_capture="`ss -tanp state close-wait` on the leaking host names the process",

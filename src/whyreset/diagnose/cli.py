@@ -1,7 +1,8 @@
 """``whyreset explain`` and ``whyreset rules``: the catalogue on the terminal and as Markdown.
 
 * ``whyreset explain CAUSE`` renders one catalogue entry;
-* ``whyreset explain "<error line>"`` maps an error pasted from Java, Python, Go, Node.js, curl or nginx to the
+* ``whyreset explain "<error line>"`` maps an error pasted from Java, Python, Go, Node.js, curl or nginx to
+the
   causes that produce it, and says which capture would decide between them;
 * ``whyreset rules`` lists every entry; ``whyreset rules --markdown DIR`` writes docs/causes/*.md.
 

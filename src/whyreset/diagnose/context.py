@@ -2,12 +2,16 @@
 
 One connection rarely proves who sent its RST. The rest of the capture often does:
 
-* a host's **TTL profile** (every TTL its ordinary packets arrived with, over all its connections): an RST that
+* a host's **TTL profile** (every TTL its ordinary packets arrived with, over all its connections): an RST
+that
   carries the host's address but a TTL the host never used was made somewhere else on the path;
-* the **listening ports** (SYN-ACKs seen from ``host:port``): a port that answered handshakes was listening, so a
+* the **listening ports** (SYN-ACKs seen from ``host:port``): a port that answered handshakes was listening,
+so a
   later refusal or silence means the listener went away or was overloaded, not that nothing was ever there;
-* **reset clusters**: a listener that closes resets every connection still waiting in its accept queue at once, so
-  several "handshake, then RST from the server, no server data" connections to one ``host:port`` within a moment
+* **reset clusters**: a listener that closes resets every connection still waiting in its accept queue at
+once, so
+  several "handshake, then RST from the server, no server data" connections to one ``host:port`` within a
+  moment
   point to ``listener_closed``;
 * the **ICMP errors** that quote a connection's segments;
 * the capture's time span (a connection that stops long before the capture ends really stopped).
@@ -112,7 +116,8 @@ class DiagnosisContext:
             key = (error.quoted_src, error.quoted_sport, error.quoted_dst, error.quoted_dport)
             self.icmp_by_flow.setdefault(key, []).append(error)
 
-    # ---- queries used by the rules -------------------------------------------------------------------------------
+    # ---- queries used by the rules
+    # -------------------------------------------------------------------------------
 
     def ttl_profile(self, host: str) -> Counter[int]:
         return self.host_ttls.get(host, Counter())

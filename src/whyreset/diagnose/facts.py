@@ -1,16 +1,21 @@
 """Per-connection facts the rules reason with, computed once from the connection's own packets.
 
-The core summarises a connection (states, events, `ResetInfo`); the rules also need a few packet-level facts that a
-summary loses: the segment an RST answers, how long the connection was silent before it, which sequence numbers each
-side had sent and acknowledged at that moment, and the TTL / IP ID each side used on its ordinary packets. They are
+The core summarises a connection (states, events, `ResetInfo`); the rules also need a few packet-level facts
+that a
+summary loses: the segment an RST answers, how long the connection was silent before it, which sequence
+numbers each
+side had sent and acknowledged at that moment, and the TTL / IP ID each side used on its ordinary packets.
+They are
 computed here from ``Connection.packets`` so every rule reads the same numbers.
 
-Sequence numbers are made relative to each side's ISN (or to its first sequence number minus one when the SYN was
+Sequence numbers are made relative to each side's ISN (or to its first sequence number minus one when the SYN
+was
 not captured) and unwrapped modulo 2**32 around that base, like Wireshark's relative sequence numbers.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from statistics import median
 
@@ -21,7 +26,8 @@ from whyreset.model import ACK, FIN, RST, SYN
 SEQ_MOD = 1 << 32
 HALF_SEQ = 1 << 31
 INITIAL_TTLS = (32, 64, 128, 255)
-"""Initial TTL / hop-limit values stacks use (Linux/macOS 64, Windows 128, network gear 255, old stacks 32)."""
+"""Initial TTL / hop-limit values stacks use (Linux/macOS 64, Windows 128, network gear 255, old stacks
+32)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +76,8 @@ class Seg:
 
 
 def initial_ttl(ttl: int) -> int:
-    """The initial TTL a packet most likely left its sender with (the smallest common initial value >= ttl)."""
+    """The initial TTL a packet most likely left its sender with (the smallest common initial value >=
+    ttl)."""
     for initial in INITIAL_TTLS:
         if ttl <= initial:
             return initial
@@ -109,7 +116,8 @@ class SideFacts:
         return self.data[-1] if self.data else None
 
     def snd_nxt_before(self, ts_ns: int, index: int) -> int:
-        """Highest relative sequence end it had sent before the given packet (its SND.NXT as far as we saw)."""
+        """Highest relative sequence end it had sent before the given packet (its SND.NXT as far as we
+        saw)."""
         best = 0
         for seg in self.segs:
             if seg.index >= index or seg.ts_ns > ts_ns:
@@ -145,7 +153,8 @@ class ResetFacts:
     idle_before_ns: int
     """Silence on the connection before the trigger (or before the RST when there is no trigger)."""
     answers_trigger: bool
-    """The RST has the shape of the RFC 793 reply to the trigger: no ACK bit and seq = the trigger's ACK, or ACK bit
+    """The RST has the shape of the RFC 793 reply to the trigger: no ACK bit and seq = the trigger's ACK, or
+    ACK bit
     with seq 0 and ack = trigger's sequence end (Linux tcp_v4_send_reset)."""
 
 
@@ -285,7 +294,8 @@ def _handshake_times(orig: SideFacts, resp: SideFacts) -> tuple[int | None, int 
     if syn is None or synack is None:
         return None, None
     first_syn_ts = syn.ts_ns
-    # Measure from the last SYN transmission before the SYN-ACK: the SYN-ACK answers the latest one it received.
+    # Measure from the last SYN transmission before the SYN-ACK: the SYN-ACK answers the latest one it
+    # received.
     for seg in orig.segs:
         if seg.syn and seg.ts_ns <= synack.ts_ns:
             first_syn_ts = seg.ts_ns
@@ -298,7 +308,8 @@ def _handshake_times(orig: SideFacts, resp: SideFacts) -> tuple[int | None, int 
 
 
 def _data_rtt(segs: tuple[Seg, ...]) -> int | None:
-    """Fastest turnaround from a data segment to the first ACK covering it: an upper bound of the RTT seen from
+    """Fastest turnaround from a data segment to the first ACK covering it: an upper bound of the RTT seen
+    from
     the capture point toward the receiver (used when the handshake was not captured)."""
     best: int | None = None
     for i, seg in enumerate(segs):
@@ -320,8 +331,10 @@ def _accepted(info: ResetInfo, seg: Seg, receiver: SideFacts, sender: SideFacts)
         return True
     if info.acceptability in (RstAcceptability.IN_WINDOW, RstAcceptability.OUT_OF_WINDOW):
         # Linux tcp_reset_check(): in CLOSE_WAIT / LAST_ACK / CLOSING an RST at rcv_nxt - 1 (the sender's FIN
-        # sequence number, i.e. seq = the ACK of data that crossed the FIN) is accepted too. The sender's FIN went
-        # the same way before the RST, so the receiver had processed it: it was in one of those states (whatever a
+        # sequence number, i.e. seq = the ACK of data that crossed the FIN) is accepted too. The sender's FIN
+        # went
+        # the same way before the RST, so the receiver had processed it: it was in one of those states
+        # (whatever a
         # capture-side estimate of its state says), unless it had closed first.
         fin = sender.fin
         if fin is None or fin.index > seg.index or seg.rel_seq != fin.rel_seq + fin.length:
@@ -383,7 +396,7 @@ def compute_facts(conn: Connection) -> Facts:
         rtt = syn_to_synack + synack_to_ack
     if rtt is None:
         rtt = _data_rtt(segs)
-    gaps = [b.ts_ns - a.ts_ns for a, b in zip(segs, segs[1:], strict=False)]
+    gaps = [b.ts_ns - a.ts_ns for a, b in itertools.pairwise(segs)]
     return Facts(
         conn=conn,
         segs=segs,

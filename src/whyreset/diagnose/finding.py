@@ -13,7 +13,8 @@ class EvidenceItem:
     """One fact supporting (or weakening) a diagnosis, anchored on a packet when there is one."""
 
     text: str
-    """The fact in one sentence, e.g. ``RST from resp 1.2.3.4 seq=1001 ack=2049 TTL 57 (its own packets: 64)``."""
+    """The fact in one sentence, e.g. ``RST from resp 1.2.3.4 seq=1001 ack=2049 TTL 57 (its own packets:
+    64)``."""
     frame: int | None = None
     """Capture record number the fact is about."""
     ts_ns: int | None = None
@@ -33,7 +34,8 @@ class Alternative:
     confidence: float
     """0..1, lower than the primary's."""
     how_to_tell: str
-    """What observation would decide (e.g. ``a server-side capture would show whether the RST left the server``)."""
+    """What observation would decide (e.g. ``a server-side capture would show whether the RST left the
+    server``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """Render catalogue entries and error-line matches: Markdown for docs/causes, plain data for the terminal.
 
-Everything shown is generated from ``diagnose.catalogue`` and ``diagnose.symptoms``; nothing is written by hand.
+Everything shown is generated from ``diagnose.catalogue`` and ``diagnose.symptoms``; nothing is written by
+hand.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from pathlib import Path
 from whyreset.diagnose.catalogue import CATALOGUE, ENTRIES, CatalogueEntry
 from whyreset.diagnose.symptoms import RUNTIMES, Errno, Operation, RuntimeMessage, match_error_line
 from whyreset.ids import CauseId
-
 
 LIKELIHOOD: tuple[CauseId, ...] = (
     CauseId.KEEPALIVE_RACE,
@@ -34,8 +34,10 @@ LIKELIHOOD: tuple[CauseId, ...] = (
     CauseId.BENIGN_RESET,
     CauseId.INJECTED_RESET,
 )
-"""How often each cause is behind a reported error in practice (keep-alive races and unread-data closes top the
-issue trackers of HTTP clients and proxies): the order in which ``explain "<error line>"`` lists candidates."""
+"""How often each cause is behind a reported error in practice (keep-alive races and unread-data closes top
+the
+issue trackers of HTTP clients and proxies): the order in which ``explain "<error line>"`` lists
+candidates."""
 
 
 def symptom_rows(entry: CatalogueEntry) -> list[tuple[str, str, str]]:
@@ -87,7 +89,8 @@ def entry_markdown(entry: CatalogueEntry) -> str:
         "",
         "## Telling it apart",
         "",
-        f"Often confused with: {', '.join(f'[`{c.value}`]({c.value}.md)' for c in entry.look_alikes) or '-'}. "
+        f"Often confused with: "
+        f"{', '.join(f'[`{c.value}`]({c.value}.md)' for c in entry.look_alikes) or '-'}. "
         f"What decides: {entry.decisive_capture}.",
         "",
         "## Rule",
@@ -110,7 +113,8 @@ def index_markdown() -> str:
     for entry in ENTRIES:
         reasons = ", ".join(entry.kernel_reasons)
         lines.append(
-            f"| [`{entry.cause.value}`]({entry.cause.value}.md) | {entry.family} | {entry.title} | {reasons} |"
+            f"| [`{entry.cause.value}`]({entry.cause.value}.md) | {entry.family} | {entry.title} | "
+            f"{reasons} |"
         )
     lines.append("")
     return "\n".join(lines)
@@ -173,8 +177,10 @@ def _exact(cause: CauseId, errors: list[tuple[Errno, Operation]]) -> bool:
 def _decider(errnos: set[Errno]) -> str:
     if Errno.ECONNRESET in errnos or Errno.EPIPE in errnos:
         return (
-            "capture on the side that got the error and, ideally, on the peer: the RST's sender, its TTL against "
-            "the sender's own packets, what preceded it (a FIN, idle time, unread data) and whether a capture next "
+            "capture on the side that got the error and, ideally, on the peer: the RST's sender, its TTL "
+            "against "
+            "the sender's own packets, what preceded it (a FIN, idle time, unread data) and whether a "
+            "capture next "
             "to the peer shows the RST leaving it. `whyreset analyze` on that capture names the cause."
         )
     if Errno.ECONNREFUSED in errnos:

@@ -1,20 +1,26 @@
 """What each application saw: the kernel's errno rule, and how each runtime words the resulting error.
 
-The kernel decides the errno; runtimes only dress it. On Linux (``tcp_reset()`` in net/ipv4/tcp_input.c) an accepted
+The kernel decides the errno; runtimes only dress it. On Linux (``tcp_reset()`` in net/ipv4/tcp_input.c) an
+accepted
 RST sets the socket error from the state the socket was in when the RST arrived:
 
 * SYN_SENT   -> ECONNREFUSED (``connect()`` fails: "Connection refused");
 * CLOSE_WAIT -> EPIPE (the application already read EOF; its next write fails with "Broken pipe");
 * any other  -> ECONNRESET (the next read or write fails with "Connection reset by peer").
 
-Once the socket is reset, a further write gets EPIPE (the socket is closed for sending) and raises SIGPIPE unless the
-runtime ignores it (every runtime listed here does). Timeouts (SYN or data retransmitted until the kernel gives up,
-keep-alive probes unanswered) give ETIMEDOUT; an ICMP destination unreachable during ``connect()`` gives ECONNREFUSED
+Once the socket is reset, a further write gets EPIPE (the socket is closed for sending) and raises SIGPIPE
+unless the
+runtime ignores it (every runtime listed here does). Timeouts (SYN or data retransmitted until the kernel
+gives up,
+keep-alive probes unanswered) give ETIMEDOUT; an ICMP destination unreachable during ``connect()`` gives
+ECONNREFUSED
 (port unreachable) or EHOSTUNREACH / ENETUNREACH (``icmp_err_convert`` in net/ipv4/icmp.c).
 
-Each `RuntimeMessage` is the text a runtime prints for one (errno, operation) pair, with a regex that recognises the
+Each `RuntimeMessage` is the text a runtime prints for one (errno, operation) pair, with a regex that
+recognises the
 line when a user pastes it into ``whyreset explain``. The wording comes from each project's sources (OpenJDK's
-``NioSocketImpl`` and ``SocketInputStream``, CPython's ``OSError`` subclasses, Go's ``net.OpError``, libuv's error
+``NioSocketImpl`` and ``SocketInputStream``, CPython's ``OSError`` subclasses, Go's ``net.OpError``, libuv's
+error
 names, curl's ``curl_easy_strerror`` table, nginx's upstream module), not from memory of blog posts.
 """
 
@@ -69,7 +75,8 @@ def errno_for_reset(receiver_state: TcpState) -> Errno:
 
 
 def errno_for_icmp(ip_version: int, icmp_type: int, icmp_code: int) -> Errno:
-    """The errno ``connect()`` gets from an ICMP destination unreachable (icmp_err_convert / icmpv6_err_convert)."""
+    """The errno ``connect()`` gets from an ICMP destination unreachable (icmp_err_convert /
+    icmpv6_err_convert)."""
     if ip_version == 4 and icmp_type == 3:
         if icmp_code == 3:  # port unreachable
             return Errno.ECONNREFUSED
@@ -109,7 +116,8 @@ class RuntimeMessage:
     note: str = ""
     """Which API / version prints it, when that matters."""
     client_side: bool | None = None
-    """True when only the connecting side prints it (nginx's upstream messages), False for the accepting side."""
+    """True when only the connecting side prints it (nginx's upstream messages), False for the accepting
+    side."""
 
     def matches(self, line: str) -> bool:
         return re.search(self.pattern, line, re.IGNORECASE) is not None
@@ -131,10 +139,13 @@ R, W, C = Operation.READ, Operation.WRITE, Operation.CONNECT
 RESET, PIPE, REFUSED, TIMEDOUT = Errno.ECONNRESET, Errno.EPIPE, Errno.ECONNREFUSED, Errno.ETIMEDOUT
 HOSTUNREACH, NETUNREACH, EOF = Errno.EHOSTUNREACH, Errno.ENETUNREACH, Errno.EOF
 
-# Order matters for display only: the first message of a (runtime, errno, operation) is the one shown in findings.
+# Order matters for display only: the first message of a (runtime, errno, operation) is the one shown in
+# findings.
 MESSAGES: tuple[RuntimeMessage, ...] = (
-    # ---- Java. Reads: SocketInputStream (JDK <= 12, PlainSocketImpl) and NioSocketImpl.implRead (JDK 13+) both
-    # turn ConnectionResetException into SocketException("Connection reset"). Writes: the native strerror text,
+    # ---- Java. Reads: SocketInputStream (JDK <= 12, PlainSocketImpl) and NioSocketImpl.implRead (JDK 13+)
+    # both
+    # turn ConnectionResetException into SocketException("Connection reset"). Writes: the native strerror
+    # text,
     # "Broken pipe" / "Connection reset by peer" (JDK 9-12 append " (Write failed)"; Windows says
     # "Connection reset by peer: socket write error").
     _m(
@@ -184,7 +195,8 @@ MESSAGES: tuple[RuntimeMessage, ...] = (
         R,
         "java.net.SocketException: Connection timed out",
         r"SocketException: Connection timed out|SocketTimeoutException: Read timed out",
-        "kernel gave up (retransmissions or keep-alive); SO_TIMEOUT gives 'SocketTimeoutException: Read timed out'",
+        "kernel gave up (retransmissions or keep-alive); SO_TIMEOUT gives 'SocketTimeoutException: Read "
+        "timed out'",
     ),
     _m(
         "java", HOSTUNREACH, C, "java.net.NoRouteToHostException: No route to host", r"NoRouteToHostException"
@@ -204,7 +216,8 @@ MESSAGES: tuple[RuntimeMessage, ...] = (
         R,
         "ConnectionResetError: [Errno 104] Connection reset by peer",
         r"ConnectionResetError|\[Errno 104\]|Connection reset by peer'?\)",
-        "requests: ConnectionError(('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))) "
+        "requests: ConnectionError(('Connection aborted.', ConnectionResetError(104, 'Connection reset by "
+        "peer'))) "
         "or ChunkedEncodingError mid-body; httpx: ReadError; aiohttp: ClientOSError",
     ),
     _m("python", RESET, R, "httpx.ReadError: [Errno 104] Connection reset by peer", r"httpx\.ReadError"),
@@ -238,7 +251,8 @@ MESSAGES: tuple[RuntimeMessage, ...] = (
         C,
         "ConnectionRefusedError: [Errno 111] Connection refused",
         r"ConnectionRefusedError|\[Errno 111\]|NewConnectionError|httpx\.ConnectError|ClientConnectorError",
-        "requests: ConnectionError(... NewConnectionError(... [Errno 111] Connection refused)); httpx: ConnectError;"
+        "requests: ConnectionError(... NewConnectionError(... [Errno 111] Connection refused)); httpx: "
+        "ConnectError;"
         " aiohttp: ClientConnectorError",
     ),
     _m(
@@ -505,7 +519,8 @@ MESSAGES: tuple[RuntimeMessage, ...] = (
 def message_for(
     runtime: str, errno: Errno, operation: Operation, *, client: bool | None = None
 ) -> str | None:
-    """The first known message of ``runtime`` for (errno, operation), honouring nginx's client/server split."""
+    """The first known message of ``runtime`` for (errno, operation), honouring nginx's client/server
+    split."""
     for candidate in _candidates(runtime, errno, operation, client):
         return candidate.text
     # A read that fails after a reset and a write that fails look alike in some runtimes: fall back to any op.
@@ -540,7 +555,8 @@ class AppView:
     """What one application saw at the end of a connection, independent of the runtime."""
 
     errno: Errno | None
-    """The error its socket call returned; None when it saw nothing (it had closed, crashed, or never knew)."""
+    """The error its socket call returned; None when it saw nothing (it had closed, crashed, or never
+    knew)."""
     operation: Operation | None
     """The call that failed (or returned EOF)."""
     explanation: str
@@ -559,7 +575,8 @@ class AppView:
 
 
 def render_views(views: dict[str, AppView], client_side: str = "orig") -> dict[str, dict[str, str]]:
-    """runtime -> side -> message, for a mapping side -> `AppView` (``client_side`` names the connecting side)."""
+    """runtime -> side -> message, for a mapping side -> `AppView` (``client_side`` names the connecting
+    side)."""
     return {
         runtime: {side: view.render(runtime, client=side == client_side) for side, view in views.items()}
         for runtime in RUNTIMES

@@ -2,7 +2,8 @@
 
 ``diagnose(connection, context) -> Finding | None``:
 
-* None for connections that ended well or are still fine (clean, open, a half-close that the capture does not show
+* None for connections that ended well or are still fine (clean, open, a half-close that the capture does not
+show
   to be a leak, a simultaneous close...);
 * a Finding with the best-supported cause, its evidence and ranked alternatives when a rule's score reaches
   `MIN_PRIMARY`;
@@ -32,7 +33,8 @@ QUIET_OUTCOMES = frozenset({Outcome.CLEAN, Outcome.OPEN, Outcome.HALF_CLOSED})
 
 
 def diagnose(conn: Connection, context: DiagnosisContext | None = None) -> Finding | None:
-    """Diagnose one connection against the capture-wide context (built from the connection alone if absent)."""
+    """Diagnose one connection against the capture-wide context (built from the connection alone if
+    absent)."""
     if context is None:
         context = build_context([conn])
     if conn.outcome is Outcome.CLEAN and not conn.resets:
@@ -156,7 +158,8 @@ def _undetermined_reason(facts: Facts, candidates: list[Candidate]) -> str:
 
 
 def impact(facts: Facts) -> Impact:
-    """Bytes each side never got acknowledged, and whether the first speaker's last request went unanswered."""
+    """Bytes each side never got acknowledged, and whether the first speaker's last request went
+    unanswered."""
     conn = facts.conn
     data = [s for s in facts.segs if s.length > 0 and not s.rst]
     unanswered = False

@@ -5,10 +5,14 @@ The kernel facts behind them (net/ipv4/tcp.c, __tcp_close and tcp_rcv_state_proc
 
 * ``close()`` with unread bytes in the receive queue sends RST+ACK instead of FIN (RFC 2525 2.17;
   TCPAbortOnClose, reason TCP_ABORT_ON_CLOSE) and throws away whatever was still queued for sending;
-* ``close()`` with SO_LINGER {1, 0} does the same on purpose (TCP_STATE); ``connect(AF_UNSPEC)`` and ``ss -K`` too;
-* after a full ``close()`` (not ``shutdown(SHUT_WR)``) the socket refuses new data: data arriving in FIN_WAIT1/2 is
-  answered by a reply reset (TCPAbortOnData, TCP_ABORT_ON_DATA; TCP_TIMEWAIT_SOCKET once it is a timewait socket);
-* the peer that received the FIN sits in CLOSE_WAIT until its application closes: an RST accepted there gives EPIPE
+* ``close()`` with SO_LINGER {1, 0} does the same on purpose (TCP_STATE); ``connect(AF_UNSPEC)`` and ``ss
+-K`` too;
+* after a full ``close()`` (not ``shutdown(SHUT_WR)``) the socket refuses new data: data arriving in
+FIN_WAIT1/2 is
+  answered by a reply reset (TCPAbortOnData, TCP_ABORT_ON_DATA; TCP_TIMEWAIT_SOCKET once it is a timewait
+  socket);
+* the peer that received the FIN sits in CLOSE_WAIT until its application closes: an RST accepted there gives
+EPIPE
   on the next write, and its reads return EOF.
 """
 
@@ -45,7 +49,8 @@ RACE_WINDOW_MIN_NS = 50 * NS_PER_MS
 noticed the FIN (a pool handing out a connection it had not yet read EOF on)."""
 RACE_WINDOW_RTTS = 4
 LEAK_MIN_NS = 20 * NS_PER_MS
-"""Applications close within a scheduling delay of reading EOF: their FIN usually rides on the ACK of the peer's
+"""Applications close within a scheduling delay of reading EOF: their FIN usually rides on the ACK of the
+peer's
 FIN. Tens of milliseconds without it (and hundreds of RTTs) are already suspicious; confidence grows with the
 duration the capture shows."""
 LEAK_RTTS = 200
@@ -63,13 +68,15 @@ class AbortShape:
     received: int
     """Peer bytes the closer had received (acknowledged): all of them may still sit unread in its socket."""
     unread: int
-    """Of those, the bytes received after the closer last sent data (nothing it sent can be a reply to them)."""
+    """Of those, the bytes received after the closer last sent data (nothing it sent can be a reply to
+    them)."""
     closer_unacked: int
     """Bytes the closer had sent that the peer had not acknowledged (in flight, discarded)."""
     peer_unacked: int
     """Bytes the peer had sent that the closer had not acknowledged when it reset."""
     peer_awaits_reply: bool
-    """The peer spoke last: its last data came after the closer's last data, so it was waiting for an answer."""
+    """The peer spoke last: its last data came after the closer's last data, so it was waiting for an
+    answer."""
 
 
 def _abort_shape(f: Facts) -> AbortShape | None:
@@ -95,7 +102,8 @@ def _abort_shape(f: Facts) -> AbortShape | None:
     peer_start = min((s.rel_seq for s in peer_data_before), default=0)
     received_total = max(0, min(received or 0, peer_end) - peer_start) if peer_data_before else 0
     last_peer = peer_data_before[-1] if peer_data_before else None
-    # The peer waits for an answer when it spoke last and it is the side that opened the exchange (its data are
+    # The peer waits for an answer when it spoke last and it is the side that opened the exchange (its data
+    # are
     # requests, the closer's are responses): a TCP capture cannot read the protocol, the first speaker is the
     # usual requester.
     first_data = next((s for s in f.segs if s.length > 0 and not s.rst), None)
@@ -120,15 +128,18 @@ def _abort_shape(f: Facts) -> AbortShape | None:
 
 def _pending_text(shape: AbortShape) -> str:
     return (
-        f"at the RST: {shape.received} peer byte(s) received by the closer, {shape.unread} of them after it last "
+        f"at the RST: {shape.received} peer byte(s) received by the closer, {shape.unread} of them after "
+        "it last "
         "sent data, "
-        f"{shape.closer_unacked} of its own byte(s) unacknowledged, {shape.peer_unacked} peer byte(s) not yet "
+        f"{shape.closer_unacked} of its own byte(s) unacknowledged, {shape.peer_unacked} peer byte(s) not "
+        "yet "
         f"acknowledged; the peer {'was' if shape.peer_awaits_reply else 'was not'} waiting for a reply"
     )
 
 
 def _shape_factor(shape: AbortShape) -> float:
-    """Active closes send RST+ACK on their own; a reply-shaped RST points to a socket that was already gone."""
+    """Active closes send RST+ACK on their own; a reply-shaped RST points to a socket that was already
+    gone."""
     return 1.0 if is_active_shape(shape.reset) else 0.4
 
 
@@ -154,8 +165,10 @@ def close_with_unread_data(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candi
     shape = _abort_shape(f)
     if shape is None or shape.received == 0:
         return None
-    # The wire cannot show whether the application read what it received; an RST without FIN after receiving data
-    # is what the kernel does on close() with unread data, so this is the default reading. A peer still waiting
+    # The wire cannot show whether the application read what it received; an RST without FIN after receiving
+    # data
+    # is what the kernel does on close() with unread data, so this is the default reading. A peer still
+    # waiting
     # for its answer makes it likelier; the closer's own data in flight points to a deliberate abort instead.
     score = 0.5 + (0.1 if shape.peer_awaits_reply else 0.0) + (0.05 if shape.peer_unacked else 0.0)
     score -= forgery(f, ctx, v, shape.reset).score * 0.5
@@ -163,7 +176,8 @@ def close_with_unread_data(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candi
     evidence = _abort_evidence(f, shape)
     summary = (
         f"the {'server' if closer is Side.RESP else 'client'} application closed its socket with "
-        f"received data still unread ({shape.received} byte(s) received), so its kernel sent RST instead of FIN"
+        f"received data still unread ({shape.received} byte(s) received), so its kernel sent RST instead "
+        "of FIN"
     )
     return Candidate(
         CauseId.CLOSE_WITH_UNREAD_DATA,
@@ -178,7 +192,8 @@ def close_with_unread_data(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candi
 
 
 def _orphan_abort(f: Facts) -> tuple[ResetFacts, Seg] | None:
-    """(RST, the closer's FIN) when the closer sent FIN, the peer acknowledged it without closing or sending more,
+    """(RST, the closer's FIN) when the closer sent FIN, the peer acknowledged it without closing or sending
+    more,
     and the closer then reset: its orphan gave up (TCP_LINGER2 < 0, TCP_ABORT_ON_LINGER)."""
     reset = f.ending_reset
     if reset is None:
@@ -242,7 +257,8 @@ def _linger_abort(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts
         ),
         describe_rst(f, reset),
         EvidenceItem(
-            f"{ms(wait)} after its FIN the closer reset instead of waiting for the peer's FIN: an orphan whose "
+            f"{ms(wait)} after its FIN the closer reset instead of waiting for the peer's FIN: an orphan "
+            "whose "
             "FIN_WAIT2 time was cut (TCP_LINGER2 < 0) or a linger timeout"
         ),
     ]
@@ -258,7 +274,8 @@ def _linger_abort(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts
         summary,
         tuple(evidence),
         {peer: victim_view_for_reset(reset, f.side(peer), after_sender_fin=True), closer: SILENT},
-        "TCPAbortOnLinger on the closer's host (reset reason TCP_ABORT_ON_LINGER); TCP_LINGER2 set on its socket",
+        "TCPAbortOnLinger on the closer's host (reset reason TCP_ABORT_ON_LINGER); TCP_LINGER2 set on its "
+        "socket",
     )
 
 
@@ -323,7 +340,8 @@ def benign_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | Non
 def _data_after_fin(f: Facts, reset: ResetFacts) -> tuple[Seg, Seg] | None:
     """(closer's FIN, first peer data the closed socket received after closing), before the RST.
 
-    Next to the closer the data is captured after its FIN; next to the writer, data that crossed the FIN in flight
+    Next to the closer the data is captured after its FIN; next to the writer, data that crossed the FIN in
+    flight
     is captured *before* the FIN, which then does not acknowledge it."""
     closer = f.side(reset.seg.side)
     peer = f.side(reset.seg.side.other)
@@ -339,7 +357,8 @@ def _data_after_fin(f: Facts, reset: ResetFacts) -> tuple[Seg, Seg] | None:
     if not late:
         return None
     first = late[0]
-    # A half-closed socket (shutdown(SHUT_WR)) would acknowledge that data and carry on: the closer must not have.
+    # A half-closed socket (shutdown(SHUT_WR)) would acknowledge that data and carry on: the closer must not
+    # have.
     accepted = closer.highest_ack_before(reset.seg.index)
     if (
         accepted is not None
@@ -403,7 +422,8 @@ def keepalive_race(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
         return None
     fin, data = found
     closer, peer = reset.seg.side, reset.seg.side.other
-    # The silence before the close: before the FIN, or before the request when that crossed it and was captured
+    # The silence before the close: before the FIN, or before the request when that crossed it and was
+    # captured
     # first (next to the client).
     first = fin if fin.index < data.index else data
     idle = f.gap_before(first)
@@ -420,7 +440,8 @@ def keepalive_race(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
         )
     # Servers time out idle keep-alive connections; a client closing while the server pushes is rarer.
     role = 0.1 if closer is Side.RESP else -0.15
-    # Without an idle period before the FIN this is a server closing mid-conversation (data_after_close), not a
+    # Without an idle period before the FIN this is a server closing mid-conversation (data_after_close), not
+    # a
     # keep-alive timeout racing a reused connection.
     score = 0.4 + (0.35 if idle_close else 0.0) + (0.1 if crossed else 0.0) + role
     evidence = [

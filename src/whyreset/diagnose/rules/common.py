@@ -1,23 +1,32 @@
 """What every rule shares: the candidate a rule proposes, and the evidence helpers.
 
-A rule is a small function ``(facts, context, vantage) -> Candidate | None``. It proposes one cause with a score in
-0..1 that grows with each independent piece of evidence the mechanism predicts, and shrinks with evidence against
-it. The verdict (``diagnose.verdict``) ranks the candidates of every rule: the best becomes the finding, the others
+A rule is a small function ``(facts, context, vantage) -> Candidate | None``. It proposes one cause with a
+score in
+0..1 that grows with each independent piece of evidence the mechanism predicts, and shrinks with evidence
+against
+it. The verdict (``diagnose.verdict``) ranks the candidates of every rule: the best becomes the finding, the
+others
 its alternatives.
 
-Two kinds of RST look alike in a capture but come from different kernel paths, and the difference is on the wire:
+Two kinds of RST look alike in a capture but come from different kernel paths, and the difference is on the
+wire:
 
-* **reply resets** (Linux ``tcp_v4_send_reset``, RFC 9293 3.10.7.1): the answer to a segment that fits no socket or
-  that a closed socket refuses. When the offending segment carries an ACK, the RST has *no* ACK bit and its sequence
+* **reply resets** (Linux ``tcp_v4_send_reset``, RFC 9293 3.10.7.1): the answer to a segment that fits no
+socket or
+  that a closed socket refuses. When the offending segment carries an ACK, the RST has *no* ACK bit and its
+  sequence
   number is that ACK value; otherwise it has ACK set, seq 0 and ack = the segment's end. Causes: ``refused``,
   ``peer_lost_state``, ``data_after_close``, ``keepalive_race``, ``invalid_segment``, abort_on_overflow.
-* **active resets** (``tcp_send_active_reset``): sent by a live socket on its own initiative, always RST+ACK with
-  seq = SND.NXT and ack = RCV.NXT. Causes: ``close_with_unread_data``, ``abortive_close``, ``keepalive_timeout``,
+* **active resets** (``tcp_send_active_reset``): sent by a live socket on its own initiative, always RST+ACK
+with
+  seq = SND.NXT and ack = RCV.NXT. Causes: ``close_with_unread_data``, ``abortive_close``,
+  ``keepalive_timeout``,
   ``listener_closed``.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,7 +41,8 @@ NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
 
 IDLE_MIN_NS = 100 * NS_PER_MS
-"""Shortest silence called "idle" in absolute terms (keep-alive timeouts are usually seconds to minutes, but test
+"""Shortest silence called "idle" in absolute terms (keep-alive timeouts are usually seconds to minutes, but
+test
 and tuned servers go well below a second); the RTT-relative and pace-relative conditions do the real work."""
 IDLE_RTT_FACTOR = 20
 """...and it must also be long compared with the connection's own round trip."""
@@ -94,7 +104,8 @@ def describe_rst(f: Facts, reset: ResetFacts) -> EvidenceItem:
     ttl = f"TTL {seg.ttl}" + (f" (its other packets: {usual})" if usual is not None else "")
     payload = f", payload {reset.info.payload_text!r}" if reset.info.payload_text else ""
     text = (
-        f"RST from {who(f, seg.side)} seq={seg.rel_seq} {ack} {ttl}, {reset.info.acceptability.value} for the "
+        f"RST from {who(f, seg.side)} seq={seg.rel_seq} {ack} {ttl}, {reset.info.acceptability.value} for "
+        "the "
         f"receiver in {reset.info.receiver_state.value}{payload}"
     )
     return seg_item(
@@ -136,7 +147,8 @@ def idle_threshold(f: Facts) -> int:
 
 
 def is_idle_gap(f: Facts, gap_ns: int) -> bool:
-    """A silence long in absolute terms, compared with the RTT, and compared with the connection's usual pace."""
+    """A silence long in absolute terms, compared with the RTT, and compared with the connection's usual
+    pace."""
     if gap_ns < idle_threshold(f):
         return False
     return f.median_gap_ns == 0 or gap_ns >= 5 * f.median_gap_ns
@@ -156,7 +168,8 @@ def victim_view_for_reset(
 ) -> AppView:
     """The errno rule applied to the RST's receiver, with the call that most likely reported it.
 
-    ``after_sender_fin``: the RST's sender had sent a FIN before it, so the receiver processed that FIN first (same
+    ``after_sender_fin``: the RST's sender had sent a FIN before it, so the receiver processed that FIN first
+    (same
     direction, in order) and was in CLOSE_WAIT, whatever a capture-side estimate of its state says."""
     state = reset.info.receiver_state
     if after_sender_fin and state in (TcpState.ESTABLISHED, TcpState.UNKNOWN):
@@ -170,7 +183,8 @@ def victim_view_for_reset(
         return AppView(
             Errno.EOF,
             Operation.READ,
-            "it had received the FIN, so a read returns EOF (no response), and the RST accepted in CLOSE_WAIT "
+            "it had received the FIN, so a read returns EOF (no response), and the RST accepted in "
+            "CLOSE_WAIT "
             "makes its next write fail with EPIPE",
         )
     if state is TcpState.UNKNOWN:
@@ -252,7 +266,7 @@ def _ip_id_anomaly(f: Facts, seg: Seg, sender: SideFacts, items: list[EvidenceIt
     ids = [i for i in sender.ip_ids if i != 0]
     if f.conn.ip_version != 4 or len(ids) < 3 or seg.ip_id == 0:
         return 0.0
-    steps = [(b - a) % 65536 for a, b in zip(ids, ids[1:], strict=False)]
+    steps = [(b - a) % 65536 for a, b in itertools.pairwise(ids)]
     if max(steps) > 64:
         return 0.0  # not a per-connection counter: IP IDs carry no information
     expected = ids[-1]
@@ -268,7 +282,8 @@ def _ip_id_anomaly(f: Facts, seg: Seg, sender: SideFacts, items: list[EvidenceIt
 
 
 def _too_fast(f: Facts, v: Vantage, reset: ResetFacts, items: list[EvidenceItem]) -> float:
-    """A reply reset that reaches a capture next to the receiver faster than a round trip to the sender did not
+    """A reply reset that reaches a capture next to the receiver faster than a round trip to the sender did
+    not
     come from the sender."""
     rtt = f.rtt_ns
     if rtt is None or rtt < NS_PER_MS or reset.reaction_ns is None or reset.trigger is None:

@@ -1,7 +1,10 @@
-"""Rules for connections that failed around the handshake: refused, unreachable, unanswered, overflowing, aborted,
+"""Rules for connections that failed around the handshake: refused, unreachable, unanswered, overflowing,
+aborted,
 and listeners that went away with connections still in their accept queue."""
 
 from __future__ import annotations
+
+import itertools
 
 from whyreset.diagnose.context import DiagnosisContext
 from whyreset.diagnose.facts import Facts, Seg
@@ -45,7 +48,8 @@ def _handshake_ack(f: Facts) -> Seg | None:
 
 
 def refused(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
-    """SYN answered by RST+ACK acknowledging it: no listener (NO_SOCKET), or a firewall REJECT with tcp-reset."""
+    """SYN answered by RST+ACK acknowledging it: no listener (NO_SOCKET), or a firewall REJECT with
+    tcp-reset."""
     reset = f.ending_reset
     syn = f.orig.syn
     if reset is None or syn is None or reset.seg.side is not Side.RESP or _synacks(f):
@@ -120,7 +124,10 @@ def icmp_unreachable(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate |
             "kernel keeps retransmitting and finally reports ETIMEDOUT (or the soft error)",
         )
         score = 0.7
-    summary = f"{reporter} answered with ICMP destination unreachable (code {first.icmp_code}) instead of the TCP peer"
+    summary = (
+        f"{reporter} answered with ICMP destination unreachable (code {first.icmp_code}) "
+        "instead of the TCP peer"
+    )
     return Candidate(
         CauseId.ICMP_UNREACHABLE,
         score,
@@ -141,7 +148,7 @@ def syn_unanswered(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
     capture_after = ctx.capture_end_ns(f.conn) - syns[-1].ts_ns
     if len(syns) >= 2:
         score = 0.85
-        gaps = [b.ts_ns - a.ts_ns for a, b in zip(syns, syns[1:], strict=False)]
+        gaps = [b.ts_ns - a.ts_ns for a, b in itertools.pairwise(syns)]
         pattern = ", ".join(ms(g) for g in gaps)
         evidence = [
             seg_item(
@@ -199,7 +206,8 @@ def syn_unanswered(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
 
 
 def backlog_overflow(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
-    """The listener's accept queue was full: the handshake's final ACK was dropped (SYN-ACK retransmitted although
+    """The listener's accept queue was full: the handshake's final ACK was dropped (SYN-ACK retransmitted
+    although
     the client ACKed), or answered by a reset with tcp_abort_on_overflow=1."""
     synacks = _synacks(f)
     ack = _handshake_ack(f)
@@ -305,7 +313,8 @@ def _abort_on_overflow(f: Facts, ack: Seg) -> Candidate | None:
 
 
 def handshake_aborted(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
-    """The SYN sender reset instead of completing the handshake (connect timeout fired, scanner, or its socket was
+    """The SYN sender reset instead of completing the handshake (connect timeout fired, scanner, or its
+    socket was
     gone when the SYN-ACK arrived)."""
     reset = f.ending_reset or (f.resets[0] if f.resets else None)
     synacks = _synacks(f)

@@ -1,5 +1,7 @@
-"""Rules for resets whose sender did not know the connection, or was not the endpoint at all: a peer that lost its
-state, a middlebox that forged the RST, an RST the receiver could not accept, and replies to invalid segments."""
+"""Rules for resets whose sender did not know the connection, or was not the endpoint at all: a peer that
+lost its
+state, a middlebox that forged the RST, an RST the receiver could not accept, and replies to invalid
+segments."""
 
 from __future__ import annotations
 
@@ -130,7 +132,8 @@ def middlebox_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | 
 
 
 def injected_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
-    """An RST the receiver could not accept (out of window, or in window but not exact: RFC 5961 challenge ACK)."""
+    """An RST the receiver could not accept (out of window, or in window but not exact: RFC 5961 challenge
+    ACK)."""
     ending = f.ending_reset
     rejected = [r for r in f.unaccepted_resets if ending is None or r.seg.index < ending.seg.index]
     if not rejected:
@@ -210,7 +213,8 @@ def _misfit(f: Facts, reset: ResetFacts, trig: Seg) -> str | None:
         return "a SYN on an already established 4-tuple"
     if not trig.syn and trig.index == 0 and not f.conn.established:
         return (
-            "a segment out of the blue: no handshake and no earlier traffic of this connection in the capture, and "
+            "a segment out of the blue: no handshake and no earlier traffic of this connection in the "
+            "capture, and "
             "the receiver had no connection for it (a stale or stray segment)"
         )
     return None

@@ -1,14 +1,17 @@
-"""Rules for connections that died of silence: unanswered keep-alive probes, data retransmitted until the sender
+"""Rules for connections that died of silence: unanswered keep-alive probes, data retransmitted until the
+sender
 gave up, and the silent middlebox that dropped an idle connection's state.
 
 Kernel facts: a keep-alive probe is a segment at SND.UNA - 1 with no data (tcp_xmit_probe_skb); after
 tcp_keepalive_probes unanswered probes the kernel sends RST+ACK (TCP_KEEPALIVE_TIMEOUT) and reports ETIMEDOUT.
-Data is retransmitted with exponential backoff until tcp_retries2 (about 15 minutes) or TCP_USER_TIMEOUT expires;
+Data is retransmitted with exponential backoff until tcp_retries2 (about 15 minutes) or TCP_USER_TIMEOUT
+expires;
 then the socket is dropped *without* an RST and the application gets ETIMEDOUT.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from whyreset.diagnose.context import DiagnosisContext
@@ -66,7 +69,7 @@ def _keepalive_timeout(f: Facts, ctx: DiagnosisContext, side: SideFacts) -> Cand
     if len(probes) < 2 and own_reset is None:
         return None
     score = 0.85 if own_reset is not None else 0.6
-    intervals = [b.ts_ns - a.ts_ns for a, b in zip(probes, probes[1:], strict=False)]
+    intervals = [b.ts_ns - a.ts_ns for a, b in itertools.pairwise(probes)]
     evidence: list[EvidenceItem] = [
         seg_item(
             f,
@@ -141,10 +144,11 @@ def _stall(f: Facts, side: SideFacts) -> Stall | None:
 
 def _backoff_text(stall: Stall) -> str:
     times = [s.ts_ns for s in stall.transmissions]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    growing = all(b >= a * 1.4 for a, b in zip(gaps, gaps[1:], strict=False)) and len(gaps) >= 2
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    growing = all(b >= a * 1.4 for a, b in itertools.pairwise(gaps)) and len(gaps) >= 2
     shape = "doubling (exponential backoff)" if growing else "retransmitted"
-    return f"{len(stall.transmissions) - 1} retransmission(s), intervals {', '.join(ms(g) for g in gaps)}: {shape}"
+    intervals = ", ".join(ms(g) for g in gaps)
+    return f"{len(stall.transmissions) - 1} retransmission(s), intervals {intervals}: {shape}"
 
 
 def _stall_candidate(f: Facts, ctx: DiagnosisContext, v: Vantage, stall: Stall, idle: bool) -> Candidate:
@@ -182,7 +186,8 @@ def _stall_candidate(f: Facts, ctx: DiagnosisContext, v: Vantage, stall: Stall, 
             ),
         )
         summary = (
-            f"after {ms(stall.idle_before_ns)} of idle nothing answered {who(f, sender)} any more: a stateful "
+            f"after {ms(stall.idle_before_ns)} of idle nothing answered {who(f, sender)} any more: a "
+            "stateful "
             "middlebox (NAT, firewall, load balancer) had silently dropped the idle connection"
         )
         score = 0.7 - (0.3 if icmp else 0.0)
