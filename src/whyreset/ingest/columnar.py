@@ -407,13 +407,21 @@ class _Decoder:
         with_options = header_len > 20
         if with_options.any():
             opt_rows = rows[with_options]
-            self._tcp_options(opt_rows, l4[with_options] + 20, np.minimum(data_at, cap_end)[with_options])
+            self._tcp_options(
+                opt_rows,
+                l4[with_options] + 20,
+                np.minimum(data_at, cap_end)[with_options],
+                data_at[with_options],
+            )
 
-    def _tcp_options(self, rows: I64, begin: I64, end: I64) -> None:
-        """Parse the options of ``rows``: the usual data-segment layout directly, the others by a walk."""
+    def _tcp_options(self, rows: I64, begin: I64, end: I64, header_end: I64) -> None:
+        """Parse the options of ``rows`` from ``begin`` to ``end`` (captured) within ``header_end``.
+
+        The usual data-segment layout is read directly, the others are walked.
+        """
         rest = self._timestamps_only(rows, begin, end)
         if rest.size:
-            self._walk_tcp_options(rows[rest], begin[rest], end[rest])
+            self._walk_tcp_options(rows[rest], begin[rest], end[rest], header_end[rest])
 
     def _timestamps_only(self, rows: I64, begin: I64, end: I64) -> I64:
         """Rows whose options are exactly NOP NOP Timestamps (Linux data segments) are read in one go.
@@ -432,8 +440,12 @@ class _Decoder:
         others[candidates[simple]] = False
         return np.flatnonzero(others)
 
-    def _walk_tcp_options(self, rows: I64, begin: I64, end: I64) -> None:
-        """Walk the option lists of all ``rows`` in lock step: one option per row per step."""
+    def _walk_tcp_options(self, rows: I64, begin: I64, end: I64, header_end: I64) -> None:
+        """Walk the option lists of all ``rows`` in lock step: one option per row per step.
+
+        An option that overruns the TCP header is malformed and ends the walk; one that is only cut by the
+        snaplen ends it too, but keeps the SACK blocks that were captured whole.
+        """
         cols = self.cols
         sack = cols[SACK_COLUMN]
         cursor = begin.copy()
@@ -452,9 +464,11 @@ class _Decoder:
             has_length = at + 1 < end[listed]
             length = np.zeros(len(listed), np.int64)
             length[has_length] = self.buf[at[has_length] + 1]
-            sane = has_length & (length >= 2) & (at + length <= end[listed])
+            sane = has_length & (length >= 2) & (at + length <= header_end[listed])
             listed, at, kind, length = listed[sane], at[sane], kind[sane], length[sane]
             target = rows[listed]
+            captured = at + length <= end[listed]
+            kind = np.where(captured | (kind == 5), kind, 0)  # a cut option other than SACK is lost
             mss = (kind == 2) & (length == 4)
             cols["opt_mss"][target[mss]] = self._be16_at(at[mss] + 2)
             wscale = (kind == 3) & (length == 3)
@@ -466,7 +480,10 @@ class _Decoder:
             cols["opt_ts_val"][target[stamps]] = self._be32_at(at[stamps] + 2)
             cols["opt_ts_ecr"][target[stamps]] = self._be32_at(at[stamps] + 6)
             blocks = np.where((kind == 5) & (length >= 10) & ((length - 2) % 8 == 0), (length - 2) // 8, 0)
-            blocks = np.minimum(blocks, SACK_MAX_BLOCKS)
+            whole_blocks_captured = np.maximum((end[listed] - at - 2) // 8, 0)
+            blocks = np.minimum(
+                np.where(captured, blocks, np.minimum(blocks, whole_blocks_captured)), SACK_MAX_BLOCKS
+            )
             cols["sack_count"][target[blocks > 0]] = blocks[blocks > 0]
             for block in range(SACK_MAX_BLOCKS):
                 has = blocks > block
