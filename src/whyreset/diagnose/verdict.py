@@ -167,7 +167,7 @@ def impact(facts: Facts) -> Impact:
         first_speaker = data[0].side
         last_request = max((s.index for s in data if s.side is first_speaker), default=-1)
         unanswered = not any(s.index > last_request and s.side is not first_speaker for s in data)
-    orig_lost, resp_lost = conn.orig.unacked_bytes, conn.resp.unacked_bytes
+    orig_lost, resp_lost = _unacked(facts, Side.ORIG), _unacked(facts, Side.RESP)
     parts = []
     if orig_lost:
         parts.append(f"{orig_lost} byte(s) from the originator never acknowledged")
@@ -177,6 +177,24 @@ def impact(facts: Facts) -> Impact:
         parts.append("the last request got no response")
     summary = "; ".join(parts) if parts else "nothing lost: every byte sent was acknowledged"
     return Impact(orig_lost, resp_lost, unanswered, summary)
+
+
+def _unacked(facts: Facts, side: Side) -> int:
+    """Payload bytes ``side`` sent that the other side never acknowledged, counting ordinary ACKs and the ACK
+    of the
+    RST that ended the connection, but not the ACK fields of other resets (a forged RST acknowledges
+    nothing)."""
+    sender, receiver = facts.side(side), facts.side(side.other)
+    sent = max((s.rel_seq + s.length for s in sender.segs if s.length and not s.rst), default=0)
+    if sent == 0:
+        return 0
+    acks = [s.rel_ack for s in receiver.segs if s.rel_ack is not None and not s.rst]
+    ending = facts.ending_reset
+    if ending is not None and ending.seg.side is side.other and ending.seg.rel_ack is not None:
+        acks.append(ending.seg.rel_ack)
+    start = min((s.rel_seq for s in sender.segs if s.length and not s.rst), default=1)
+    acked = max(acks, default=start)
+    return max(0, sent - max(acked, start))
 
 
 def _symptoms(facts: Facts, views: dict[Side, AppView]) -> dict[str, dict[str, str]]:

@@ -29,6 +29,7 @@ from whyreset.diagnose.rules.common import (
     SILENT,
     Candidate,
     clamp,
+    closing_reset,
     describe_rst,
     describe_trigger,
     forgery,
@@ -375,7 +376,7 @@ def _delivery_view(reset: ResetFacts, peer: SideFacts) -> AppView:
 
 def data_after_close(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
     """Data reached a side whose application had closed (FIN sent): its kernel answered with RST."""
-    reset = f.ending_reset
+    reset = closing_reset(f)
     if reset is None:
         return None
     found = _data_after_fin(f, reset)
@@ -414,7 +415,7 @@ def data_after_close(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate |
 
 def keepalive_race(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
     """A server closed an idle keep-alive connection just as the client sent a new request on it."""
-    reset = f.ending_reset
+    reset = closing_reset(f)
     if reset is None:
         return None
     found = _data_after_fin(f, reset)

@@ -156,11 +156,31 @@ def is_idle_gap(f: Facts, gap_ns: int) -> bool:
 
 def unacked_at(sender: SideFacts, receiver: SideFacts, index: int) -> int:
     """Bytes ``sender`` had sent before packet ``index`` that ``receiver`` had not acknowledged by then."""
-    sent = sender.snd_nxt_before(1 << 62, index)
+    # Payload only: an unacknowledged FIN is not lost data.
+    sent = max(
+        (s.rel_seq + s.length for s in sender.segs if s.index < index and s.length and not s.rst), default=0
+    )
+    if sent == 0:
+        return 0
     acked = receiver.highest_ack_before(index)
     if acked is None:
         acked = 1 if sender.isn_seen else 0
     return max(0, sent - acked)
+
+
+def closing_reset(f: Facts) -> ResetFacts | None:
+    """The RST that ended the connection; failing that, the first reply reset a closed endpoint sent after
+    its FIN
+    (the receiver may have ignored it, having moved RCV.NXT past the RST's seq, yet it shows what the closed
+    side
+    did)."""
+    if f.ending_reset is not None:
+        return f.ending_reset
+    for reset in f.resets:
+        fin = f.side(reset.seg.side).fin
+        if fin is not None and fin.index < reset.seg.index and reset.answers_trigger:
+            return reset
+    return None
 
 
 def victim_view_for_reset(
@@ -282,25 +302,44 @@ def _ip_id_anomaly(f: Facts, seg: Seg, sender: SideFacts, items: list[EvidenceIt
 
 
 def _too_fast(f: Facts, v: Vantage, reset: ResetFacts, items: list[EvidenceItem]) -> float:
-    """A reply reset that reaches a capture next to the receiver faster than a round trip to the sender did
-    not
-    come from the sender."""
+    """An RST that reaches a capture next to its receiver sooner after the segment it reacts to than a round
+    trip
+    to its sender allows did not come from the sender."""
     rtt = f.rtt_ns
-    if rtt is None or rtt < NS_PER_MS or reset.reaction_ns is None or reset.trigger is None:
+    if rtt is None or rtt < NS_PER_MS or v.near is not reset.seg.side.other:
         return 0.0
-    if v.near is not reset.seg.side.other:
+    reference = _reacts_to(f, reset)
+    if reference is None:
         return 0.0
-    if reset.reaction_ns < rtt // 3:
+    reaction = reset.seg.ts_ns - reference.ts_ns
+    if reaction < rtt // 3:
         items.append(
             seg_item(
                 f,
                 reset.seg,
-                f"the RST arrived {ms(reset.reaction_ns)} after the segment it answers, "
-                f"faster than the {ms(rtt)} round trip to the sender",
+                f"the RST arrived {ms(reaction)} after the segment it reacts to, faster than "
+                f"the {ms(rtt)} round trip to the sender",
             )
         )
         return 0.45
     return 0.0
+
+
+def _reacts_to(f: Facts, reset: ResetFacts) -> Seg | None:
+    """The segment the RST's sender must have received before sending it: the one a reply reset answers, or
+    the
+    latest one an RST+ACK acknowledges."""
+    if reset.answers_trigger:
+        return reset.trigger
+    ack = reset.seg.rel_ack
+    if ack is None:
+        return None
+    covered = [
+        s
+        for s in f.side(reset.seg.side.other).segs
+        if s.index < reset.seg.index and not s.rst and (s.length or s.syn or s.fin) and s.end_seq == ack
+    ]
+    return covered[-1] if covered else None
 
 
 def _both_directions(f: Facts, reset: ResetFacts, items: list[EvidenceItem]) -> float:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 
 from whyreset.diagnose.context import DiagnosisContext
-from whyreset.diagnose.facts import Facts, Seg
+from whyreset.diagnose.facts import Facts, ResetFacts, Seg
 from whyreset.diagnose.finding import EvidenceItem
 from whyreset.diagnose.rules.common import (
     NS_PER_S,
@@ -318,6 +318,9 @@ def handshake_aborted(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate 
     gone when the SYN-ACK arrived)."""
     reset = f.ending_reset or (f.resets[0] if f.resets else None)
     synacks = _synacks(f)
+    server_gave_up = reset is None or reset.seg.side is Side.RESP
+    if f.orig.syn is not None and len(synacks) >= 2 and _handshake_ack(f) is None and server_gave_up:
+        return _synack_unanswered(f, synacks, reset)
     if reset is None or reset.seg.side is not Side.ORIG or not synacks or f.orig.syn is None:
         return None
     final_ack = _handshake_ack(f)
@@ -350,6 +353,40 @@ def handshake_aborted(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate 
         tuple(evidence),
         {Side.ORIG: view, Side.RESP: AppView(None, None, "nothing: accept() never sees the connection")},
         "the client's connect timeout compared with the SYN-ACK delay",
+    )
+
+
+def _synack_unanswered(f: Facts, synacks: list[Seg], reset: ResetFacts | None) -> Candidate:
+    """The client never completed the handshake: the server's SYN-ACKs went unanswered until it gave up."""
+    evidence: list[EvidenceItem] = [
+        seg_item(
+            f,
+            synacks[0],
+            f"SYN-ACK sent {len(synacks)} times over {ms(synacks[-1].ts_ns - synacks[0].ts_ns)}"
+            f", never acknowledged by {who(f, Side.ORIG)}",
+        ),
+    ]
+    if reset is not None:
+        evidence.append(describe_rst(f, reset))
+    summary = (
+        f"the client {f.conn.orig_h}:{f.conn.orig_p} never completed the handshake (it gave up, or a "
+        "filter on "
+        "its side dropped the SYN-ACKs); the server"
+        + (" finally reset the half-open connection" if reset is not None else " gave up")
+    )
+    view = AppView(
+        Errno.ETIMEDOUT,
+        Operation.CONNECT,
+        "connect() times out: the SYN-ACKs never reached it, or it had already given up",
+    )
+    return Candidate(
+        CauseId.HANDSHAKE_ABORTED,
+        0.6,
+        Side.ORIG,
+        summary,
+        tuple(evidence),
+        {Side.ORIG: view, Side.RESP: AppView(None, None, "nothing: accept() never sees the connection")},
+        "a capture next to the client shows whether the SYN-ACKs arrive; its firewall's drop counters",
     )
 
 

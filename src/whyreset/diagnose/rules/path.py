@@ -92,13 +92,18 @@ def peer_lost_state(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | 
 
 def middlebox_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
     """An RST forged by a device on the path (LB/firewall/NAT idle timeout, IPS)."""
-    reset = f.ending_reset or (f.resets[0] if f.resets else None)
-    if reset is None:
+    ending = f.ending_reset or (f.resets[0] if f.resets else None)
+    if ending is None:
         return None
-    check = forgery(f, ctx, v, reset)
+    # The most suspicious RST of the connection: a forged one may also come after the real ending (an IPS
+    # resetting a connection the endpoints already tore down).
+    checks = [(forgery(f, ctx, v, r), r) for r in f.resets]
+    check, reset = max(checks, key=lambda pair: (pair[0].score, pair[1] is ending))
     if check.score < 0.2:
         return None
     score = 0.25 + 0.65 * check.score
+    if reset is not ending:
+        score *= 0.6  # a device took part, but something else ended the connection first
     evidence = [describe_rst(f, reset), *check.items]
     if is_idle_gap(f, reset.idle_before_ns):
         score += 0.1
