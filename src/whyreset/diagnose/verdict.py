@@ -160,7 +160,6 @@ def _undetermined_reason(facts: Facts, candidates: list[Candidate]) -> str:
 def impact(facts: Facts) -> Impact:
     """Bytes each side never got acknowledged, and whether the first speaker's last request went
     unanswered."""
-    conn = facts.conn
     data = [s for s in facts.segs if s.length > 0 and not s.rst]
     unanswered = False
     if data:
