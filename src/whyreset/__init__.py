@@ -1,8 +1,7 @@
 """whyreset: why did my TCP connection reset?
 
 Rebuild every TCP connection from a packet capture, tell how each one ended and, for those that ended badly,
-who
-reset it and why, with the packets as evidence. The public entry point is `analyze`::
+who reset it and why, with the packets as evidence. The public entry point is `analyze`::
 
     import whyreset
     result = whyreset.analyze("capture.pcap")

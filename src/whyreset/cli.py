@@ -106,7 +106,7 @@ def analyze(
         for warning in analysis.warnings:
             err.print(safe_text(f"whyreset: warning: {warning}", "yellow"))
         if as_json:
-            for record in analysis.records(show_payload=show_payload):
+            for record in analysis.iter_records(show_payload=show_payload):
                 write_json_line(record, sys.stdout)
             sys.stdout.flush()
         else:

@@ -36,7 +36,9 @@ printed as the RST's own field."""
 
 def ns_to_epoch(ts_ns: int) -> float:
     """Integer nanoseconds to epoch seconds rounded to the microsecond, as Zeek's ``ts`` shows it."""
-    return round(ts_ns / 1e9, 6)
+    # Integer rounding to the microsecond first, then one float division: exact to the microsecond and several
+    # times cheaper than round() on a float (this runs for every timestamp of every record).
+    return ((ts_ns + 500) // 1000) / 1e6
 
 
 def is_abnormal(connection: Connection, finding: Finding | None) -> bool:
