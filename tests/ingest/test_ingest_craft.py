@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ingest_helpers import T0, handshake, records
+from ingest_helpers import T0, handshake
 
 from whyreset.ingest import craft, read_capture
 
@@ -130,8 +130,8 @@ def test_frame_batch_take_and_concat() -> None:
         batch.frame(2),
         batch.frame(0),
     ]
-    other = craft.bulk_tcp_frames(src=np.array([1], np.uint32), dst=np.array([2], np.uint32), sport=1, dport=2,
-                                  linktype=craft.LINKTYPE_RAW)  # fmt: skip
+    one = np.array([1], np.uint32)
+    other = craft.bulk_tcp_frames(src=one, dst=one, sport=1, dport=2, linktype=craft.LINKTYPE_RAW)
     with pytest.raises(ValueError):
         craft.FrameBatch.concat([batch, other])
 
@@ -142,8 +142,8 @@ def test_bulk_capture_reads_back(tmp_path: Path) -> None:
     seq = rng.integers(0, 2**32, n)
     batch = craft.bulk_tcp_frames(
         src=rng.integers(0, 2**32, n, dtype=np.uint32), dst=rng.integers(0, 2**32, n, dtype=np.uint32),
-        sport=rng.integers(1024, 65536, n), dport=80, seq=seq, flags=0x18, payload_len=rng.integers(0, 300, n),
-        ts_val=np.arange(n),
+        sport=rng.integers(1024, 65536, n), dport=80, seq=seq, flags=0x18,
+        payload_len=rng.integers(0, 300, n), ts_val=np.arange(n),
     )  # fmt: skip
     path = tmp_path / "bulk.pcap"
     craft.write_pcap_bulk(path, T0 + np.arange(n) * 10, batch)
