@@ -119,11 +119,12 @@ class _TextReader:
             yield self._flush()
 
     def _take(self, parsed: TcpFields | NotTcp | IcmpFields | BadLine) -> None:
+        # Every packet record takes a frame number, unparsable ones too: frames stay aligned with the capture.
+        self.report.records += 1
+        self.frame += 1
         if isinstance(parsed, BadLine):
             self.report.bad_lines.append((parsed.line_no, parsed.reason))
             return
-        self.report.records += 1
-        self.frame += 1
         if isinstance(parsed, TcpFields):
             if parsed.fragment:
                 self.report.fragments += 1

@@ -44,6 +44,7 @@ MODERN_TCP_RE = re.compile(
     r"(?:, options \[(?P<opts>.*?)\])?"
     r", length (?P<len>\d+)"
 )
+_ONE_LINE_TCP_RE = re.compile(r"(?P<ip>IP6?) (?P<src>[^\s(]\S*) > (?P<dst>\S+?): " + MODERN_TCP_RE.pattern)
 OLD_TCP_RE = re.compile(
     r"(?P<flags>[SFRPWEU]+|\.)"
     r"(?: \[(?P<cksum>[^\]]*)\])?"
@@ -181,6 +182,13 @@ def _parse_layers(record: Record, text: str) -> ParsedRecord:
     ip_version = 0
     frame_len: int | None = None
     pos = 0
+    fast = _ONE_LINE_TCP_RE.match(text)
+    if fast is not None:
+        return _one_line_tcp(record, fast)
+    if text.startswith(("ip: ", "ip6: ")):
+        # -e on a raw-IP link (DLT_RAW) prints the family in lower case instead of a MAC header.
+        ip_version = 6 if text.startswith("ip6") else 4
+        return _parse_network(record, text, text.index(" ") + 1, ip_version, None)
     if not text.startswith(("IP ", "IP6 ")):
         link = _LINK_RE.match(text)
         if link is None:
@@ -243,6 +251,16 @@ def _parse_network(
     return segment
 
 
+def _one_line_tcp(record: Record, match: re.Match[str]) -> TcpFields:
+    """Fast path for the default output: ``IP[6] src.port > dst.port: Flags [..] ...`` on one line."""
+    segment = _modern_segment(record.line_no, match)
+    segment.time_kind, segment.time_value = _parse_time(record)
+    segment.ip_version = 6 if match["ip"] == "IP6" else 4
+    segment.src, segment.sport = _split_endpoint(match["src"])
+    segment.dst, segment.dport = _split_endpoint(match["dst"])
+    return segment
+
+
 def _matching_paren(text: str, start: int) -> int:
     depth = 0
     for index in range(start, len(text)):
@@ -302,6 +320,10 @@ def _parse_modern_tcp(line_no: int, body: str) -> TcpFields:
     match = MODERN_TCP_RE.match(body)
     if match is None:
         raise _Unparsable("TCP fields do not read as 'Flags [..], seq, ack, win, options [..], length N'")
+    return _modern_segment(line_no, match)
+
+
+def _modern_segment(line_no: int, match: re.Match[str]) -> TcpFields:
     flags = 0
     for char in match["flags"]:
         bit = _MODERN_FLAG_BITS.get(char)
@@ -360,7 +382,16 @@ def _split_options(text: str) -> list[str]:
     return items
 
 
+_COMMON_OPTIONS_RE = re.compile(r"nop,nop,TS val (\d+) ecr (\d+)")
+
+
 def _apply_options(segment: TcpFields, text: str) -> None:
+    common = _COMMON_OPTIONS_RE.fullmatch(text)
+    if common is not None:
+        # What Linux puts on nearly every segment after the handshake: parsed without the general loop.
+        segment.has_ts, segment.options_len = True, 12
+        segment.ts_val, segment.ts_ecr = int(common[1]) & 0xFFFFFFFF, int(common[2]) & 0xFFFFFFFF
+        return
     size = 0
     for item in _split_options(text):
         name, _, rest = item.partition(" ")

@@ -103,14 +103,17 @@ def iter_records(lines: Iterable[bytes], counts: LineCounts) -> Iterator[Record]
         if not stripped:
             counts.skipped += 1
             continue
-        start = match_packet_line(stripped)
+        indented = line[0] in " \t"
+        # Under -v an ICMP error prints its quoted packet as an indented "IP (tos ...)" line: same record.
+        start = STAMPED_START_RE.match(stripped)
+        if start is None and (current is None or not indented):
+            start = UNSTAMPED_START_RE.match(stripped)
         if start is not None:
             if current is not None:
                 yield current
             current = Record(line_no, start)
             continue
         if current is not None:
-            indented = line[0] in " \t"
             if indented or current.looks_unfinished():
                 if len(current.lines) < MAX_CONTINUATION_LINES:
                     current.lines.append(stripped)
