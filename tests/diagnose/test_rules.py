@@ -453,3 +453,86 @@ def test_errno_rule_in_findings_follows_the_receiver_state() -> None:
     assert errno_for_reset(TcpState.ESTABLISHED) is Errno.ECONNRESET
     assert errno_for_reset(TcpState.FIN_WAIT_2) is Errno.ECONNRESET
     assert FIN and ACK  # flags used by the scripts above
+
+
+# ---- more mechanisms seen in real captures ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vantage", VANTAGES[:2])
+def test_syn_ack_never_acknowledged_then_server_gives_up(vantage: dict[str, float]) -> None:
+    path = Path(**vantage)
+    c = conn_on(path)
+    arrival = c.send(CLIENT, 0, 0, flags=SYN)
+    for i, t in enumerate((0, 1, 3, 7)):
+        c.send(SERVER, 0, arrival + t * S, flags=SYN | ACK, seq=c.server.isn if i else None)
+    c.send(SERVER, 0, arrival + 15 * S, flags=RST | ACK, seq=c.server.isn + 1, ack=c.client.isn + 1)
+    assert_cause(path, CauseId.HANDSHAKE_ABORTED, Side.ORIG)
+
+
+@pytest.mark.parametrize("vantage", VANTAGES[:2])
+def test_reset_after_both_fins_is_benign(vantage: dict[str, float]) -> None:
+    path = Path(**vantage)
+    c = conn_on(path)
+    t = c.exchange(c.handshake(0))
+    arrival = c.fin(SERVER, t + 1 * MS)
+    c.ack(CLIENT, arrival)
+    c.fin(CLIENT, arrival + 1 * MS)
+    c.rst(CLIENT, arrival + 1 * MS + 1000)  # Windows-style reset right after its own FIN: nothing pending
+    assert_cause(path, CauseId.BENIGN_RESET, Side.ORIG)
+
+
+def test_data_after_close_even_when_the_receiver_ignored_the_reply_reset() -> None:
+    """A browser abandons a TLS connection (FIN after its ClientHello); the server's reply crosses the FIN
+    and the
+    closed client answers with reply resets that the server, having moved past the FIN, does not accept."""
+    path = Path(capture_at=0.0, one_way_ms=18.0, hops=3)
+    c = conn_on(path, 443)
+    t = c.handshake(0)
+    c.send(CLIENT, 517, t)
+    fin_arrival = c.fin(CLIENT, t + 40 * MS)
+    reply_arrival = c.send(SERVER, 1048, t + 40 * MS + path.delay_ns)  # sent before the FIN arrived
+    c.reply_rst(CLIENT, reply_arrival, answering_ack=c.client.isn + 518)
+    c.ack(SERVER, fin_arrival + 1 * MS, ack=c.client.isn + 519)
+    finding = path.only_finding()
+    assert finding is not None and finding.cause is CauseId.DATA_AFTER_CLOSE, finding
+
+
+def test_vantage_from_the_handshake_split_and_ttls() -> None:
+    from whyreset.diagnose.facts import compute_facts
+    from whyreset.diagnose.vantage import infer_vantage
+
+    for capture_at, near in ((0.0, Side.ORIG), (1.0, Side.RESP), (0.5, None)):
+        path = Path(capture_at=capture_at, one_way_ms=20.0, hops=8)
+        c = conn_on(path)
+        c.exchange(c.handshake(0))
+        vantage = infer_vantage(compute_facts(path.connections()[0]))
+        assert vantage.near is near, (capture_at, vantage)
+        assert vantage.can_see_sender(Side.ORIG) is (near is Side.ORIG)
+    loop = Path(capture_at=0.0, one_way_ms=0.01, hops=0)
+    c = conn_on(loop)
+    c.exchange(c.handshake(0))
+    vantage = infer_vantage(compute_facts(loop.connections()[0]))
+    assert vantage.local_both and vantage.can_see_sender(Side.RESP)
+
+
+def test_context_profiles_hosts_and_clusters_resets() -> None:
+    from whyreset.diagnose.context import build_context
+
+    path = Path(capture_at=0.0, one_way_ms=5.0, hops=4)
+    for i in range(3):
+        c = conn_on(path, 9000, 45000 + i)
+        t = c.handshake(i * MS)
+        c.send(CLIENT, 10, t)
+        c.rst(SERVER, 200 * MS)
+    context = build_context(path.connections())
+    assert context.ttl_profile("10.2.0.9").most_common(1)[0][0] == 64 - 4
+    assert context.listened(("10.2.0.9", 9000))
+    uid = path.connections()[0].uid
+    burst = context.reset_burst(("10.2.0.9", 9000), at_t0_plus(200 * MS + 5 * MS), uid)
+    assert len(burst) == 2
+
+
+def at_t0_plus(ns: int) -> int:
+    from diagnose.script import T0
+
+    return T0 + ns

@@ -508,8 +508,8 @@ def _leak(f: Facts, ctx: DiagnosisContext, closer: SideFacts) -> Candidate | Non
     threshold = max(LEAK_MIN_NS, LEAK_RTTS * f.rtt_ns) if f.rtt_ns else NS_PER_S
     reset_later = f.ending_reset
     waited = (reset_later.seg.ts_ns - fin.ts_ns) if reset_later is not None else end - fin.ts_ns
-    if waited < threshold:
-        return None
+    if waited < threshold or (reset_later is not None and waited < NS_PER_S):
+        return None  # too short to tell, or a reset ended it before a leak could show
     score = 0.4 + min(0.45, 0.1 * (waited / NS_PER_S) ** 0.5)
     if reset_later is not None:
         score -= 0.2  # the reset is the ending; the leak is the background
