@@ -112,12 +112,13 @@ class Analysis:
 
     def records(self, *, show_payload: bool = False) -> list[JsonRecord]:
         """The JSON objects (schema v1, docs/json-schema.md), one per connection, in connection order."""
-        return [
-            connection_record(
-                conn, self.findings.get(conn.uid), source=self.source, show_payload=show_payload
-            )
-            for conn in self.connections
-        ]
+        return list(self.iter_records(show_payload=show_payload))
+
+    def iter_records(self, *, show_payload: bool = False) -> Iterator[JsonRecord]:
+        """`records`, one at a time (a writer that streams them never holds them all)."""
+        for conn in self.connections:
+            finding = self.findings.get(conn.uid)
+            yield connection_record(conn, finding, source=self.source, show_payload=show_payload)
 
 
 # --- diagnosis adapter --------------------------------------------------------------------------------------
