@@ -75,7 +75,7 @@ def analyze(
     max_listed: int,
     progress: bool | None,
 ) -> None:
-    """Analyse captures (pcap, pcapng, gzip, tcpdump text); ``-`` reads standard input.
+    """Analyse captures (pcap, pcapng, gzip'd, tcpdump text); "-" reads standard input.
 
     \b
     Exit status: 0 ok, 1 abnormal connections found, 2 usage error,
