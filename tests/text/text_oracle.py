@@ -7,6 +7,7 @@ in text).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -162,10 +163,10 @@ def _row(v: dict[str, str]) -> OracleRow | None:
 
 
 def _comparable_address(text: str) -> bool:
-    """False for the synthetic addresses of host names (240.0.0.0/4, fd00::/8): the oracle has the real ones."""
-    return not (text.startswith(("24", "25")) and int(text.split(".")[0]) >= 240) and not text.startswith(
-        "fd"
-    )
+    """False for the synthetic addresses of host names (240.0.0.0/4, fd00::/8): tshark has the real ones."""
+    address = ipaddress.ip_address(text)
+    synthetic = ipaddress.ip_network("240.0.0.0/4" if address.version == 4 else "fd00::/8")
+    return address not in synthetic
 
 
 @dataclass(slots=True)

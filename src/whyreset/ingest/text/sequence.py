@@ -32,6 +32,7 @@ from whyreset.model import ACK, FIN, SYN
 MOD = 1 << 32
 HALF = 1 << 31
 EXCERPT_LIMIT = 1_000_000
+DECISIVE_FACTOR = 4
 
 Endpoint = tuple[str, str]
 
@@ -150,9 +151,10 @@ class SequenceResolver:
             if segment.seq is not None:
                 relative_cost += _distance(segment.seq, 0)
                 absolute_cost += _distance(segment.seq, base[sender])
-            if relative_cost < absolute_cost:
+            # Only a clear difference votes: with tiny ISNs (crafted captures) both readings can fit.
+            if relative_cost * DECISIVE_FACTOR < absolute_cost:
                 relative_votes += 1
-            elif absolute_cost < relative_cost:
+            elif absolute_cost * DECISIVE_FACTOR < relative_cost:
                 absolute_votes += 1
         if relative_votes == absolute_votes == 0:
             return None
