@@ -31,9 +31,11 @@ from whyreset.core.connection import Connection
 from whyreset.model import ACK, FIN, RST, SYN, IcmpError
 
 Endpoint = tuple[str, int]
-CLUSTER_WINDOW_NS = 500_000_000
-"""Resets from one listener closer together than this are counted as one burst (the accept queue is flushed in
-one go by inet_csk_listen_stop(); the capture spreads them by at most a few scheduling delays)."""
+CLUSTER_WINDOW_NS = 2_000_000
+"""Resets from one listener closer together than this are counted as one burst: inet_csk_listen_stop() resets
+the whole accept queue in one loop (microseconds apart on the server) and the path adds little jitter between
+packets of the same server. Busy servers reset unrelated connections every few hundred milliseconds, so the
+window must stay this tight."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +79,7 @@ class DiagnosisContext:
         from_orig = conn.from_orig.astype(bool)
         not_rst = (flags & RST) == 0
         for host, mask in ((conn.orig_h, from_orig), (conn.resp_h, ~from_orig)):
-            values, counts = np.unique(ttls[mask & not_rst], return_counts=True)
-            profile = self.host_ttls.setdefault(host, Counter())
-            for value, count in zip(values.tolist(), counts.tolist(), strict=True):
-                profile[int(value)] += int(count)
+            self.host_ttls.setdefault(host, Counter()).update(ttls[mask & not_rst].tolist())
         server = (conn.resp_h, conn.resp_p)
         synack = (~from_orig) & ((flags & (SYN | ACK)) == (SYN | ACK))
         if synack.any():

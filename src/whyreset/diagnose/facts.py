@@ -16,6 +16,7 @@ not captured) and unwrapped modulo 2**32 around that base, like Wireshark's rela
 from __future__ import annotations
 
 import itertools
+from bisect import bisect_left
 from dataclasses import dataclass
 from statistics import median
 
@@ -110,6 +111,12 @@ class SideFacts:
     """All TTLs over its non-RST segments."""
     ip_ids: tuple[int, ...]
     """IP IDs of its non-RST IPv4 segments, in order."""
+    indices: tuple[int, ...] = ()
+    """Row index of each of its segments (for bisection)."""
+    snd_nxt_prefix: tuple[int, ...] = (0,)
+    """Entry k: highest sequence end over its first k segments (RSTs excluded)."""
+    ack_prefix: tuple[int | None, ...] = (None,)
+    """Entry k: highest ACK over its first k segments (RSTs excluded)."""
 
     @property
     def last_data(self) -> Seg | None:
@@ -117,24 +124,28 @@ class SideFacts:
 
     def snd_nxt_before(self, ts_ns: int, index: int) -> int:
         """Highest relative sequence end it had sent before the given packet (its SND.NXT as far as we
-        saw)."""
-        best = 0
-        for seg in self.segs:
-            if seg.index >= index or seg.ts_ns > ts_ns:
-                break
-            if not seg.rst:
-                best = max(best, seg.end_seq)
-        return best
+        saw). ``ts_ns`` is kept for callers that think in time; packets are in capture order already."""
+        count = bisect_left(self.indices, index)
+        return self.snd_nxt_prefix[count]
 
     def highest_ack_before(self, index: int) -> int | None:
         """Highest acknowledgment it sent before the given packet (the other side's bytes it had received)."""
-        best: int | None = None
-        for seg in self.segs:
-            if seg.index >= index:
-                break
-            if seg.rel_ack is not None and not seg.rst:
-                best = seg.rel_ack if best is None else max(best, seg.rel_ack)
-        return best
+        count = bisect_left(self.indices, index)
+        return self.ack_prefix[count]
+
+
+def _prefixes(segs: tuple[Seg, ...]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int | None, ...]]:
+    """(row indices, running SND.NXT, running highest ACK): entry k covers the first k segments."""
+    snd: list[int] = [0]
+    acks: list[int | None] = [None]
+    for seg in segs:
+        snd.append(snd[-1] if seg.rst else max(snd[-1], seg.end_seq))
+        last = acks[-1]
+        if seg.rel_ack is not None and not seg.rst:
+            acks.append(seg.rel_ack if last is None else max(last, seg.rel_ack))
+        else:
+            acks.append(last)
+    return tuple(s.index for s in segs), tuple(snd), tuple(acks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +285,7 @@ def _side_facts(conn: Connection, side: Side, segs: tuple[Seg, ...]) -> SideFact
         ttl_counts[seg.ttl] = ttl_counts.get(seg.ttl, 0) + 1
     ttl_usual = max(ttl_counts, key=lambda t: ttl_counts[t]) if ttl_counts else None
     data = tuple(s for s in normal if s.length > 0 and (first_rst is None or s.index < first_rst))
+    indices, snd_prefix, ack_prefix = _prefixes(own)
     return SideFacts(
         side=side,
         segs=own,
@@ -285,6 +297,9 @@ def _side_facts(conn: Connection, side: Side, segs: tuple[Seg, ...]) -> SideFact
         ttl_usual=ttl_usual,
         ttls=frozenset(ttl_counts),
         ip_ids=tuple(s.ip_id for s in normal) if conn.ip_version == 4 else (),
+        indices=indices,
+        snd_nxt_prefix=snd_prefix,
+        ack_prefix=ack_prefix,
     )
 
 

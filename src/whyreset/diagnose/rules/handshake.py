@@ -407,11 +407,11 @@ def listener_closed(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | 
         EvidenceItem("the server sent no data and no FIN after the handshake"),
     ]
     if burst:
-        score += 0.4
+        score += 0.3 if len(burst) == 1 else 0.4
         evidence.append(
             EvidenceItem(
                 f"{len(burst)} other connection(s) to {server[0]}:{server[1]} were reset the "
-                "same way within 0.5 s: the accept queue was flushed at once"
+                "same way within 2 ms: the accept queue was flushed at once"
             )
         )
     if refused_after:
