@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from segments import CLIENT, SERVER, S, Dialogue, Endpoint
+from segments import CLIENT, SERVER, Dialogue, Endpoint, S
 
 from whyreset.core.analysis import analyse
 from whyreset.core.demux import demultiplex
@@ -137,12 +137,9 @@ def test_analysis_flags_match_tshark(oracle: tuple[Path, dict[str, set[int]], di
     assert ours(analysis.dup_ack) == flagged["tcp.analysis.duplicate_ack"]
     assert ours(analysis.zero_window) == flagged["tcp.analysis.zero_window"]
     assert ours(analysis.keepalive) == flagged["tcp.analysis.keep_alive"]
-    for name in (
-        "retransmission",
-        "out_of_order",
-        "lost_segment",
-        "duplicate_ack",
-        "zero_window",
-        "keep_alive",
-    ):
+    for name in ("retransmission", "lost_segment", "duplicate_ack", "zero_window", "keep_alive"):
         assert flagged[f"tcp.analysis.{name}"], f"the capture should exercise {name}"
+    # Wireshark calls a segment out-of-order only when it arrives within an RTT of the highest one; this one
+    # came 200 ms later, so tshark says retransmission while we say out-of-order (it fills a hole never seen).
+    late = ours(analysis.out_of_order)
+    assert late and late <= flagged["tcp.analysis.retransmission"]
