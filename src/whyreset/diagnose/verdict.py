@@ -42,6 +42,8 @@ def diagnose(conn: Connection, context: DiagnosisContext | None = None) -> Findi
     facts = compute_facts(conn)
     vantage = infer_vantage(facts)
     candidates = rank(facts, context, vantage)
+    if conn.orig_inferred_by != "syn":
+        candidates = [_discount(c, GUESSED_ROLES_FACTOR) for c in candidates]
     if not candidates or candidates[0].score < MIN_PRIMARY:
         if conn.outcome in QUIET_OUTCOMES and not conn.resets:
             return None
@@ -55,12 +57,22 @@ def rank(facts: Facts, context: DiagnosisContext, vantage: Vantage) -> list[Cand
     return sorted(candidates, key=lambda c: c.score, reverse=True)
 
 
+def _discount(candidate: Candidate, factor: float) -> Candidate:
+    return Candidate(
+        candidate.cause,
+        candidate.score * factor,
+        candidate.actor,
+        candidate.summary,
+        candidate.evidence,
+        candidate.views,
+        candidate.how_to_tell,
+    )
+
+
 def _finding(facts: Facts, vantage: Vantage, candidates: list[Candidate]) -> Finding:
     conn = facts.conn
     primary = candidates[0]
     confidence = primary.score
-    if conn.orig_inferred_by != "syn":
-        confidence *= GUESSED_ROLES_FACTOR
     alternatives = tuple(
         Alternative(
             c.cause,
