@@ -1,7 +1,9 @@
-"""Property: whatever packets a capture holds, the diagnosis returns a well-formed finding or None, never raises.
+"""Property: whatever packets a capture holds, the diagnosis returns a well-formed finding or None, never
+raises.
 
 Captures from other hosts hold things no rule author imagined (mid-stream starts, reordered and duplicated
-segments, RSTs with odd flags, wrapped sequence numbers). Hypothesis throws such tables at the core and the rules.
+segments, RSTs with odd flags, wrapped sequence numbers). Hypothesis throws such tables at the core and the
+rules.
 """
 
 from __future__ import annotations
