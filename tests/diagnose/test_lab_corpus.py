@@ -17,9 +17,13 @@ response
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from diagnose.corpus import Case, cases_of, truth_files
+from whyreset.diagnose.catalogue import causes_for_kernel_reason
 from whyreset.ids import CauseId
 
 TIMEOUT_CAUSES = {"retransmission_timeout", "keepalive_timeout", "idle_state_dropped"}
@@ -33,8 +37,8 @@ pytestmark = pytest.mark.skipif(not TRUTHS, reason="the lab corpus (tests/lab/co
 
 
 @pytest.mark.parametrize("truth_path", TRUTHS, ids=[p.name.removesuffix(".truth.json") for p in TRUTHS])
-def test_lab_scenario(truth_path: object) -> None:
-    cases = cases_of(truth_path)  # type: ignore[arg-type]
+def test_lab_scenario(truth_path: Path) -> None:
+    cases = cases_of(truth_path)
     assert cases, "truth lists no connection"
     for case in cases:
         check_case(case)
@@ -83,3 +87,18 @@ def test_every_cause_has_a_lab_scenario_or_is_listed_missing() -> None:
     # Causes that need a path the loopback lab cannot build yet (forged RSTs, lost state): covered by
     # test_rules.
     assert missing <= {"peer_lost_state", "middlebox_reset", "injected_reset"}, missing
+
+
+@pytest.mark.parametrize("truth_path", TRUTHS, ids=[p.name.removesuffix(".truth.json") for p in TRUTHS])
+def test_kernel_reasons_recorded_by_the_lab_map_back_to_the_cause(truth_path: Path) -> None:
+    """The kernel's own sk_rst_reason (tcp:tcp_send_reset) is ground truth: the catalogue must list it."""
+    truth = json.loads(truth_path.read_text())
+    if truth["cause"] is None:
+        return
+    reasons = {
+        event["reason"]
+        for event in truth["kernel_resets"]
+        if event["event"] == "tcp_send_reset" and event["reason"] not in (None, "NOT_SPECIFIED")
+    }
+    for reason in reasons:
+        assert CauseId(truth["cause"]) in causes_for_kernel_reason(reason), (truth["scenario"], reason)

@@ -336,7 +336,8 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         kernel_reasons=(
             "TCP_STATE (SO_LINGER 0 close)",
             "TCP_DISCONNECT_WITH_DATA",
-            "TCP_ABORT_ON_LINGER",
+            "TCP_ABORT_ON_LINGER (orphan in FIN_WAIT2 with TCP_LINGER2 < 0)",
+            "TCP_ABORT_ON_DATA (orphan in FIN_WAIT1 with TCP_LINGER2 < 0, answering the ACK of its FIN)",
             "TcpExt TCPAbortOnLinger / TCPAbortOnData",
         ),
         roles=(Role("peer", True, RESET_READ), Role("closer", False, NOTHING_CLOSED)),
@@ -558,7 +559,10 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
             "the peer had answered before the idle period",
             "the retransmissions",
         ),
-        kernel_reasons=("none on the endpoints",),
+        kernel_reasons=(
+            "none on the endpoints while the middlebox drops",
+            "NO_SOCKET later, when a late segment reaches a side that already gave up",
+        ),
         roles=(
             Role("sender", True, _see(Errno.ETIMEDOUT, R, "the call eventually fails with ETIMEDOUT")),
             Role("peer", False, _see(None, None, "nothing: the data never reaches it")),
@@ -724,3 +728,18 @@ CATALOGUE: dict[CauseId, CatalogueEntry] = {entry.cause: entry for entry in ENTR
 
 def entry(cause: CauseId | str) -> CatalogueEntry:
     return CATALOGUE[CauseId(cause)]
+
+
+def causes_for_kernel_reason(reason: str) -> tuple[CauseId, ...]:
+    """Causes whose entry lists a Linux reset/drop reason (``TCP_ABORT_ON_CLOSE``, ``NO_SOCKET``...): what the
+    live mode can propose when a tracepoint reports that reason. Several causes share some reasons."""
+    wanted = reason.strip().upper()
+    return tuple(
+        entry.cause
+        for entry in ENTRIES
+        if any(wanted in _reason_names(text) for text in entry.kernel_reasons)
+    )
+
+
+def _reason_names(text: str) -> set[str]:
+    return {word.strip("(),.;") for word in text.replace("/", " ").split() if word.strip("(),.;").isupper()}

@@ -17,7 +17,14 @@ from whyreset.diagnose.catalogue import CATALOGUE, ENTRIES
 from whyreset.diagnose.context import DiagnosisContext, build_context
 from whyreset.diagnose.facts import Facts, compute_facts
 from whyreset.diagnose.finding import Alternative, EvidenceItem, Finding, Impact
-from whyreset.diagnose.rules.common import Candidate, describe_rst, describe_trigger, ms, who
+from whyreset.diagnose.rules.common import (
+    Candidate,
+    describe_rst,
+    describe_trigger,
+    how_to_tell_sender,
+    ms,
+    who,
+)
 from whyreset.diagnose.symptoms import AppView, render_views
 from whyreset.diagnose.vantage import Vantage, infer_vantage
 from whyreset.ids import Outcome, Side
@@ -102,8 +109,16 @@ def _finding(facts: Facts, vantage: Vantage, candidates: list[Candidate]) -> Fin
         impact=impact(facts),
         symptoms=_symptoms(facts, primary.views),
         fix=CATALOGUE[primary.cause].fix,
-        vantage=vantage.text,
+        vantage=_vantage_text(facts, vantage),
     )
+
+
+def _vantage_text(facts: Facts, vantage: Vantage) -> str:
+    """Where the capture was taken, and what that proves about the ending RST's origin."""
+    reset = facts.ending_reset
+    if reset is None:
+        return vantage.text
+    return f"{vantage.text}; {how_to_tell_sender(vantage, reset.seg.side)}"
 
 
 def _undetermined(facts: Facts, vantage: Vantage, candidates: list[Candidate]) -> Finding:
