@@ -1,7 +1,7 @@
-"""The shapes pasted tcpdump text takes: wrapped, numbered, CRLF, noisy, damaged, every timestamp style, names.
+"""The shapes pasted tcpdump text takes: wrapped, numbered, CRLF, noisy, damaged, timestamps, names.
 
-Each test starts from what tcpdump itself prints for a real capture, changes it the way pastes do, and checks that
-the packet table is the one the clean text gives (or the one tshark decodes from the capture).
+Each test starts from what tcpdump itself prints for a real capture, changes it the way pastes do, and checks
+that the packet table is the one the clean text gives (or the one tshark decodes from the capture).
 """
 
 from __future__ import annotations
@@ -153,11 +153,13 @@ def test_absolute_numbers_are_recognised() -> None:
 
 def test_names_become_stable_synthetic_addresses_and_ports() -> None:
     text = (
-        "23:34:31.893798 IP bong.server.52986 > db-1.internal.postgresql: Flags [S], seq 1479370850, win 14600, "
+        "23:34:31.893798 IP bong.server.52986 > db-1.internal.postgresql: Flags [S], seq 1479370850, "
+        "win 14600, "
         "options [mss 1460,sackOK,TS val 3970205077 ecr 0,nop,wscale 7], length 0\n"
         "23:34:31.896765 IP db-1.internal.postgresql > bong.server.52986: Flags [S.], seq 3196372313, "
         "ack 1479370851, win 14480, length 0\n"
-        "23:34:31.896900 IP bong.server.52987 > localhost.no-such-service: Flags [S], seq 5, win 100, length 0\n"
+        "23:34:31.896900 IP bong.server.52987 > localhost.no-such-service: Flags [S], seq 5, win 100, "
+        "length 0\n"
     )
     table, report = read_text(text.encode())
     again, _ = read_text(text.encode())
@@ -176,7 +178,8 @@ def test_flag_forms_and_options() -> None:
         "10:00:00.000001 IP 10.0.0.1.1000 > 10.0.0.2.80: Flags [SEW], seq 3000000000, win 1000, "
         "options [mss 1400,nop,wscale 14,sackOK,eol], length 0\n"
         "10:00:00.000002 IP 10.0.0.1.1000 > 10.0.0.2.80: Flags [none], seq 3000000001, win 1000, length 0\n"
-        "10:00:00.000003 IP 10.0.0.1.1000 > 10.0.0.2.80: Flags [U.], seq 3000000001:3000000002, ack 700000007, "
+        "10:00:00.000003 IP 10.0.0.1.1000 > 10.0.0.2.80: Flags [U.], seq 3000000001:3000000002, "
+        "ack 700000007, "
         "win 9, urg 1, options [nop,nop,sack 2 {10:20}{30:40},unknown-99 0x0102], length 1\n"
         "10:00:00.000004 IP 10.0.0.1.1000 > 10.0.0.2.80: Flags [FP.], seq 1:4, ack 1, win 9, length 3\n"
         "10:00:00.000005 IP 10.0.0.2.80 > 10.0.0.1.1000: Flags [R], seq 700000007, win 0, length 0\n"
@@ -220,4 +223,4 @@ def test_sniffer_recognises_text_and_nothing_else(tmp_path: Path) -> None:
         head = "\n".join(packet_lines(SMALL_PCAP, *options)).encode()[:4096]
         assert looks_like_tcpdump_text(head), options
     assert not looks_like_tcpdump_text(SMALL_PCAP.read_bytes()[:4096])
-    assert not looks_like_tcpdump_text("Connection reset by peer: the server sent RST.\n".encode() * 20)
+    assert not looks_like_tcpdump_text(b"Connection reset by peer: the server sent RST.\n" * 20)

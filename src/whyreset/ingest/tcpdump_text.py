@@ -31,7 +31,6 @@ from whyreset.ingest.text.records import LineCounts, iter_records, match_packet_
 from whyreset.ingest.text.sequence import SequenceResolver
 from whyreset.ingest.text.timestamps import TimeKind, TimeResolver
 from whyreset.model import (
-    ACK,
     SACK_COLUMN,
     SACK_MAX_BLOCKS,
     Capture,
@@ -46,7 +45,9 @@ _TCP_HINT_RE = re.compile(r"Flags \[[^\]]*\]|\d+:\d+\(\d+\) (?:ack \d+ )?win \d+
 _SNIFF_MIN_PACKET_LINES = 1
 
 LIMIT_NO_TTL = "no TTL in text without -v: ttl is 0 and IP id 0"
-LIMIT_NO_PAYLOAD = "text carries no payload bytes: captured_payload is 0 (RST diagnostic text unavailable)"
+LIMIT_NO_PAYLOAD = "text carries no payload bytes: captured_payload is 0"
+LIMIT_RST_TEXT = "RST payloads are the text tcpdump -v printed (control and non-ASCII bytes escaped its way)"
+LIMIT_RST_TEXT_CUT = "tcpdump prints at most 30 bytes of an RST payload: longer ones are cut"
 LIMIT_FRAME_FROM_IP = "no link-layer length in text without -e: frame_len is the IP packet length"
 LIMIT_FRAME_ESTIMATED = (
     "no packet length in text without -v/-e: frame_len estimated from headers and payload length"
@@ -147,9 +148,15 @@ class _TextReader:
         segments, frames = self.pending, self.pending_frames
         self.pending, self.pending_frames = [], []
         self.report.skipped_lines = self.counts.skipped
-        self.sequences.resolve(segments)
-        # TCP rows and ICMP errors get their timestamps together, in frame order, so that -ttt deltas add up.
+        # Quoted segments go through the same sequence restoration, in frame order, as tcpdump printed them.
         icmp, self.icmp = self.icmp, []
+        in_order = sorted(
+            [(frame, segment) for frame, segment in zip(frames, segments, strict=True)]
+            + [(frame, error.quoted) for frame, error in icmp if error.quoted is not None],
+            key=lambda pair: pair[0],
+        )
+        self.sequences.resolve([segment for _, segment in in_order])
+        # TCP rows and ICMP errors get their timestamps together, in frame order, so that -ttt deltas add up.
         stamped = sorted(
             [
                 (frame, segment.time_kind, segment.time_value)
@@ -166,7 +173,23 @@ class _TextReader:
         table = self._table(segments, frames, ts_by_frame)
         errors = [self._icmp_error(frame, error, ts_by_frame[frame]) for frame, error in icmp]
         self.report.tcp_segments += len(table)
-        return Capture(packets=table, icmp_errors=errors, rst_payloads={}, report=self.report)
+        return Capture(
+            packets=table,
+            icmp_errors=errors,
+            rst_payloads=self._rst_payloads(segments, frames),
+            report=self.report,
+        )
+
+    def _rst_payloads(self, segments: list[TcpFields], frames: list[int]) -> dict[int, bytes]:
+        payloads = {}
+        for frame, segment in zip(frames, segments, strict=True):
+            if segment.rst_text is None:
+                continue
+            payloads[frame] = segment.rst_text
+            self._note(LIMIT_RST_TEXT)
+            if segment.rst_text_cut:
+                self._note(LIMIT_RST_TEXT_CUT)
+        return payloads
 
     def _table(
         self, segments: list[TcpFields], frames: list[int], ts_by_frame: dict[int, int]
@@ -248,8 +271,7 @@ class _TextReader:
             quoted_dst=format_addr(*self.names.host(quoted.dst, ip_version)),
             quoted_sport=self.names.port(quoted.sport),
             quoted_dport=self.names.port(quoted.dport),
-            # A quoted segment with ACK may be printed relative (tcpdump runs its seq logic on quotes too).
-            quoted_seq=quoted.seq if quoted.seq is not None and not quoted.flags & ACK else None,
+            quoted_seq=quoted.seq,
         )
 
     def _note(self, text: str) -> None:

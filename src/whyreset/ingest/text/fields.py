@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from whyreset.ingest.text.names import NameBook
 from whyreset.ingest.text.records import Record
 from whyreset.ingest.text.timestamps import TimeKind, clock_to_ns, date_to_ns, epoch_to_ns
 from whyreset.model import ACK, CWR, ECE, FIN, NS, PSH, RST, SYN, URG
@@ -55,6 +56,8 @@ OLD_TCP_RE = re.compile(
     r"(?: <(?P<opts>[^>]*)>)?"
     r"(?P<trailer>.*)$"
 )
+_RST_TEXT_RE = re.compile(r" \[!?RST(?P<cut>\+)? (?P<text>.*)\]")
+"""tcpdump -v's print of an RST payload (print_tcp_rst_data): at most 30 bytes, ``+`` when cut."""
 _OLD_TCP_HINT_RE = re.compile(r"(?:[SFRPWEU]+|\.) (?:\[|\d+:\d+\(|ack \d|win \d)")
 _TTL_RE = re.compile(r"\b(?:ttl|hlim)\s+(\d+)")
 _ID_RE = re.compile(r"\bid (\d+)")
@@ -106,6 +109,11 @@ class TcpFields:
     options_len: int = 0
     """Estimated length of the options in bytes (a multiple of 4)."""
     bad_checksum: bool = False
+    quoted: bool = False
+    """Quoted inside an ICMP error: its seq is restored like the others but never inferred."""
+    rst_text: bytes | None = None
+    """The RST payload tcpdump -v prints as ``[RST text]`` (at most 30 bytes: tcpdump cuts longer ones)."""
+    rst_text_cut: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +343,11 @@ def _modern_segment(line_no: int, match: re.Match[str]) -> TcpFields:
     segment = _new_segment(line_no, flags, match)
     if match["opts"]:
         _apply_options(segment, match["opts"])
+    if flags & RST and segment.payload_len:
+        rst_text = _RST_TEXT_RE.match(match.string, match.end())
+        if rst_text is not None:
+            segment.rst_text = rst_text["text"].encode("utf-8", "replace")
+            segment.rst_text_cut = bool(rst_text["cut"])
     return segment
 
 
@@ -450,7 +463,8 @@ _ICMP6_CODES = {
     "unreachable address": 3,
     "unreachable port": 4,
 }
-_QUOTED_RE = re.compile(r"(?P<src>\S+) > (?P<dst>\S+?): (?P<tcp>Flags \[.*|[SFRPWEU.]+ .*)$")
+_QUOTE_START_RE = re.compile(r"(?:^|\s)(?=\S+ > \S+?: )")
+_QUOTED_RE = re.compile(r"(?P<src>\S+\.[\w-]+) > (?P<dst>\S+?\.[\w-]+): +(?P<tcp>.*)$")
 
 
 def _parse_icmp(record: Record, ip_version: int, header: str, src: str, dst: str, body: str) -> ParsedRecord:
@@ -488,25 +502,35 @@ def _parse_icmp(record: Record, ip_version: int, header: str, src: str, dst: str
 
 
 def _parse_quoted(record: Record, body: str) -> TcpFields | None:
-    """The TCP segment an ICMP error quotes, printed by tcpdump -v after the error (None without -v)."""
-    quote_start = body.find(" > ", 1)
-    if quote_start < 0:
-        return None
-    # The quote follows the IP header of the quoted packet: find 'src > dst: TCP' after the ICMP wording.
-    for candidate in re.finditer(r"(?:^|\s)(?=\S+ > \S+?: )", body):
+    """The TCP segment an ICMP error quotes, printed by tcpdump -v after the error (None without -v).
+
+    A quote cut after the ports (``[|tcp]``: RFC 792's minimum of 8 TCP bytes) still names the connection;
+    its seq is then unknown here.
+    """
+    # The quote follows the quoted packet's IP header: find 'src.port > dst.port: ' after the ICMP wording.
+    for candidate in _QUOTE_START_RE.finditer(body):
         match = _QUOTED_RE.match(body, candidate.end())
         if match is None:
             continue
+        tcp = match["tcp"]
         try:
-            tcp = match["tcp"]
-            segment = (
-                _parse_modern_tcp(record.line_no, tcp)
-                if tcp.startswith("Flags")
-                else _parse_old_tcp(record.line_no, tcp)
-            )
+            if tcp.startswith("Flags"):
+                segment = _parse_modern_tcp(record.line_no, tcp)
+            elif _OLD_TCP_HINT_RE.match(tcp):
+                segment = _parse_old_tcp(record.line_no, tcp)
+            else:
+                segment = _bare_segment(record.line_no)
             segment.src, segment.sport = _split_endpoint(match["src"])
             segment.dst, segment.dport = _split_endpoint(match["dst"])
+            NameBook.check_port(segment.sport)
+            NameBook.check_port(segment.dport)
         except (_Unparsable, ValueError):
             continue
+        segment.quoted = True
         return segment
     return None
+
+
+def _bare_segment(line_no: int) -> TcpFields:
+    """A quoted segment known only by its addresses and ports."""
+    return TcpFields(line_no, TimeKind.NONE, 0, 0, "", "", "", "", 0, None, None, 0, 0)

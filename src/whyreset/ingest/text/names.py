@@ -76,6 +76,15 @@ class NameBook:
         return value
 
     @staticmethod
+    def check_port(text: str) -> None:
+        """Raise ValueError unless ``text`` can be a port as tcpdump prints one (digits or a service name)."""
+        if text.isdigit():
+            if int(text) > 65535:
+                raise ValueError(f"port {text} out of range")
+        elif not text or not (text[0].isalpha() and text.replace("-", "").replace("_", "").isalnum()):
+            raise ValueError(f"{text!r} is not a port or service name")
+
+    @staticmethod
     def _literal(text: str) -> tuple[int, int] | None:
         try:
             ip = ipaddress.ip_address(text)

@@ -78,6 +78,8 @@ class SequenceResolver:
             receiver = (segment.dst, segment.dport)
             if self.mode is not SeqMode.ABSOLUTE and segment.flags & ACK:
                 self._unrelative(segment, sender, receiver)
+            if segment.quoted:
+                continue  # a quote may lack its seq, and tells nothing of what the sender sends next
             if segment.seq is None:
                 segment.seq = self._infer_seq(sender, receiver)
             self._remember(segment, sender, receiver)
@@ -138,7 +140,7 @@ class SequenceResolver:
         bases: dict[tuple[Endpoint, Endpoint], dict[Endpoint, int]] = {}
         relative_votes = absolute_votes = 0
         for segment in segments:
-            if not segment.flags & ACK or segment.ack is None:
+            if not segment.flags & ACK or segment.ack is None or segment.quoted:
                 continue
             sender, receiver = (segment.src, segment.sport), (segment.dst, segment.dport)
             key = _conversation_key(sender, receiver)
