@@ -180,3 +180,18 @@ def test_committed_docs_are_generated_from_the_catalogue() -> None:
             f"docs/causes/{entry.cause.value}.md is stale: run `whyreset rules --markdown docs/causes`"
         )
     assert (DOCS / "README.md").read_text(encoding="utf-8") == index_markdown()
+
+
+def test_findings_show_the_connections_own_addresses_in_messages() -> None:
+    from diagnose.script import CLIENT, SERVER, Path
+
+    from whyreset.model import ACK, RST, SYN
+
+    path = Path(capture_at=0.0)
+    c = path.conn(client=("10.7.7.7", 51000), server=("10.8.8.8", 6443))
+    arrival = c.send(CLIENT, 0, 0, flags=SYN)
+    c.send(SERVER, 0, arrival, flags=RST | ACK, seq=0)
+    finding = path.only_finding()
+    assert finding is not None
+    assert finding.symptoms["go"]["orig"].startswith("dial tcp 10.8.8.8:6443: connect: connection refused")
+    assert "Failed to connect to 10.8.8.8 port 6443" in finding.symptoms["curl"]["orig"]

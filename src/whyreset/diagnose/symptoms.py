@@ -562,8 +562,13 @@ class AppView:
     explanation: str
     """Why, in terms of the kernel (e.g. ``RST accepted in CLOSE_WAIT: EPIPE on the next write``)."""
 
-    def render(self, runtime: str, *, client: bool) -> str:
-        """The runtime's message for this view, or the plain explanation when the application saw no error."""
+    def render(
+        self, runtime: str, *, client: bool, local: str | None = None, remote: str | None = None
+    ) -> str:
+        """The runtime's message for this view, or the plain explanation when the application saw no error.
+
+        ``local`` / ``remote`` (``addr:port`` of the viewing application's socket and of its peer) replace the
+        example addresses of the message, so it reads as the application printed it."""
         if self.errno is None or self.operation is None:
             return self.explanation
         if runtime in CLIENT_ONLY_RUNTIMES and not client:
@@ -571,13 +576,36 @@ class AppView:
         text = message_for(runtime, self.errno, self.operation, client=client)
         if text is None:
             return f"{self.errno.value} on {self.operation.value}: {self.explanation}"
+        if local is not None and remote is not None:
+            text = with_addresses(text, local, remote)
         return f"{text}  [{self.errno.value} on {self.operation.value}]"
 
 
-def render_views(views: dict[str, AppView], client_side: str = "orig") -> dict[str, dict[str, str]]:
+EXAMPLE_LOCAL = "10.0.0.1:41234"
+EXAMPLE_REMOTE = "10.0.0.2:80"
+
+
+def with_addresses(text: str, local: str, remote: str) -> str:
+    """Put a connection's real endpoints in place of the example ones of a message."""
+    host, _, port = remote.rpartition(":")
+    return (
+        text.replace(EXAMPLE_LOCAL, local)
+        .replace(EXAMPLE_REMOTE, remote)
+        .replace("10.0.0.2 port 80", f"{host.strip('[]')} port {port}")
+        .replace("http://10.0.0.2/", f"http://{remote}/")
+    )
+
+
+def render_views(
+    views: dict[str, AppView], client_side: str = "orig", endpoints: dict[str, str] | None = None
+) -> dict[str, dict[str, str]]:
     """runtime -> side -> message, for a mapping side -> `AppView` (``client_side`` names the connecting
-    side)."""
-    return {
-        runtime: {side: view.render(runtime, client=side == client_side) for side, view in views.items()}
-        for runtime in RUNTIMES
-    }
+    side; ``endpoints`` maps each side to its ``addr:port`` to show real addresses in the messages)."""
+    out: dict[str, dict[str, str]] = {}
+    for runtime in RUNTIMES:
+        out[runtime] = {}
+        for side, view in views.items():
+            local = endpoints.get(side) if endpoints else None
+            remote = next((a for s, a in (endpoints or {}).items() if s != side), None)
+            out[runtime][side] = view.render(runtime, client=side == client_side, local=local, remote=remote)
+    return out

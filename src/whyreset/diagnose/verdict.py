@@ -227,7 +227,12 @@ def _symptoms(facts: Facts, views: dict[Side, AppView]) -> dict[str, dict[str, s
     complete = {
         side.value: views.get(side, AppView(None, None, "no error visible from the capture")) for side in Side
     }
-    return render_views(complete, client_side=Side.ORIG.value)
+    endpoints = {side.value: _endpoint(*facts.conn.address(side)) for side in Side}
+    return render_views(complete, client_side=Side.ORIG.value, endpoints=endpoints)
+
+
+def _endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def describe_gap(ns: int) -> str:
