@@ -184,7 +184,6 @@ def test_committed_docs_are_generated_from_the_catalogue() -> None:
 
 def test_findings_show_the_connections_own_addresses_in_messages() -> None:
     from diagnose.script import CLIENT, SERVER, Path
-
     from whyreset.model import ACK, RST, SYN
 
     path = Path(capture_at=0.0)
