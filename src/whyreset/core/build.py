@@ -41,7 +41,7 @@ from whyreset.core.connection import (
 )
 from whyreset.core.demux import INFERRED_BY, Demux
 from whyreset.core.seqmath import IntArray, group_ids
-from whyreset.core.tcpstate import Action, EndpointMachine, Input
+from whyreset.core.walk import Mark, RstFacts, WalkTemplate, walk
 from whyreset.core.zeek import ZeekRows, ZeekShortcut, community_id, summarise, zeek_uid
 from whyreset.ids import Outcome, Side, TcpState
 from whyreset.model import ACK, FIN, RST, SYN, Array, IcmpError, PacketTable, format_addr
@@ -52,7 +52,6 @@ IDLE_GAP_RTT_FACTOR = 10
 """...nor those shorter than this many handshake RTTs (when the RTT is known)."""
 CHALLENGE_ACK_WINDOW_NS = 1_000_000_000
 """A challenge ACK must follow the unacceptable RST within this time."""
-ACCEPTED = (RstAcceptability.EXACT, RstAcceptability.SYN_SENT_ACK_OK)
 IPV4_HEADER = 20
 IPV6_HEADER = 40
 
@@ -340,7 +339,7 @@ _KIND_ORDER[EventKind.IDLE_GAP] = -1  # the silence comes before what ended it
 
 
 class _Walk:
-    """The control-row walk of one connection: both endpoint machines, resets and control events."""
+    """One connection's control walk: its marks, the memoised template, the template stamped with rows."""
 
     def __init__(
         self, batch: Batch, conn: int, start: int, stop: int, rst_payloads: Mapping[int, bytes]
@@ -352,20 +351,13 @@ class _Walk:
         self.rst_payloads = rst_payloads
         index = batch.index
         self.keys = {True: 2 * conn, False: 2 * conn + 1}
-        self.midstream = (
-            int(index.first_syn_row[self.keys[True]]) < 0 and int(index.first_syn_row[self.keys[False]]) < 0
-        )
+        self.midstream = index.first_syn_row[2 * conn] < 0 and index.first_syn_row[2 * conn + 1] < 0
         isn_orig, isn_resp = int(batch.analysis.isn_abs[2 * conn]), int(batch.analysis.isn_abs[2 * conn + 1])
         self.isn = {True: isn_orig if isn_orig >= 0 else None, False: isn_resp if isn_resp >= 0 else None}
-        self.syn_options = {side: int(index.first_syn_row[self.keys[side]]) for side in (True, False)}
-        self.machines = {
-            True: EndpointMachine(self._initial(True)),
-            False: EndpointMachine(self._initial(False)),
-        }
-        first = (batch.frame_list[start], batch.ts_list[start])
-        self.timeline: dict[bool, list[StateChange]] = {
-            side: [StateChange(self.machines[side].state, *first)] for side in (True, False)
-        }
+        self.syn_options = {side: index.first_syn_row[self.keys[side]] for side in (True, False)}
+        self.initial = {True: self._initial(True), False: self._initial(False)}
+        self.both_ways_row = self._data_both_ways_row()
+        self.timeline: dict[bool, list[StateChange]] = {True: [], False: []}
         self.events: list[Event] = []
         self.resets: list[ResetInfo] = []
         self.accepted_rst_row = -1
@@ -373,7 +365,6 @@ class _Walk:
         self.reached_sync = {True: False, False: False}
         self.syn_ack_row = -1
         self.handshake_ack_row = -1
-        self.both_ways_row = self._data_both_ways_row()
 
     def _initial(self, side: bool) -> TcpState:
         index = self.batch.index
@@ -382,8 +373,12 @@ class _Walk:
             return TcpState.CLOSED if index.first_pure_syn_row[key] >= 0 else TcpState.UNKNOWN
         if index.first_synack_row[key] >= 0:
             return TcpState.LISTEN
-        first_own = int(index.first_row[key])
-        if first_own >= 0 and index.first_pure_syn_row[peer_key] >= 0 and self.batch.flags[first_own] & RST:
+        first_own = index.first_row[key]
+        if (
+            first_own >= 0
+            and index.first_pure_syn_row[peer_key] >= 0
+            and self.batch.flags_list[first_own] & RST
+        ):
             return TcpState.CLOSED  # answered the SYN with an RST: no socket, or a closed port
         return TcpState.UNKNOWN
 
@@ -391,133 +386,109 @@ class _Walk:
         if not self.midstream:
             return -1
         index = self.batch.index
-        firsts = [int(index.first_data_row[self.keys[side]]) for side in (True, False)]
+        firsts = [index.first_data_row[self.keys[side]] for side in (True, False)]
         return max(firsts) if min(firsts) >= 0 else -1
 
-    # -- the walk
-    # -------------------------------------------------------------------------------------------------
+    # -- marks, template, stamping --------------------------------------------------------------------
 
     def run(self) -> None:
-        index = self.batch.index
-        proofs: dict[int, list[str]] = {}
-        for side in (True, False):
-            for rows, kind in ((index.syn_proof_row, "syn"), (index.fin_proof_row, "fin")):
-                row = int(rows[self.keys[side]])
-                if row >= 0:
-                    proofs.setdefault(row, []).append(kind)
-        marks = set(index.control[self.conn])
-        if self.both_ways_row >= 0:
-            marks.add(self.both_ways_row)
-        for row in sorted(marks):
-            self._row(row, proofs.get(row, ()), row == self.both_ways_row)
-
-    def _feed(self, side: bool, event: Input, row: int) -> Action:
-        transition = self.machines[side].feed(event)
-        if transition.after is not transition.before:
-            self.timeline[side].append(
-                StateChange(transition.after, self.batch.frame_list[row], self.batch.ts_list[row])
-            )
-        if transition.after in _SYNCHRONISED and transition.before in _OPENING:
-            self.reached_sync[side] = True
-        return transition.action
-
-    def _row(self, row: int, proofs: Sequence[str], both_ways: bool) -> None:
-        flags = self.batch.flags_list[row]
-        side = self.batch.fo_list[row]
-        peer = not side
-        if both_ways:
-            for endpoint in (True, False):
-                if self.machines[endpoint].state is TcpState.UNKNOWN:
-                    self._feed(endpoint, Input.DATA_BOTH_WAYS, row)
-        if "syn" in proofs:
-            if self.machines[side].state in (TcpState.SYN_SENT, TcpState.UNKNOWN):
-                self._feed(side, Input.RECV_SYNACK, row)
-            self._feed(side, Input.SEND_ACK_OF_SYN, row)
-            self._feed(peer, Input.RECV_ACK_OF_SYN, row)
-            if side and self.handshake_ack_row < 0:
-                self.handshake_ack_row = row
-                self._event(EventKind.HANDSHAKE_ACK, row)
-        if "fin" in proofs:
-            self._feed(side, Input.RECV_FIN, row)
-            self._feed(peer, Input.FIN_ACKED, row)
-            self.fin_acked_row[peer] = row
-            self._event(EventKind.FIN_ACKED, row)
-        if flags & SYN and not flags & RST:
-            self._syn(row, side, flags)
-        if flags & FIN and not flags & RST:
-            self._feed(side, Input.SEND_FIN, row)
-            self._event(EventKind.FIN, row)
-        if flags & RST:
-            self._rst(row, side, flags)
-
-    def _syn(self, row: int, side: bool, flags: int) -> None:
-        if not flags & ACK:
-            kind = (
-                EventKind.SYN_RETRANSMIT if self.machines[side].state is TcpState.SYN_SENT else EventKind.SYN
-            )
-            self._feed(side, Input.SEND_SYN, row)
-            self._event(kind, row)
-            return
-        if self.machines[side].state in (TcpState.LISTEN, TcpState.UNKNOWN, TcpState.SYN_SENT):
-            self._feed(side, Input.RECV_SYN, row)
-        retransmit = self.syn_ack_row >= 0
-        action = self._feed(side, Input.SEND_SYNACK, row)
-        if self.syn_ack_row < 0:
-            self.syn_ack_row = row
-        self._event(
-            EventKind.SYN_ACK_RETRANSMIT if retransmit else EventKind.SYN_ACK,
-            row,
-            {"handshake_ack_lost": True} if action is Action.HANDSHAKE_ACK_LOST else {},
-        )
-
-    def _rst(self, row: int, side: bool, flags: int) -> None:
-        batch = self.batch
-        peer = not side
-        receiver_state = self.machines[peer].state
-        sender_state = self.machines[side].state
-        acceptability = self._acceptability(row, side, flags, receiver_state)
-        accepted = acceptability in ACCEPTED or (
-            acceptability is RstAcceptability.UNKNOWN and not self._keeps_sending(row, peer)
-        )
-        frame = int(batch.frame[row])
-        table = batch.table
-        self.resets.append(
-            ResetInfo(
-                sender=Side.ORIG if side else Side.RESP,
-                frame=frame,
-                ts_ns=int(batch.ts[row]),
-                seq=int(table["seq"][row]),
-                ack=int(table["ack"][row]) if flags & ACK else None,
-                rel_seq=int(batch.rel_seq[row]) if self.isn[side] is not None else None,
-                ttl=int(table["ttl"][row]),
-                ip_id=int(table["ip_id"][row]),
-                acceptability=acceptability,
-                receiver_state=receiver_state,
-                sender_state=sender_state,
-                payload_text=printable_text(self.rst_payloads.get(frame)),
-            )
-        )
-        self._event(EventKind.RST, row, {"acceptability": acceptability.value, "accepted": accepted})
-        self._feed(side, Input.SEND_RST, row)
-        if accepted and receiver_state not in (TcpState.CLOSED, TcpState.LISTEN):
-            self._feed(peer, Input.RECV_RST_ACCEPTED, row)
-            if self.accepted_rst_row < 0:
-                self.accepted_rst_row = row
-        elif acceptability is RstAcceptability.IN_WINDOW:
-            self._challenge_ack(row, peer)
-
-    def _acceptability(self, row: int, side: bool, flags: int, receiver_state: TcpState) -> RstAcceptability:
         batch = self.batch
         index = batch.index
-        if receiver_state is TcpState.SYN_SENT:
-            ok = bool(flags & ACK) and int(batch.rel_ack[row]) == 1
-            return RstAcceptability.SYN_SENT_ACK_OK if ok else RstAcceptability.SYN_SENT_ACK_BAD
+        syn_proofs = {index.syn_proof_row[self.keys[side]] for side in (True, False)}
+        fin_proofs = {index.fin_proof_row[self.keys[side]] for side in (True, False)}
+        rows = set(index.control[self.conn])
+        if self.both_ways_row >= 0:
+            rows.add(self.both_ways_row)
+        self.rows = sorted(rows)
+        self.replies: dict[int, int] = {}
+        flags_list, fo_list = batch.flags_list, batch.fo_list
+        marks = []
+        for position, row in enumerate(self.rows):
+            flags = flags_list[row] & (SYN | FIN | RST | ACK)
+            side = fo_list[row]
+            facts = self._rst_facts(position, row, side, flags) if flags & RST else None
+            marks.append(
+                Mark(side, flags, row in syn_proofs, row in fin_proofs, row == self.both_ways_row, facts)
+            )
+        template = walk(self.initial[True], self.initial[False], tuple(marks))
+        self._stamp(template)
+
+    def _rst_facts(self, position: int, row: int, side: bool, flags: int) -> RstFacts:
+        peer = not side
+        reply = self._reply_row(row, peer)
+        if reply >= 0:
+            self.replies[position] = reply
+        return RstFacts(
+            RstAcceptability.SYN_SENT_ACK_OK
+            if flags & ACK and self.batch.rel_ack_list[row] == 1
+            else RstAcceptability.SYN_SENT_ACK_BAD,
+            self._acceptability(row, side),
+            self.batch.index.last_non_rst_row[self.keys[peer]] > row,
+            reply >= 0,
+        )
+
+    def _stamp(self, template: WalkTemplate) -> None:
+        batch = self.batch
+        frame_list, ts_list = batch.frame_list, batch.ts_list
+        rows = self.rows
+        first = (frame_list[self.start], ts_list[self.start])
+        for side in (True, False):
+            line = [StateChange(self.initial[side], *first)]
+            line += [
+                StateChange(state, frame_list[rows[m]], ts_list[rows[m]])
+                for state, m in template.timeline[side]
+            ]
+            self.timeline[side] = line
+        for op in template.events:
+            if op.on_reply:
+                detail: dict[str, object] = {"rst_frame": frame_list[rows[op.mark]]}
+                self.events.append(batch.event(op.kind, self.replies[op.mark], detail))
+            else:
+                self.events.append(
+                    batch.event(op.kind, rows[op.mark], dict(op.detail) if op.detail else None)
+                )
+        table = batch.table
+        for reset in template.resets:
+            row = rows[reset.mark]
+            flags = batch.flags_list[row]
+            side = batch.fo_list[row]
+            frame = frame_list[row]
+            self.resets.append(
+                ResetInfo(
+                    sender=Side.ORIG if side else Side.RESP,
+                    frame=frame,
+                    ts_ns=ts_list[row],
+                    seq=int(table["seq"][row]),
+                    ack=int(table["ack"][row]) if flags & ACK else None,
+                    rel_seq=batch.rel_seq_list[row] if self.isn[side] is not None else None,
+                    ttl=int(table["ttl"][row]),
+                    ip_id=int(table["ip_id"][row]),
+                    acceptability=reset.acceptability,
+                    receiver_state=reset.receiver_state,
+                    sender_state=reset.sender_state,
+                    payload_text=printable_text(self.rst_payloads.get(frame)),
+                )
+            )
+
+        def row_of(mark: int) -> int:
+            return rows[mark] if mark >= 0 else -1
+
+        self.accepted_rst_row = row_of(template.accepted_rst_mark)
+        self.fin_acked_row = {side: row_of(template.fin_acked_mark[side]) for side in (True, False)}
+        self.reached_sync = dict(template.reached_sync)
+        self.syn_ack_row = row_of(template.syn_ack_mark)
+        self.handshake_ack_row = row_of(template.handshake_ack_mark)
+
+    def _acceptability(self, row: int, side: bool) -> RstAcceptability:
+        """RFC 5961 verdict for an RST from ``side`` whose receiver is not in SYN_SENT."""
+        batch = self.batch
+        index = batch.index
         peer = not side
         peer_last_row = int((index.last_row_orig if peer else index.last_row_resp)[row])
         if peer_last_row < self.start:
             return RstAcceptability.UNKNOWN
         candidates = []
-        if int(index.first_row[self.keys[side]]) < row:
+        if index.first_row[self.keys[side]] < row:
             candidates.append(int(batch.analysis.next_expected[row]))
         peer_ack = int((index.ack_max_orig if peer else index.ack_max_resp)[row])
         if peer_ack > np.iinfo(np.int64).min:
@@ -525,7 +496,7 @@ class _Walk:
         if not candidates:
             return RstAcceptability.UNKNOWN
         rcv_nxt = max(candidates)
-        seq = int(batch.rel_seq[row])
+        seq = batch.rel_seq_list[row]
         if seq == rcv_nxt:
             return RstAcceptability.EXACT
         raw_window = int(batch.table["window"][peer_last_row])
@@ -548,24 +519,20 @@ class _Walk:
             return 0
         return min(int(wscale[own]), 14)
 
-    def _keeps_sending(self, row: int, side: bool) -> bool:
-        return int(self.batch.index.last_non_rst_row[self.keys[side]]) > row
-
-    def _challenge_ack(self, row: int, receiver: bool) -> None:
+    def _reply_row(self, row: int, receiver: bool) -> int:
+        """The receiver's next segment when it is a prompt pure ACK (a possible challenge ACK), else -1."""
         batch = self.batch
-        later = np.flatnonzero(batch.fo[row + 1 : self.stop] == receiver)
-        if not len(later):
-            return
-        reply = row + 1 + int(later[0])
-        pure_ack = int(batch.flags[reply]) & (SYN | FIN | RST | ACK) == ACK and batch.payload[reply] == 0
-        if pure_ack and int(batch.ts[reply]) - int(batch.ts[row]) <= CHALLENGE_ACK_WINDOW_NS:
-            self._event(EventKind.CHALLENGE_ACK, reply, {"rst_frame": int(batch.frame[row])})
+        fo_list = batch.fo_list
+        for reply in range(row + 1, self.stop):
+            if fo_list[reply] == receiver:
+                pure_ack = (
+                    batch.flags_list[reply] & (SYN | FIN | RST | ACK) == ACK and not batch.payload_list[reply]
+                )
+                prompt = batch.ts_list[reply] - batch.ts_list[row] <= CHALLENGE_ACK_WINDOW_NS
+                return reply if pure_ack and prompt else -1
+        return -1
 
-    def _event(self, kind: EventKind, row: int, detail: dict[str, object] | None = None) -> None:
-        self.events.append(self.batch.event(kind, row, detail))
-
-    # -- results
-    # ----------------------------------------------------------------------------------------------------
+    # -- results ---------------------------------------------------------------------------------------
 
     @property
     def established(self) -> bool:
@@ -574,8 +541,8 @@ class _Walk:
     def outcome(self) -> Outcome:
         index = self.batch.index
         if not self.established:
-            syns = int(index.pure_syn_count[self.keys[True]])
-            answered = int(index.first_row[self.keys[False]]) >= 0
+            syns = index.pure_syn_count[self.keys[True]]
+            answered = index.first_row[self.keys[False]] >= 0
             return Outcome.TIMEOUT if syns > 1 and not answered else Outcome.NOT_ESTABLISHED
         both_fins_acked = self.fin_acked_row[True] >= 0 and self.fin_acked_row[False] >= 0
         if both_fins_acked and (
@@ -593,7 +560,7 @@ class _Walk:
     def _ends_in_unanswered_retransmissions(self) -> bool:
         """The last packets are one side's retransmissions (two or more), never answered."""
         batch = self.batch
-        last_side = bool(batch.fo[self.stop - 1])
+        last_side = batch.fo_list[self.stop - 1]
         other_last = int(
             (batch.index.last_row_resp if last_side else batch.index.last_row_orig)[self.stop - 1]
         )
@@ -601,10 +568,6 @@ class _Walk:
         carries = (batch.payload[tail] > 0) | ((batch.flags[tail] & FIN) != 0)
         repeated = carries & (batch.rel_seq[tail] < batch.analysis.next_expected[tail])
         return int(repeated.sum()) >= 2
-
-
-_SYNCHRONISED = (TcpState.ESTABLISHED, TcpState.FIN_WAIT_1, TcpState.CLOSE_WAIT)
-_OPENING = (TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.UNKNOWN)
 
 
 def _bulk_events(batch: Batch, conn: int, walk: _Walk) -> list[Event]:

@@ -35,8 +35,10 @@ import hashlib
 import ipaddress
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 import numpy as np
 
@@ -297,22 +299,82 @@ def _fed_rows(rows: ZeekRows, flags: IntArray) -> list[tuple[int, bool, int, int
     ]
 
 
+class EndpointEnd(NamedTuple):
+    """An endpoint after the emulation: what `Size` and `conn_state` read."""
+
+    state: ZeekState
+    prev_state: ZeekState
+    sent_fin: bool
+
+
+class Emulation(NamedTuple):
+    """The emulator's output for one connection, in positions of the fed rows (shared by equal shapes)."""
+
+    letters: tuple[tuple[int, int, str], ...]
+    """(fed row index, order within the row, letter)."""
+    states_after: tuple[tuple[ZeekState, ZeekState], ...]
+    """(originator, responder) state after each fed row."""
+    orig: EndpointEnd
+    resp: EndpointEnd
+
+
+_EMULATIONS: dict[tuple[tuple[bool, int, bool, bool], ...], Emulation] = {}
+EMULATION_CACHE_LIMIT = 65_536
+
+
+def emulate(fed: Sequence[tuple[int, bool, int, int, int]]) -> Emulation:
+    """Run (or recall) Zeek's endpoint machines over the fed rows ``(row, from_orig, flags, rel_seq, length)``.
+
+    The result depends on each row's side and flags, on whether it carries data, and on whether its SYN, FIN or
+    RST sequence number repeats the endpoint's previous one (Zeek's history test); that is the memo key.
+    """
+    key = _shape(fed)
+    known = _EMULATIONS.get(key)
+    if known is not None:
+        return known
+    emulator = ZeekEmulator()
+    states = []
+    for position, (_, is_orig, flags, rel_seq, payload) in enumerate(fed):
+        emulator.packet(position, is_orig, flags, rel_seq, payload)
+        states.append((emulator.orig.state, emulator.resp.state))
+    result = Emulation(
+        letters=tuple(emulator.letters),
+        states_after=tuple(states),
+        orig=EndpointEnd(emulator.orig.state, emulator.orig.prev_state, emulator.orig.fin_count > 0),
+        resp=EndpointEnd(emulator.resp.state, emulator.resp.prev_state, emulator.resp.fin_count > 0),
+    )
+    if len(_EMULATIONS) >= EMULATION_CACHE_LIMIT:
+        _EMULATIONS.clear()
+    _EMULATIONS[key] = result
+    return result
+
+
+def _shape(fed: Sequence[tuple[int, bool, int, int, int]]) -> tuple[tuple[bool, int, bool, bool], ...]:
+    last: dict[tuple[bool, int], int] = {}
+    shape = []
+    for _, is_orig, flags, rel_seq, payload in fed:
+        control = flags & (SYN | FIN | RST)
+        repeats = False
+        if control in (SYN, FIN, RST):
+            value = rel_seq + payload if control == FIN else rel_seq
+            repeats = last.get((is_orig, control), 0) == value
+            last[(is_orig, control)] = value
+        shape.append((is_orig, flags & (SYN | FIN | RST | ACK), payload > 0, repeats))
+    return tuple(shape)
+
+
 def summarise(rows: ZeekRows) -> ZeekSummary:
     """Run the emulator over the state-changing rows and merge in the bulk letters."""
     flags = rows.flags.astype(np.int64)
     n = len(flags)
     shortcut = rows.shortcut
-    emulator = ZeekEmulator()
     fed = shortcut.fed if shortcut is not None else _fed_rows(rows, flags)
-    fed_orig_state: list[ZeekState] = []
-    fed_resp_state: list[ZeekState] = []
-    for row, is_orig, row_flags, rel_seq, payload in fed:
-        emulator.packet(row, is_orig, row_flags, rel_seq, payload)
-        fed_orig_state.append(emulator.orig.state)
-        fed_resp_state.append(emulator.resp.state)
-    letters = list(emulator.letters)
+    run = emulate(fed)
+    letters = [(fed[position][0], order, code) for position, order, code in run.letters]
     if shortcut is None or shortcut.bulk_candidates:
         fed_index = np.asarray([item[0] for item in fed], np.int64)
+        fed_orig_state = [pair[0] for pair in run.states_after]
+        fed_resp_state = [pair[1] for pair in run.states_after]
         before_orig, before_resp = _states_before(fed_index, fed_orig_state, fed_resp_state, n)
         letters += _bulk_letters(rows, flags, before_orig, before_resp)
     else:
@@ -321,20 +383,20 @@ def summarise(rows: ZeekRows) -> ZeekSummary:
     letters.sort(key=lambda item: (item[0], item[1]))
     history = ("^" if rows.flipped else "") + "".join(code for _, _, code in letters)
     if shortcut is None:
-        orig_size = _zeek_size(rows, flags, True, emulator.orig)
-        resp_size = _zeek_size(rows, flags, False, emulator.resp)
+        orig_size = _zeek_size(rows, flags, True, run.orig)
+        resp_size = _zeek_size(rows, flags, False, run.resp)
     else:
-        orig_size = size_from(shortcut.own_last[0], shortcut.peer_acked[0], emulator.orig)
-        resp_size = size_from(shortcut.own_last[1], shortcut.peer_acked[1], emulator.resp)
-    state = conn_state(emulator.orig.state, emulator.resp.state, orig_size, resp_size, history)
+        orig_size = size_from(shortcut.own_last[0], shortcut.peer_acked[0], run.orig)
+        resp_size = size_from(shortcut.own_last[1], shortcut.peer_acked[1], run.resp)
+    state = conn_state(run.orig.state, run.resp.state, orig_size, resp_size, history)
     return ZeekSummary(
         conn_state=state,
         history=history,
         orig_bytes=orig_size,
         resp_bytes=resp_size,
         missed_bytes=rows.missed_bytes,
-        orig_state=emulator.orig.state,
-        resp_state=emulator.resp.state,
+        orig_state=run.orig.state,
+        resp_state=run.resp.state,
     )
 
 
@@ -409,7 +471,7 @@ def _retransmitted(rows: ZeekRows, mine: Array, zeek_end: IntArray, own_state: I
     return result
 
 
-def _zeek_size(rows: ZeekRows, flags: IntArray, is_orig: bool, endpoint: _Endpoint) -> int:
+def _zeek_size(rows: ZeekRows, flags: IntArray, is_orig: bool, endpoint: EndpointEnd) -> int:
     """TCP_Endpoint::Size: highest of last sequence and acknowledged number, minus the SYN and FIN octets."""
     mine = rows.from_orig == is_orig
     peer_acks = (rows.from_orig != is_orig) & ((flags & ACK) != 0) & ((flags & RST) == 0)
@@ -420,14 +482,14 @@ def _zeek_size(rows: ZeekRows, flags: IntArray, is_orig: bool, endpoint: _Endpoi
     return size_from(last, acked, endpoint)
 
 
-def size_from(last: int, acked: int, endpoint: _Endpoint) -> int:
+def size_from(last: int, acked: int, endpoint: EndpointEnd) -> int:
     """Size() from the endpoint's highest sequence end and the highest acknowledgment it received."""
     if endpoint.prev_state is ZeekState.SYN_SENT and endpoint.state is ZeekState.RESET and acked > 1:
         return 0
     size = max(last, acked, 0)
     if size:
         size -= 1
-    if endpoint.fin_count and size:
+    if endpoint.sent_fin and size:
         size -= 1
     return size
 

@@ -1,0 +1,185 @@
+"""The control-segment walk of one connection as a pure function of its *shape*, so it can be memoised.
+
+A connection's control segments (SYN, FIN, RST, the ACKs that prove a SYN or FIN arrived, the row where a
+mid-stream connection has seen data both ways) are reduced to a `Mark` each: who sent it, its flags, what it
+proves and, for an RST, the RFC 5961 verdicts computed from the numbers beforehand. The walk through the two
+endpoint machines of `tcpstate` depends on nothing else, so the many connections with the same shape (every
+clean HTTP exchange looks alike) share one `WalkTemplate`; the builder then only stamps frames and timestamps
+on it. Positions in a template are mark indices; ``on_reply`` events sit on the RST's challenge-ACK reply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from whyreset.core.connection import EventKind, RstAcceptability
+from whyreset.core.tcpstate import TRANSITIONS, Action, Input
+from whyreset.ids import TcpState
+from whyreset.model import ACK, FIN, RST, SYN
+
+CACHE_LIMIT = 65_536
+ACCEPTED = (RstAcceptability.EXACT, RstAcceptability.SYN_SENT_ACK_OK)
+_SYNCHRONISED = (TcpState.ESTABLISHED, TcpState.FIN_WAIT_1, TcpState.CLOSE_WAIT)
+_OPENING = (TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.UNKNOWN)
+
+
+class RstFacts(NamedTuple):
+    """What decides an RST's fate, computed from the numbers before the walk."""
+
+    if_syn_sent: RstAcceptability
+    """The verdict if the receiver is in SYN_SENT (does the RST acknowledge its SYN?)."""
+    otherwise: RstAcceptability
+    """The verdict against the receiver's RCV.NXT and window in any other state."""
+    receiver_keeps_sending: bool
+    """The receiver sends non-RST segments later (an UNKNOWN verdict then means the RST was not accepted)."""
+    has_reply: bool
+    """The receiver's next segment is a prompt pure ACK (a challenge ACK if the RST was in window)."""
+
+
+class Mark(NamedTuple):
+    """One control row of a connection, reduced to what the walk reads."""
+
+    from_orig: bool
+    flags: int
+    """SYN/FIN/RST/ACK bits."""
+    proves_syn: bool
+    """This row acknowledges the peer's SYN (first such row)."""
+    proves_fin: bool
+    """This row acknowledges the peer's first FIN (first such row)."""
+    both_ways: bool
+    """Mid-stream: data has now flowed in both directions."""
+    rst: RstFacts | None
+
+
+class EventOp(NamedTuple):
+    kind: EventKind
+    mark: int
+    on_reply: bool
+    """The event sits on the reply to the RST at ``mark`` (a challenge ACK)."""
+    detail: tuple[tuple[str, object], ...]
+
+
+class ResetOp(NamedTuple):
+    mark: int
+    acceptability: RstAcceptability
+    receiver_state: TcpState
+    sender_state: TcpState
+
+
+@dataclass(slots=True)
+class WalkTemplate:
+    """What the walk produced, in mark positions (shared by every connection of the same shape)."""
+
+    timeline: dict[bool, list[tuple[TcpState, int]]]
+    """Per side (True = originator): states entered after the initial one, with the mark that caused them."""
+    events: list[EventOp] = field(default_factory=list)
+    resets: list[ResetOp] = field(default_factory=list)
+    accepted_rst_mark: int = -1
+    fin_acked_mark: dict[bool, int] = field(default_factory=lambda: {True: -1, False: -1})
+    reached_sync: dict[bool, bool] = field(default_factory=lambda: {True: False, False: False})
+    syn_ack_mark: int = -1
+    handshake_ack_mark: int = -1
+
+
+_CACHE: dict[tuple[TcpState, TcpState, tuple[Mark, ...]], WalkTemplate] = {}
+
+
+def walk(initial_orig: TcpState, initial_resp: TcpState, marks: tuple[Mark, ...]) -> WalkTemplate:
+    """The (memoised) walk of a connection whose endpoints start in the given states."""
+    key = (initial_orig, initial_resp, marks)
+    template = _CACHE.get(key)
+    if template is None:
+        if len(_CACHE) >= CACHE_LIMIT:
+            _CACHE.clear()
+        template = _CACHE[key] = _Simulation(initial_orig, initial_resp).run(marks)
+    return template
+
+
+class _Simulation:
+    def __init__(self, initial_orig: TcpState, initial_resp: TcpState) -> None:
+        self.state = {True: initial_orig, False: initial_resp}
+        self.out = WalkTemplate(timeline={True: [], False: []})
+
+    def run(self, marks: tuple[Mark, ...]) -> WalkTemplate:
+        for index, mark in enumerate(marks):
+            self._mark(index, mark)
+        return self.out
+
+    def _feed(self, side: bool, event: Input, mark: int) -> Action:
+        before = self.state[side]
+        after, action = TRANSITIONS.get((before, event), (before, Action.UNEXPECTED))
+        if after is not before:
+            self.state[side] = after
+            self.out.timeline[side].append((after, mark))
+            if after in _SYNCHRONISED and before in _OPENING:
+                self.out.reached_sync[side] = True
+        return action
+
+    def _event(self, kind: EventKind, mark: int, detail: dict[str, object] | None = None) -> None:
+        self.out.events.append(EventOp(kind, mark, False, tuple((detail or {}).items())))
+
+    def _mark(self, index: int, mark: Mark) -> None:
+        side = mark.from_orig
+        peer = not side
+        if mark.both_ways:
+            for endpoint in (True, False):
+                if self.state[endpoint] is TcpState.UNKNOWN:
+                    self._feed(endpoint, Input.DATA_BOTH_WAYS, index)
+        if mark.proves_syn:
+            if self.state[side] in (TcpState.SYN_SENT, TcpState.UNKNOWN):
+                self._feed(side, Input.RECV_SYNACK, index)
+            self._feed(side, Input.SEND_ACK_OF_SYN, index)
+            self._feed(peer, Input.RECV_ACK_OF_SYN, index)
+            if side and self.out.handshake_ack_mark < 0:
+                self.out.handshake_ack_mark = index
+                self._event(EventKind.HANDSHAKE_ACK, index)
+        if mark.proves_fin:
+            self._feed(side, Input.RECV_FIN, index)
+            self._feed(peer, Input.FIN_ACKED, index)
+            self.out.fin_acked_mark[peer] = index
+            self._event(EventKind.FIN_ACKED, index)
+        flags = mark.flags
+        if flags & SYN and not flags & RST:
+            self._syn(index, side, flags)
+        if flags & FIN and not flags & RST:
+            self._feed(side, Input.SEND_FIN, index)
+            self._event(EventKind.FIN, index)
+        if flags & RST and mark.rst is not None:
+            self._rst(index, side, mark.rst)
+
+    def _syn(self, index: int, side: bool, flags: int) -> None:
+        if not flags & ACK:
+            kind = EventKind.SYN_RETRANSMIT if self.state[side] is TcpState.SYN_SENT else EventKind.SYN
+            self._feed(side, Input.SEND_SYN, index)
+            self._event(kind, index)
+            return
+        if self.state[side] in (TcpState.LISTEN, TcpState.UNKNOWN, TcpState.SYN_SENT):
+            self._feed(side, Input.RECV_SYN, index)
+        retransmit = self.out.syn_ack_mark >= 0
+        action = self._feed(side, Input.SEND_SYNACK, index)
+        if self.out.syn_ack_mark < 0:
+            self.out.syn_ack_mark = index
+        self._event(
+            EventKind.SYN_ACK_RETRANSMIT if retransmit else EventKind.SYN_ACK,
+            index,
+            {"handshake_ack_lost": True} if action is Action.HANDSHAKE_ACK_LOST else None,
+        )
+
+    def _rst(self, index: int, side: bool, facts: RstFacts) -> None:
+        peer = not side
+        receiver_state = self.state[peer]
+        sender_state = self.state[side]
+        acceptability = facts.if_syn_sent if receiver_state is TcpState.SYN_SENT else facts.otherwise
+        accepted = acceptability in ACCEPTED or (
+            acceptability is RstAcceptability.UNKNOWN and not facts.receiver_keeps_sending
+        )
+        self.out.resets.append(ResetOp(index, acceptability, receiver_state, sender_state))
+        self._event(EventKind.RST, index, {"acceptability": acceptability.value, "accepted": accepted})
+        self._feed(side, Input.SEND_RST, index)
+        if accepted and receiver_state not in (TcpState.CLOSED, TcpState.LISTEN):
+            self._feed(peer, Input.RECV_RST_ACCEPTED, index)
+            if self.out.accepted_rst_mark < 0:
+                self.out.accepted_rst_mark = index
+        elif acceptability is RstAcceptability.IN_WINDOW and facts.has_reply:
+            self.out.events.append(EventOp(EventKind.CHALLENGE_ACK, index, True, ()))
