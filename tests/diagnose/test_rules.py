@@ -536,3 +536,31 @@ def at_t0_plus(ns: int) -> int:
     from diagnose.script import T0
 
     return T0 + ns
+
+
+def test_icmp_error_attached_by_the_core_is_enough_without_a_context() -> None:
+    from whyreset.diagnose import diagnose
+
+    path = Path(capture_at=0.0)
+    c = conn_on(path)
+    c.send(CLIENT, 0, 0, flags=SYN)
+    path.icmp.append(
+        IcmpError(
+            frame=2,
+            ts_ns=path.rows[0]["ts_ns"] + 3 * MS,
+            reporter="10.2.0.9",
+            ttl=60,
+            ip_version=4,
+            icmp_type=3,
+            icmp_code=3,
+            quoted_src="10.1.0.5",
+            quoted_dst="10.2.0.9",
+            quoted_sport=40100,
+            quoted_dport=8080,
+            quoted_seq=None,
+        )
+    )
+    (conn,) = path.connections()
+    finding = diagnose(conn)  # no capture-wide context: the core's ICMP_ERROR event carries it
+    assert finding is not None and finding.cause is CauseId.ICMP_UNREACHABLE
+    assert "server host itself" in finding.summary

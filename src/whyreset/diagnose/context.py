@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from whyreset.core.connection import Connection
+from whyreset.core.connection import Connection, EventKind
+from whyreset.ids import Side
 from whyreset.model import ACK, FIN, RST, SYN, IcmpError
 
 Endpoint = tuple[str, int]
@@ -86,6 +87,38 @@ class DiagnosisContext:
             self.listening.setdefault(server, []).extend(int(t) for t in ts[synack])
         self._observe_refusal(conn, server, flags, from_orig, ts)
         self._observe_silent_reset(conn, server, flags, from_orig)
+        self._observe_icmp_events(conn)
+
+    def _observe_icmp_events(self, conn: Connection) -> None:
+        """ICMP errors the core attached to the connection (so that `observe` alone, without the capture's
+        ICMP
+        list, still knows them)."""
+        for event in conn.events:
+            if event.kind is not EventKind.ICMP_ERROR:
+                continue
+            detail = event.detail
+            quoted_side = Side(str(detail.get("quoted_sender", "orig")))
+            (src, sport), (dst, dport) = conn.address(quoted_side), conn.address(quoted_side.other)
+            key = (src, sport, dst, dport)
+            known = self.icmp_by_flow.setdefault(key, [])
+            if any(e.frame == event.frame for e in known):
+                continue
+            known.append(
+                IcmpError(
+                    frame=event.frame,
+                    ts_ns=event.ts_ns,
+                    reporter=str(detail.get("reporter", "")),
+                    ttl=int(detail.get("ttl", 0)),
+                    ip_version=conn.ip_version,
+                    icmp_type=int(detail.get("icmp_type", 0)),
+                    icmp_code=int(detail.get("icmp_code", 0)),
+                    quoted_src=src,
+                    quoted_dst=dst,
+                    quoted_sport=sport,
+                    quoted_dport=dport,
+                    quoted_seq=detail.get("quoted_seq"),
+                )
+            )
 
     def _observe_refusal(
         self, conn: Connection, server: Endpoint, flags: np.ndarray, from_orig: np.ndarray, ts: np.ndarray
@@ -113,7 +146,9 @@ class DiagnosisContext:
     def add_icmp(self, errors: Iterable[IcmpError]) -> None:
         for error in errors:
             key = (error.quoted_src, error.quoted_sport, error.quoted_dst, error.quoted_dport)
-            self.icmp_by_flow.setdefault(key, []).append(error)
+            known = self.icmp_by_flow.setdefault(key, [])
+            if not any(e.frame == error.frame for e in known):
+                known.append(error)
 
     # ---- queries used by the rules
     # -------------------------------------------------------------------------------
