@@ -56,7 +56,10 @@ LIMIT_CHECKSUM_OFFLOAD = (
     "tcpdump reported incorrect TCP checksums: usual for packets captured on the sending host "
     "(checksum offload), not an error"
 )
-LIMIT_ICMP_UNQUOTED = "ICMP errors printed without -v do not quote the TCP segment's source port: not linked"
+LIMIT_ICMP_UNQUOTED = (
+    "ICMP errors printed without -v (and every ICMPv6 error) do not show the quoted TCP source port: "
+    "not linked"
+)
 
 
 def looks_like_tcpdump_text(head: bytes) -> bool:
