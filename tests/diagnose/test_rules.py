@@ -564,3 +564,21 @@ def test_icmp_error_attached_by_the_core_is_enough_without_a_context() -> None:
     finding = diagnose(conn)  # no capture-wide context: the core's ICMP_ERROR event carries it
     assert finding is not None and finding.cause is CauseId.ICMP_UNREACHABLE
     assert "server host itself" in finding.summary
+
+
+def test_vip_failover_changes_the_ttl_without_making_it_a_middlebox() -> None:
+    """The VIP moved to a machine one more hop away: its RST carries a new TTL, which its other connections
+    (opened after the failover) use too."""
+    path = Path(capture_at=0.0, one_way_ms=2.0, hops=3)
+    old = conn_on(path, 443, 47000)
+    t = old.exchange(old.handshake(0))
+    arrival = old.send(CLIENT, 80, t + 30 * S)
+    old.reply_rst(SERVER, arrival, answering_ack=old.client.rcv_nxt or 0, ttl=64 - 3 + 3 - 2)
+    fresh = conn_on(path, 443, 47001)
+    path.server_ttl = 64 - 2  # the backup machine: two hops further
+    fresh.server.ttl = path.server_ttl
+    fresh.exchange(fresh.handshake(t + 31 * S))
+    results = {c.orig_p: f for c, f in path.diagnose_all()}
+    finding = results[47000]
+    assert finding is not None and finding.cause is CauseId.PEER_LOST_STATE, finding
+    assert results[47001] is None

@@ -240,10 +240,25 @@ def forgery(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts) -> F
     items: list[EvidenceItem] = []
     consistent: list[EvidenceItem] = []
     score = 0.0
+    profile = ctx.ttl_profile(f.conn.address(seg.side)[0])
     if sender.ttl_usual is not None:
         diff = abs(seg.ttl - sender.ttl_usual)
         same_class = initial_ttl(seg.ttl) == initial_ttl(sender.ttl_usual)
-        if not same_class or diff >= 2:
+        if diff and profile.get(seg.ttl, 0) > 0:
+            # The same address sends ordinary packets with this TTL on other connections: a different machine
+            # now answers for it (VIP failover, anycast, route change), not a device forging resets.
+            score += 0.1
+            consistent.append(
+                seg_item(
+                    f,
+                    seg,
+                    f"RST TTL {seg.ttl} differs from this connection's {sender.ttl_usual} but matches the "
+                    "same "
+                    "address's packets on other connections: another machine answers for that address now "
+                    "(failover, route change)",
+                )
+            )
+        elif not same_class or diff >= 2:
             score += 0.55
             items.append(
                 seg_item(
@@ -264,7 +279,7 @@ def forgery(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts) -> F
             )
         else:
             consistent.append(seg_item(f, seg, f"RST TTL {seg.ttl} equals the sender's own packets' TTL"))
-    elif (profile := ctx.ttl_profile(f.conn.address(seg.side)[0])) and seg.ttl not in profile:
+    elif profile and seg.ttl not in profile:
         common = profile.most_common(1)[0][0]
         if abs(common - seg.ttl) >= 2 or initial_ttl(common) != initial_ttl(seg.ttl):
             score += 0.45
