@@ -1,22 +1,14 @@
 """Script TCP exchanges as the two kernels would play them, and capture them from any point of the path.
 
 A `Path` has a one-way delay, a number of routers and a capture position (0 = next to the client, 1 = next to
-the
-server). Each `Conn` keeps both endpoints' SND.NXT and RCV.NXT; a segment sent at the sender's time ``t``
-reaches
-the capture point ``position * delay`` later (from the client) and the peer after the full one-way delay,
-with its
-TTL lowered by the routers crossed. An endpoint's ACK field is what it had *received by then*, so segments
-cross
-in flight exactly as they do on a real path. The result is a `PacketTable`, the same input the core gets from
-a
-pcap.
+the server). Each `Conn` keeps both endpoints' SND.NXT and RCV.NXT; a segment sent at the sender's time ``t``
+reaches the capture point ``position * delay`` later (from the client) and the peer after the full one-way
+delay, with its TTL lowered by the routers crossed. An endpoint's ACK field is what it had *received by then*,
+so segments cross in flight exactly as they do on a real path. The result is a `PacketTable`, the same input
+the core gets from a pcap.
 
-    path = Path(one_way_ms=20, capture_at=0.0)
-    c = path.conn()
-    t = c.handshake(0)
-    c.send(CLIENT, 120, t)
-    table = path.table()
+    path = Path(one_way_ms=20, capture_at=0.0) c = path.conn() t = c.handshake(0) c.send(CLIENT, 120, t) table
+    = path.table()
 """
 
 from __future__ import annotations

@@ -6,13 +6,11 @@ truth's cause, and negatives must give no finding.
 Two honest exceptions, both physical limits of a capture rather than tuning targets:
 
 * **blind vantage points**: a capture next to the server of a black-holed path sees a healthy connection that
-  simply goes quiet (the client's retransmissions and probes never reach it), and a SYN dropped or rejected
-  by a
-  router never reaches the server's capture at all. There the finding must be None (no false cause);
+  simply goes quiet (the client's retransmissions and probes never reach it), and a SYN dropped or rejected by
+  a router never reaches the server's capture at all. There the finding must be None (no false cause);
 * **wire-identical pairs**: close() with unread data, SO_LINGER {1, 0} and a client abort after a full
-response
-  put byte-for-byte the same RST on the wire (tcp_send_active_reset, seq = SND.NXT, ack = RCV.NXT); only the
-  kernel's reset reason differs. There the truth must be the primary cause or the first alternative.
+  response put byte-for-byte the same RST on the wire (tcp_send_active_reset, seq = SND.NXT, ack = RCV.NXT);
+  only the kernel's reset reason differs. There the truth must be the primary cause or the first alternative.
 """
 
 from __future__ import annotations

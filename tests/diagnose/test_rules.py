@@ -1,8 +1,7 @@
 """Each cause's mechanism, scripted as the kernels play it and captured from both ends of the path.
 
 Every scenario runs in several variants (capture next to the client or next to the server, short and long
-paths,
-other ports, TTLs and sizes): the rules must follow the mechanism, not one capture's numbers.
+paths, other ports, TTLs and sizes): the rules must follow the mechanism, not one capture's numbers.
 """
 
 from __future__ import annotations
@@ -482,9 +481,9 @@ def test_reset_after_both_fins_is_benign(vantage: dict[str, float]) -> None:
 
 
 def test_data_after_close_even_when_the_receiver_ignored_the_reply_reset() -> None:
-    """A browser abandons a TLS connection (FIN after its ClientHello); the server's reply crosses the FIN
-    and the
-    closed client answers with reply resets that the server, having moved past the FIN, does not accept."""
+    """A browser abandons a TLS connection (FIN after its ClientHello); the server's reply crosses the FIN and
+    the closed client answers with reply resets that the server, having moved past the FIN, does not accept.
+    """
     path = Path(capture_at=0.0, one_way_ms=18.0, hops=3)
     c = conn_on(path, 443)
     t = c.handshake(0)

@@ -2,8 +2,7 @@
 
 ``build_context(connections, icmp_errors)`` gathers capture-wide facts in a first pass; ``diagnose(connection,
 context)`` returns a `Finding` (or None for a healthy connection). The catalogue (``diagnose.catalogue``)
-holds one
-entry per cause id; ``diagnose.cli`` renders it (``whyreset explain``, ``whyreset rules``).
+holds one entry per cause id; ``diagnose.cli`` renders it (``whyreset explain``, ``whyreset rules``).
 """
 
 from whyreset.diagnose.context import DiagnosisContext, build_context

@@ -1,11 +1,9 @@
 """The cause catalogue: one entry per cause id of design/causes.md, readable top to bottom.
 
 Each entry says what happens (the mechanism, in terms of what the kernel does), how it looks in a capture,
-what
-evidence a finding shows, the kernel's own reset / drop reason, what each application sees (rendered per
-runtime
-from the errno rule in `symptoms`), the fix, and the rule that recognises it (``diagnose/rules``). ``whyreset
-explain``, ``whyreset rules`` and docs/causes/*.md are all generated from this table.
+what evidence a finding shows, the kernel's own reset / drop reason, what each application sees (rendered per
+runtime from the errno rule in `symptoms`), the fix, and the rule that recognises it (``diagnose/rules``).
+``whyreset explain``, ``whyreset rules`` and docs/causes/*.md are all generated from this table.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 
 * ``whyreset explain CAUSE`` renders one catalogue entry;
 * ``whyreset explain "<error line>"`` maps an error pasted from Java, Python, Go, Node.js, curl or nginx to
-the
-  causes that produce it, and says which capture would decide between them;
+  the causes that produce it, and says which capture would decide between them;
 * ``whyreset rules`` lists every entry; ``whyreset rules --markdown DIR`` writes docs/causes/*.md.
 
 The main CLI (``whyreset.cli``) registers these two commands.

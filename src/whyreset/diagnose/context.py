@@ -3,16 +3,13 @@
 One connection rarely proves who sent its RST. The rest of the capture often does:
 
 * a host's **TTL profile** (every TTL its ordinary packets arrived with, over all its connections): an RST
-that
-  carries the host's address but a TTL the host never used was made somewhere else on the path;
+  that carries the host's address but a TTL the host never used was made somewhere else on the path;
 * the **listening ports** (SYN-ACKs seen from ``host:port``): a port that answered handshakes was listening,
-so a
-  later refusal or silence means the listener went away or was overloaded, not that nothing was ever there;
+  so a later refusal or silence means the listener went away or was overloaded, not that nothing was ever
+  there;
 * **reset clusters**: a listener that closes resets every connection still waiting in its accept queue at
-once, so
-  several "handshake, then RST from the server, no server data" connections to one ``host:port`` within a
-  moment
-  point to ``listener_closed``;
+  once, so several "handshake, then RST from the server, no server data" connections to one ``host:port``
+  within a moment point to ``listener_closed``;
 * the **ICMP errors** that quote a connection's segments;
 * the capture's time span (a connection that stops long before the capture ends really stopped).
 
@@ -91,8 +88,7 @@ class DiagnosisContext:
 
     def _observe_icmp_events(self, conn: Connection) -> None:
         """ICMP errors the core attached to the connection (so that `observe` alone, without the capture's
-        ICMP
-        list, still knows them)."""
+        ICMP list, still knows them)."""
         for event in conn.events:
             if event.kind is not EventKind.ICMP_ERROR:
                 continue

@@ -1,16 +1,12 @@
 """Per-connection facts the rules reason with, computed once from the connection's own packets.
 
 The core summarises a connection (states, events, `ResetInfo`); the rules also need a few packet-level facts
-that a
-summary loses: the segment an RST answers, how long the connection was silent before it, which sequence
-numbers each
-side had sent and acknowledged at that moment, and the TTL / IP ID each side used on its ordinary packets.
-They are
-computed here from ``Connection.packets`` so every rule reads the same numbers.
+that a summary loses: the segment an RST answers, how long the connection was silent before it, which sequence
+numbers each side had sent and acknowledged at that moment, and the TTL / IP ID each side used on its ordinary
+packets. They are computed here from ``Connection.packets`` so every rule reads the same numbers.
 
 Sequence numbers are made relative to each side's ISN (or to its first sequence number minus one when the SYN
-was
-not captured) and unwrapped modulo 2**32 around that base, like Wireshark's relative sequence numbers.
+was not captured) and unwrapped modulo 2**32 around that base, like Wireshark's relative sequence numbers.
 """
 
 from __future__ import annotations
@@ -123,8 +119,8 @@ class SideFacts:
         return self.data[-1] if self.data else None
 
     def snd_nxt_before(self, ts_ns: int, index: int) -> int:
-        """Highest relative sequence end it had sent before the given packet (its SND.NXT as far as we
-        saw). ``ts_ns`` is kept for callers that think in time; packets are in capture order already."""
+        """Highest relative sequence end it had sent before the given packet (its SND.NXT as far as we saw).
+        ``ts_ns`` is kept for callers that think in time; packets are in capture order already."""
         count = bisect_left(self.indices, index)
         return self.snd_nxt_prefix[count]
 
@@ -165,8 +161,7 @@ class ResetFacts:
     """Silence on the connection before the trigger (or before the RST when there is no trigger)."""
     answers_trigger: bool
     """The RST has the shape of the RFC 793 reply to the trigger: no ACK bit and seq = the trigger's ACK, or
-    ACK bit
-    with seq 0 and ack = trigger's sequence end (Linux tcp_v4_send_reset)."""
+    ACK bit with seq 0 and ack = trigger's sequence end (Linux tcp_v4_send_reset)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,8 +319,7 @@ def _handshake_times(orig: SideFacts, resp: SideFacts) -> tuple[int | None, int 
 
 def _data_rtt(segs: tuple[Seg, ...]) -> int | None:
     """Fastest turnaround from a data segment to the first ACK covering it: an upper bound of the RTT seen
-    from
-    the capture point toward the receiver (used when the handshake was not captured)."""
+    from the capture point toward the receiver (used when the handshake was not captured)."""
     best: int | None = None
     for i, seg in enumerate(segs):
         if seg.length == 0 or seg.rst:

@@ -35,8 +35,7 @@ LIKELIHOOD: tuple[CauseId, ...] = (
     CauseId.INJECTED_RESET,
 )
 """How often each cause is behind a reported error in practice (keep-alive races and unread-data closes top
-the
-issue trackers of HTTP clients and proxies): the order in which ``explain "<error line>"`` lists
+the issue trackers of HTTP clients and proxies): the order in which ``explain "<error line>"`` lists
 candidates."""
 
 
@@ -102,6 +101,9 @@ def entry_markdown(entry: CatalogueEntry) -> str:
 
 
 def index_markdown() -> str:
+    from whyreset.diagnose import context, vantage, verdict
+    from whyreset.diagnose.rules import common
+
     lines = [
         "# The cause catalogue",
         "",
@@ -112,11 +114,11 @@ def index_markdown() -> str:
     ]
     for entry in ENTRIES:
         reasons = ", ".join(entry.kernel_reasons)
-        lines.append(
-            f"| [`{entry.cause.value}`]({entry.cause.value}.md) | {entry.family} | {entry.title} | "
-            f"{reasons} |"
-        )
-    lines.append("")
+        link = f"[`{entry.cause.value}`]({entry.cause.value}.md)"
+        lines.append(f"| {link} | {entry.family} | {entry.title} | {reasons} |")
+    lines += ["", "## How a finding is decided", ""]
+    for module in (verdict, common, vantage, context):
+        lines += [(module.__doc__ or "").strip(), ""]
     return "\n".join(lines)
 
 

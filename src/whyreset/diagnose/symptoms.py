@@ -1,27 +1,23 @@
 """What each application saw: the kernel's errno rule, and how each runtime words the resulting error.
 
 The kernel decides the errno; runtimes only dress it. On Linux (``tcp_reset()`` in net/ipv4/tcp_input.c) an
-accepted
-RST sets the socket error from the state the socket was in when the RST arrived:
+accepted RST sets the socket error from the state the socket was in when the RST arrived:
 
 * SYN_SENT   -> ECONNREFUSED (``connect()`` fails: "Connection refused");
 * CLOSE_WAIT -> EPIPE (the application already read EOF; its next write fails with "Broken pipe");
 * any other  -> ECONNRESET (the next read or write fails with "Connection reset by peer").
 
 Once the socket is reset, a further write gets EPIPE (the socket is closed for sending) and raises SIGPIPE
-unless the
-runtime ignores it (every runtime listed here does). Timeouts (SYN or data retransmitted until the kernel
-gives up,
-keep-alive probes unanswered) give ETIMEDOUT; an ICMP destination unreachable during ``connect()`` gives
-ECONNREFUSED
-(port unreachable) or EHOSTUNREACH / ENETUNREACH (``icmp_err_convert`` in net/ipv4/icmp.c).
+unless the runtime ignores it (every runtime listed here does). Timeouts (SYN or data retransmitted until the
+kernel gives up, keep-alive probes unanswered) give ETIMEDOUT; an ICMP destination unreachable during
+``connect()`` gives ECONNREFUSED (port unreachable) or EHOSTUNREACH / ENETUNREACH (``icmp_err_convert`` in
+net/ipv4/icmp.c).
 
 Each `RuntimeMessage` is the text a runtime prints for one (errno, operation) pair, with a regex that
-recognises the
-line when a user pastes it into ``whyreset explain``. The wording comes from each project's sources (OpenJDK's
-``NioSocketImpl`` and ``SocketInputStream``, CPython's ``OSError`` subclasses, Go's ``net.OpError``, libuv's
-error
-names, curl's ``curl_easy_strerror`` table, nginx's upstream module), not from memory of blog posts.
+recognises the line when a user pastes it into ``whyreset explain``. The wording comes from each project's
+sources (OpenJDK's ``NioSocketImpl`` and ``SocketInputStream``, CPython's ``OSError`` subclasses, Go's
+``net.OpError``, libuv's error names, curl's ``curl_easy_strerror`` table, nginx's upstream module), not from
+memory of blog posts.
 """
 
 from __future__ import annotations
@@ -599,8 +595,8 @@ def with_addresses(text: str, local: str, remote: str) -> str:
 def render_views(
     views: dict[str, AppView], client_side: str = "orig", endpoints: dict[str, str] | None = None
 ) -> dict[str, dict[str, str]]:
-    """runtime -> side -> message, for a mapping side -> `AppView` (``client_side`` names the connecting
-    side; ``endpoints`` maps each side to its ``addr:port`` to show real addresses in the messages)."""
+    """runtime -> side -> message, for a mapping side -> `AppView` (``client_side`` names the connecting side;
+    ``endpoints`` maps each side to its ``addr:port`` to show real addresses in the messages)."""
     out: dict[str, dict[str, str]] = {}
     for runtime in RUNTIMES:
         out[runtime] = {}

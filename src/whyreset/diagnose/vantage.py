@@ -3,11 +3,11 @@
 Two independent clues:
 
 * the handshake's round trip splits at the capture point: near the client, SYN -> SYN-ACK takes the whole RTT
-and
-  SYN-ACK -> ACK almost nothing; near the server it is the other way round; in the middle both halves count;
+  and SYN-ACK -> ACK almost nothing; near the server it is the other way round; in the middle both halves
+  count;
 * TTL / hop limit: stacks start from 64, 128 or 255, so ``initial - observed`` is the number of routers
-between the
-  sender and the capture; the side whose packets arrive with zero hops is on the capture's host or segment.
+  between the sender and the capture; the side whose packets arrive with zero hops is on the capture's host or
+  segment.
 
 The vantage point matters for what a capture can prove: an RST that arrives at a client-side capture with the
 server's address may still have been forged on the path; only a server-side capture shows whether it left the

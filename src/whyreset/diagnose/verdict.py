@@ -3,8 +3,7 @@
 ``diagnose(connection, context) -> Finding | None``:
 
 * None for connections that ended well or are still fine (clean, open, a half-close that the capture does not
-show
-  to be a leak, a simultaneous close...);
+  show to be a leak, a simultaneous close...);
 * a Finding with the best-supported cause, its evidence and ranked alternatives when a rule's score reaches
   `MIN_PRIMARY`;
 * otherwise a Finding with ``cause=None`` and an explicit ``undetermined_reason``: never a guess.
@@ -207,8 +206,7 @@ def impact(facts: Facts) -> Impact:
 
 def _unacked(facts: Facts, side: Side) -> int:
     """Payload bytes ``side`` sent that the other side never acknowledged, counting ordinary ACKs and the ACK
-    of the
-    RST that ended the connection, but not the ACK fields of other resets (a forged RST acknowledges
+    of the RST that ended the connection, but not the ACK fields of other resets (a forged RST acknowledges
     nothing)."""
     sender, receiver = facts.side(side), facts.side(side.other)
     sent = max((s.rel_seq + s.length for s in sender.segs if s.length and not s.rst), default=0)

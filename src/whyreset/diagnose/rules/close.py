@@ -5,15 +5,13 @@ The kernel facts behind them (net/ipv4/tcp.c, __tcp_close and tcp_rcv_state_proc
 
 * ``close()`` with unread bytes in the receive queue sends RST+ACK instead of FIN (RFC 2525 2.17;
   TCPAbortOnClose, reason TCP_ABORT_ON_CLOSE) and throws away whatever was still queued for sending;
-* ``close()`` with SO_LINGER {1, 0} does the same on purpose (TCP_STATE); ``connect(AF_UNSPEC)`` and ``ss
--K`` too;
+* ``close()`` with SO_LINGER {1, 0} does the same on purpose (TCP_STATE); ``connect(AF_UNSPEC)`` and ``ss -K``
+  too;
 * after a full ``close()`` (not ``shutdown(SHUT_WR)``) the socket refuses new data: data arriving in
-FIN_WAIT1/2 is
-  answered by a reply reset (TCPAbortOnData, TCP_ABORT_ON_DATA; TCP_TIMEWAIT_SOCKET once it is a timewait
-  socket);
+  FIN_WAIT1/2 is answered by a reply reset (TCPAbortOnData, TCP_ABORT_ON_DATA; TCP_TIMEWAIT_SOCKET once it is
+  a timewait socket);
 * the peer that received the FIN sits in CLOSE_WAIT until its application closes: an RST accepted there gives
-EPIPE
-  on the next write, and its reads return EOF.
+  EPIPE on the next write, and its reads return EOF.
 """
 
 from __future__ import annotations
@@ -51,9 +49,8 @@ noticed the FIN (a pool handing out a connection it had not yet read EOF on)."""
 RACE_WINDOW_RTTS = 4
 LEAK_MIN_NS = 20 * NS_PER_MS
 """Applications close within a scheduling delay of reading EOF: their FIN usually rides on the ACK of the
-peer's
-FIN. Tens of milliseconds without it (and hundreds of RTTs) are already suspicious; confidence grows with the
-duration the capture shows."""
+peer's FIN. Tens of milliseconds without it (and hundreds of RTTs) are already suspicious; confidence grows
+with the duration the capture shows."""
 LEAK_RTTS = 200
 DELAYED_ACK_NS = 30 * NS_PER_MS
 """Linux's minimum delayed-ACK timeout is 40 ms (TCP_DELACK_MIN); other stacks use up to 200 ms."""
@@ -194,8 +191,7 @@ def close_with_unread_data(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candi
 
 def _orphan_abort(f: Facts) -> tuple[ResetFacts, Seg] | None:
     """(RST, the closer's FIN) when the closer sent FIN, the peer acknowledged it without closing or sending
-    more,
-    and the closer then reset: its orphan gave up (TCP_LINGER2 < 0, TCP_ABORT_ON_LINGER)."""
+    more, and the closer then reset: its orphan gave up (TCP_LINGER2 < 0, TCP_ABORT_ON_LINGER)."""
     reset = f.ending_reset
     if reset is None:
         return None
@@ -342,8 +338,7 @@ def _data_after_fin(f: Facts, reset: ResetFacts) -> tuple[Seg, Seg] | None:
     """(closer's FIN, first peer data the closed socket received after closing), before the RST.
 
     Next to the closer the data is captured after its FIN; next to the writer, data that crossed the FIN in
-    flight
-    is captured *before* the FIN, which then does not acknowledge it."""
+    flight is captured *before* the FIN, which then does not acknowledge it."""
     closer = f.side(reset.seg.side)
     peer = f.side(reset.seg.side.other)
     fin = closer.fin

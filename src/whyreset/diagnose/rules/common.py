@@ -1,27 +1,21 @@
 """What every rule shares: the candidate a rule proposes, and the evidence helpers.
 
 A rule is a small function ``(facts, context, vantage) -> Candidate | None``. It proposes one cause with a
-score in
-0..1 that grows with each independent piece of evidence the mechanism predicts, and shrinks with evidence
-against
-it. The verdict (``diagnose.verdict``) ranks the candidates of every rule: the best becomes the finding, the
-others
-its alternatives.
+score in 0..1 that grows with each independent piece of evidence the mechanism predicts, and shrinks with
+evidence against it. The verdict (``diagnose.verdict``) ranks the candidates of every rule: the best becomes
+the finding, the others its alternatives.
 
 Two kinds of RST look alike in a capture but come from different kernel paths, and the difference is on the
 wire:
 
 * **reply resets** (Linux ``tcp_v4_send_reset``, RFC 9293 3.10.7.1): the answer to a segment that fits no
-socket or
-  that a closed socket refuses. When the offending segment carries an ACK, the RST has *no* ACK bit and its
-  sequence
-  number is that ACK value; otherwise it has ACK set, seq 0 and ack = the segment's end. Causes: ``refused``,
-  ``peer_lost_state``, ``data_after_close``, ``keepalive_race``, ``invalid_segment``, abort_on_overflow.
+  socket or that a closed socket refuses. When the offending segment carries an ACK, the RST has *no* ACK bit
+  and its sequence number is that ACK value; otherwise it has ACK set, seq 0 and ack = the segment's end.
+  Causes: ``refused``, ``peer_lost_state``, ``data_after_close``, ``keepalive_race``, ``invalid_segment``,
+  abort_on_overflow.
 * **active resets** (``tcp_send_active_reset``): sent by a live socket on its own initiative, always RST+ACK
-with
-  seq = SND.NXT and ack = RCV.NXT. Causes: ``close_with_unread_data``, ``abortive_close``,
-  ``keepalive_timeout``,
-  ``listener_closed``.
+  with seq = SND.NXT and ack = RCV.NXT. Causes: ``close_with_unread_data``, ``abortive_close``,
+  ``keepalive_timeout``, ``listener_closed``.
 """
 
 from __future__ import annotations
@@ -42,8 +36,8 @@ NS_PER_MS = 1_000_000
 
 IDLE_MIN_NS = 100 * NS_PER_MS
 """Shortest silence called "idle" in absolute terms (keep-alive timeouts are usually seconds to minutes, but
-test
-and tuned servers go well below a second); the RTT-relative and pace-relative conditions do the real work."""
+test and tuned servers go well below a second); the RTT-relative and pace-relative conditions do the real
+work."""
 IDLE_RTT_FACTOR = 20
 """...and it must also be long compared with the connection's own round trip."""
 
@@ -169,11 +163,9 @@ def unacked_at(sender: SideFacts, receiver: SideFacts, index: int) -> int:
 
 
 def closing_reset(f: Facts) -> ResetFacts | None:
-    """The RST that ended the connection; failing that, the first reply reset a closed endpoint sent after
-    its FIN
-    (the receiver may have ignored it, having moved RCV.NXT past the RST's seq, yet it shows what the closed
-    side
-    did)."""
+    """The RST that ended the connection; failing that, the first reply reset a closed endpoint sent after its
+    FIN (the receiver may have ignored it, having moved RCV.NXT past the RST's seq, yet it shows what the
+    closed side did)."""
     if f.ending_reset is not None:
         return f.ending_reset
     for reset in f.resets:
@@ -189,8 +181,7 @@ def victim_view_for_reset(
     """The errno rule applied to the RST's receiver, with the call that most likely reported it.
 
     ``after_sender_fin``: the RST's sender had sent a FIN before it, so the receiver processed that FIN first
-    (same
-    direction, in order) and was in CLOSE_WAIT, whatever a capture-side estimate of its state says."""
+    (same direction, in order) and was in CLOSE_WAIT, whatever a capture-side estimate of its state says."""
     state = reset.info.receiver_state
     if after_sender_fin and state in (TcpState.ESTABLISHED, TcpState.UNKNOWN):
         state = TcpState.CLOSE_WAIT
@@ -318,8 +309,7 @@ def _ip_id_anomaly(f: Facts, seg: Seg, sender: SideFacts, items: list[EvidenceIt
 
 def _too_fast(f: Facts, v: Vantage, reset: ResetFacts, items: list[EvidenceItem]) -> float:
     """An RST that reaches a capture next to its receiver sooner after the segment it reacts to than a round
-    trip
-    to its sender allows did not come from the sender."""
+    trip to its sender allows did not come from the sender."""
     rtt = f.rtt_ns
     if rtt is None or rtt < NS_PER_MS or v.near is not reset.seg.side.other:
         return 0.0
@@ -342,8 +332,7 @@ def _too_fast(f: Facts, v: Vantage, reset: ResetFacts, items: list[EvidenceItem]
 
 def _reacts_to(f: Facts, reset: ResetFacts) -> Seg | None:
     """The segment the RST's sender must have received before sending it: the one a reply reset answers, or
-    the
-    latest one an RST+ACK acknowledges."""
+    the latest one an RST+ACK acknowledges."""
     if reset.answers_trigger:
         return reset.trigger
     ack = reset.seg.rel_ack

@@ -1,6 +1,5 @@
 """Rules for connections that failed around the handshake: refused, unreachable, unanswered, overflowing,
-aborted,
-and listeners that went away with connections still in their accept queue."""
+aborted, and listeners that went away with connections still in their accept queue."""
 
 from __future__ import annotations
 
@@ -207,8 +206,7 @@ def syn_unanswered(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
 
 def backlog_overflow(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
     """The listener's accept queue was full: the handshake's final ACK was dropped (SYN-ACK retransmitted
-    although
-    the client ACKed), or answered by a reset with tcp_abort_on_overflow=1."""
+    although the client ACKed), or answered by a reset with tcp_abort_on_overflow=1."""
     synacks = _synacks(f)
     ack = _handshake_ack(f)
     if ack is None:
@@ -313,9 +311,8 @@ def _abort_on_overflow(f: Facts, ack: Seg) -> Candidate | None:
 
 
 def handshake_aborted(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
-    """The SYN sender reset instead of completing the handshake (connect timeout fired, scanner, or its
-    socket was
-    gone when the SYN-ACK arrived)."""
+    """The SYN sender reset instead of completing the handshake (connect timeout fired, scanner, or its socket
+    was gone when the SYN-ACK arrived)."""
     reset = f.ending_reset or (f.resets[0] if f.resets else None)
     synacks = _synacks(f)
     server_gave_up = reset is None or reset.seg.side is Side.RESP

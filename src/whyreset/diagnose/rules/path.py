@@ -1,6 +1,5 @@
-"""Rules for resets whose sender did not know the connection, or was not the endpoint at all: a peer that
-lost its
-state, a middlebox that forged the RST, an RST the receiver could not accept, and replies to invalid
+"""Rules for resets whose sender did not know the connection, or was not the endpoint at all: a peer that lost
+its state, a middlebox that forged the RST, an RST the receiver could not accept, and replies to invalid
 segments."""
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
 """Rules for connections that died of silence: unanswered keep-alive probes, data retransmitted until the
-sender
-gave up, and the silent middlebox that dropped an idle connection's state.
+sender gave up, and the silent middlebox that dropped an idle connection's state.
 
 Kernel facts: a keep-alive probe is a segment at SND.UNA - 1 with no data (tcp_xmit_probe_skb); after
 tcp_keepalive_probes unanswered probes the kernel sends RST+ACK (TCP_KEEPALIVE_TIMEOUT) and reports ETIMEDOUT.
 Data is retransmitted with exponential backoff until tcp_retries2 (about 15 minutes) or TCP_USER_TIMEOUT
-expires;
-then the socket is dropped *without* an RST and the application gets ETIMEDOUT.
+expires; then the socket is dropped *without* an RST and the application gets ETIMEDOUT.
 """
 
 from __future__ import annotations
