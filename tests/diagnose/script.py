@@ -178,8 +178,7 @@ class Conn:
             peer.pending.append((arrival, end))
         return arrival
 
-    # ---- the usual moves
-    # ----------------------------------------------------------------------------------------
+    # ---- the usual moves -----------------------------------------------------------------------------------
 
     def handshake(self, t: int = 0) -> int:
         """SYN, SYN-ACK, ACK; returns the time the client sent its ACK (it may send data right away)."""

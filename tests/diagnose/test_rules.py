@@ -43,8 +43,7 @@ def assert_cause(path: Path, cause: CauseId, actor: Side | None = None, min_conf
     assert finding.evidence and finding.fix and finding.vantage
 
 
-# ---- handshake family
-# -------------------------------------------------------------------------------------------
+# ---- handshake family --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("vantage", VANTAGES)
@@ -185,8 +184,7 @@ def test_listener_closed_resets_the_accept_queue_at_once(vantage: dict[str, floa
     assert results[42100] is not None and results[42100].cause is CauseId.REFUSED
 
 
-# ---- close family
-# -----------------------------------------------------------------------------------------------
+# ---- close family ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("vantage", VANTAGES)
@@ -267,8 +265,7 @@ def test_keepalive_race(vantage: dict[str, float], idle_s: int, crossing: bool) 
     assert_cause(path, CauseId.KEEPALIVE_RACE, Side.RESP)
 
 
-# ---- path family
-# ------------------------------------------------------------------------------------------------
+# ---- path family -------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("vantage", VANTAGES)
@@ -330,8 +327,7 @@ def test_injected_reset_is_ignored_and_the_connection_continues(vantage: dict[st
     assert_cause(path, CauseId.INJECTED_RESET, None)
 
 
-# ---- timeout family
-# ---------------------------------------------------------------------------------------------
+# ---- timeout family ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("vantage", VANTAGES[:2])
@@ -382,8 +378,7 @@ def test_idle_state_dropped(vantage: dict[str, float]) -> None:
     assert_cause(path, CauseId.IDLE_STATE_DROPPED, None)
 
 
-# ---- CLOSE_WAIT, benign, negatives
-# ------------------------------------------------------------------------------
+# ---- CLOSE_WAIT, benign, negatives -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("vantage", VANTAGES[:2])

@@ -22,8 +22,7 @@ def causes_of(finding: Finding) -> list[CauseId | None]:
     return [finding.cause, *(a.cause for a in finding.alternatives)]
 
 
-# ---- seed 000: Korean notes on "Connection reset" (TCP/IP Illustrated examples)
-# ---------------------------------
+# ---- seed 000: Korean notes on "Connection reset" (TCP/IP Illustrated examples) ----------------------------
 
 
 def test_seed000_telnet_to_a_port_nobody_listens_on() -> None:
@@ -92,8 +91,7 @@ def test_seed000_clean_close_to_port_3001_is_not_a_finding() -> None:
     assert path.only_finding() is None
 
 
-# ---- seed 001: Chinese notes on "Connection reset" causes
-# --------------------------------------------------------
+# ---- seed 001: Chinese notes on "Connection reset" causes --------------------------------------------------
 
 
 def test_seed001_server_reads_only_the_first_request_then_closes() -> None:
@@ -231,8 +229,7 @@ def test_seed001_idle_connection_silently_dropped() -> None:
     assert primary(path).cause is CauseId.IDLE_STATE_DROPPED
 
 
-# ---- seed 002: "Connection reset by peer"
-# --------------------------------------------------------------------
+# ---- seed 002: "Connection reset by peer" ------------------------------------------------------------------
 
 
 def test_seed002_connection_refused() -> None:
@@ -294,8 +291,7 @@ def test_seed002_spoofed_reset_outside_the_window() -> None:
     assert primary(path).cause is CauseId.INJECTED_RESET
 
 
-# ---- seed 003: Korean notes on CLOSE_WAIT, TIME_WAIT and SO_LINGER
-# -----------------------------------------------
+# ---- seed 003: Korean notes on CLOSE_WAIT, TIME_WAIT and SO_LINGER -----------------------------------------
 
 
 def test_seed003_close_wait_without_close() -> None:
@@ -324,8 +320,7 @@ def test_seed003_linger_zero_sends_reset_instead_of_fin() -> None:
     assert "ECONNRESET" in finding.symptoms["python"]["orig"]
 
 
-# ---- seed 004: Chinese notes on "Connection reset" in a Java client
-# ------------------------------------------
+# ---- seed 004: Chinese notes on "Connection reset" in a Java client ----------------------------------------
 
 
 def test_seed004_server_closed_while_the_client_reads() -> None:

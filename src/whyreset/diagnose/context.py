@@ -146,8 +146,7 @@ class DiagnosisContext:
             if not any(e.frame == error.frame for e in known):
                 known.append(error)
 
-    # ---- queries used by the rules
-    # -------------------------------------------------------------------------------
+    # ---- queries used by the rules -------------------------------------------------------------------------
 
     def ttl_profile(self, host: str) -> Counter[int]:
         return self.host_ttls.get(host, Counter())

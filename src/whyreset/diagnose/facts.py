@@ -341,17 +341,15 @@ def _accepted(info: ResetInfo, seg: Seg, receiver: SideFacts, sender: SideFacts)
     if info.acceptability in (RstAcceptability.IN_WINDOW, RstAcceptability.OUT_OF_WINDOW):
         # Linux tcp_reset_check(): in CLOSE_WAIT / LAST_ACK / CLOSING an RST at rcv_nxt - 1 (the sender's FIN
         # sequence number, i.e. seq = the ACK of data that crossed the FIN) is accepted too. The sender's FIN
-        # went
-        # the same way before the RST, so the receiver had processed it: it was in one of those states
-        # (whatever a
-        # capture-side estimate of its state says), unless it had closed first.
+        # went the same way before the RST, so the receiver had processed it: it was in one of those states
+        # (whatever a capture-side estimate of its state says), unless it had closed first.
         fin = sender.fin
         if fin is None or fin.index > seg.index or seg.rel_seq != fin.rel_seq + fin.length:
             return False
         return info.receiver_state not in (TcpState.FIN_WAIT_2, TcpState.TIME_WAIT)
     if info.acceptability is RstAcceptability.UNKNOWN:
-        # The receiver's window is unknown: accept when the RST sits where the receiver last acknowledged,
-        # or when nothing from the receiver follows it (the connection ended there).
+        # The receiver's window is unknown: accept when the RST sits where the receiver last acknowledged, or
+        # when nothing from the receiver follows it (the connection ended there).
         rcv_nxt = receiver.highest_ack_before(seg.index)
         if rcv_nxt is not None and seg.rel_seq == rcv_nxt:
             return True

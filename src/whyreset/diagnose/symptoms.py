@@ -139,10 +139,8 @@ HOSTUNREACH, NETUNREACH, EOF = Errno.EHOSTUNREACH, Errno.ENETUNREACH, Errno.EOF
 # findings.
 MESSAGES: tuple[RuntimeMessage, ...] = (
     # ---- Java. Reads: SocketInputStream (JDK <= 12, PlainSocketImpl) and NioSocketImpl.implRead (JDK 13+)
-    # both
-    # turn ConnectionResetException into SocketException("Connection reset"). Writes: the native strerror
-    # text,
-    # "Broken pipe" / "Connection reset by peer" (JDK 9-12 append " (Write failed)"; Windows says
+    # both turn ConnectionResetException into SocketException("Connection reset"). Writes: the native strerror
+    # text, "Broken pipe" / "Connection reset by peer" (JDK 9-12 append " (Write failed)"; Windows says
     # "Connection reset by peer: socket write error").
     _m(
         "java",

@@ -101,9 +101,8 @@ def _abort_shape(f: Facts) -> AbortShape | None:
     received_total = max(0, min(received or 0, peer_end) - peer_start) if peer_data_before else 0
     last_peer = peer_data_before[-1] if peer_data_before else None
     # The peer waits for an answer when it spoke last and it is the side that opened the exchange (its data
-    # are
-    # requests, the closer's are responses): a TCP capture cannot read the protocol, the first speaker is the
-    # usual requester.
+    # are requests, the closer's are responses): a TCP capture cannot read the protocol, the first speaker is
+    # the usual requester.
     first_data = next((s for s in f.segs if s.length > 0 and not s.rst), None)
     peer_requests = first_data is not None and first_data.side is peer.side
     awaits = (
@@ -164,10 +163,9 @@ def close_with_unread_data(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candi
     if shape is None or shape.received == 0:
         return None
     # The wire cannot show whether the application read what it received; an RST without FIN after receiving
-    # data
-    # is what the kernel does on close() with unread data, so this is the default reading. A peer still
-    # waiting
-    # for its answer makes it likelier; the closer's own data in flight points to a deliberate abort instead.
+    # data is what the kernel does on close() with unread data, so this is the default reading. A peer still
+    # waiting for its answer makes it likelier; the closer's own data in flight points to a deliberate abort
+    # instead.
     score = 0.5 + (0.1 if shape.peer_awaits_reply else 0.0) + (0.05 if shape.peer_unacked else 0.0)
     score -= forgery(f, ctx, v, shape.reset).score * 0.5
     closer = shape.closer.side
@@ -419,8 +417,7 @@ def keepalive_race(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
     fin, data = found
     closer, peer = reset.seg.side, reset.seg.side.other
     # The silence before the close: before the FIN, or before the request when that crossed it and was
-    # captured
-    # first (next to the client).
+    # captured first (next to the client).
     first = fin if fin.index < data.index else data
     idle = f.gap_before(first)
     crossed = data.rel_ack is not None and data.rel_ack < fin.end_seq
@@ -437,8 +434,7 @@ def keepalive_race(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
     # Servers time out idle keep-alive connections; a client closing while the server pushes is rarer.
     role = 0.1 if closer is Side.RESP else -0.15
     # Without an idle period before the FIN this is a server closing mid-conversation (data_after_close), not
-    # a
-    # keep-alive timeout racing a reused connection.
+    # a keep-alive timeout racing a reused connection.
     score = 0.4 + (0.35 if idle_close else 0.0) + (0.1 if crossed else 0.0) + role
     evidence = [
         seg_item(f, fin, f"FIN from {who(f, closer)} after {ms(idle)} of idle"),
