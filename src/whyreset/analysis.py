@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from whyreset.core.connection import Connection
 from whyreset.diagnose.finding import Finding
@@ -126,17 +126,46 @@ class Analysis:
 # --- diagnosis adapter --------------------------------------------------------------------------------------
 
 
-class Diagnoser(Protocol):
-    def __call__(self, connections: list[Connection], icmp_errors: list[IcmpError]) -> dict[str, Finding]: ...
+@dataclass(frozen=True, slots=True)
+class Diagnoser:
+    """The catalogue's entry points, as found in ``whyreset.diagnose``."""
+
+    diagnose: Callable[[Connection, Any], Finding | None]
+    """``diagnose(connection, context) -> Finding | None``."""
+    build_context: Callable[[list[Connection], list[IcmpError]], Any] | None
+    """``build_context(connections, icmp_errors)``: the capture-wide context in one call."""
+    context_class: Callable[[], Any] | None
+    """``DiagnosisContext()`` with ``observe(connection)`` and ``add_icmp(errors)``: the same, built as
+    connections stream by (what the memory-bounded two-pass analysis needs)."""
+
+    @property
+    def can_stream(self) -> bool:
+        return self.context_class is not None
+
+    def new_context(self) -> Any:
+        assert self.context_class is not None
+        return self.context_class()
+
+    def run(self, connections: list[Connection], icmp_errors: list[IcmpError]) -> dict[str, Finding]:
+        """Diagnose every connection of a capture (findings by uid)."""
+        # The context is capture-wide (per-host TTL profiles, listening ports, reset clusters): build it
+        # from every connection first, then diagnose each one against it.
+        if self.build_context is not None:
+            context = self.build_context(connections, icmp_errors)
+        else:
+            context = self.new_context()
+            for conn in connections:
+                context.observe(conn)
+            context.add_icmp(icmp_errors)
+        findings: dict[str, Finding] = {}
+        for conn in connections:
+            finding = self.diagnose(conn, context)
+            if finding is not None:
+                findings[conn.uid] = finding
+        return findings
 
 
-@dataclass(slots=True)
-class _DiagnoserLoad:
-    diagnoser: Diagnoser | None = None
-    warning: str | None = None
-
-
-_DIAGNOSER_MODULES = ("whyreset.diagnose", "whyreset.diagnose.verdict", "whyreset.diagnose.catalogue")
+_DIAGNOSER_MODULES = ("whyreset.diagnose", "whyreset.diagnose.verdict")
 
 
 def load_diagnoser() -> tuple[Diagnoser | None, str | None]:
@@ -145,47 +174,31 @@ def load_diagnoser() -> tuple[Diagnoser | None, str | None]:
     Returns (diagnoser, warning). A module that does not exist yet is not an error (the cause stays null); a
     module that exists but raises while importing is a bug and comes back as a warning.
     """
-    load = _DiagnoserLoad()
     for module_name in _DIAGNOSER_MODULES:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name is not None and module_name.startswith(exc.name):
                 continue  # the module itself is absent: not written yet
-            load.warning = f"diagnosis disabled: importing {module_name} failed: {exc!r}"
-            break
+            return None, f"diagnosis disabled: importing {module_name} failed: {exc!r}"
         except Exception as exc:  # a real bug in the catalogue: tell it, keep analysing
-            load.warning = f"diagnosis disabled: importing {module_name} failed: {exc!r}"
-            break
+            return None, f"diagnosis disabled: importing {module_name} failed: {exc!r}"
         diagnose = getattr(module, "diagnose", None)
         if callable(diagnose):
-            load.diagnoser = _bind_diagnoser(module, diagnose)
-            break
-    return load.diagnoser, load.warning
+            build_context = getattr(module, "build_context", None)
+            context_class = getattr(module, "DiagnosisContext", None)
+            return Diagnoser(
+                diagnose=diagnose,
+                build_context=build_context if callable(build_context) else None,
+                context_class=context_class if _observes(context_class) else None,
+            ), None
+    return None, None
 
 
-def _bind_diagnoser(module: Any, diagnose: Callable[..., Finding | None]) -> Diagnoser:
-    build_context = getattr(module, "build_context", None)
-    context_class = getattr(module, "DiagnosisContext", None)
-
-    def run(connections: list[Connection], icmp_errors: list[IcmpError]) -> dict[str, Finding]:
-        # The context is capture-wide (per-host TTL profiles, listening ports, reset clusters): build it
-        # from every connection first, then diagnose each one against it.
-        context: Any = None
-        if callable(build_context):
-            context = build_context(connections, icmp_errors)
-        elif context_class is not None:
-            context = context_class()
-            for conn in connections:
-                context.observe(conn)
-        findings: dict[str, Finding] = {}
-        for conn in connections:
-            finding = diagnose(conn, context)
-            if finding is not None:
-                findings[conn.uid] = finding
-        return findings
-
-    return run
+def _observes(context_class: Any) -> bool:
+    return callable(context_class) and all(
+        callable(getattr(context_class, name, None)) for name in ("observe", "add_icmp")
+    )
 
 
 # --- the pipeline -------------------------------------------------------------------------------------------
@@ -290,16 +303,9 @@ def analyze(
         if warning is not None:
             warnings.append(warning)
         if diagnoser is not None:
-            findings = diagnoser(connections, state.icmp_errors)
+            findings = diagnoser.run(connections, state.icmp_errors)
             diagnosed = True
-    if not state.report.source:
-        state.report.source = source_name(source)
-    if state.failure is None and _text_without_packets(state.report):
-        # The text reader accepts anything that is not binary; with not a single packet line, the input was
-        # most likely not tcpdump output at all: say so rather than report an empty capture.
-        message = "no tcpdump packet line found in the text input"
-        state.failure = InputFailure("NoPacketsFound", message, nothing_read=True)
-        state.report.error = message
+    _conclude(state, source)
     return Analysis(
         source=source_name(source),
         connections=tuple(connections),
@@ -312,8 +318,114 @@ def analyze(
     )
 
 
-def _text_without_packets(report: ReadReport) -> bool:
-    return report.format.startswith(TEXT_FORMAT) and report.records == 0
+def _conclude(state: _ReadState, source: Source) -> None:
+    """Last checks on a finished read."""
+    if not state.report.source:
+        state.report.source = source_name(source)
+    report = state.report
+    if state.failure is None and report.format.startswith(TEXT_FORMAT) and report.records == 0:
+        # The text reader accepts anything that is not binary; with not a single packet line, the input was
+        # most likely not tcpdump output at all: say so rather than report an empty capture.
+        message = "no tcpdump packet line found in the text input"
+        state.failure = InputFailure("NoPacketsFound", message, nothing_read=True)
+        report.error = message
+
+
+class AnalysisStream:
+    """`analyze` with bounded memory: iterate it for (connection, finding) pairs as connections end.
+
+    For a capture file and a diagnoser that can build its context incrementally, the file is read **twice**:
+    the first pass folds every connection into the capture-wide context and forgets it, the second diagnoses
+    each connection against the complete context as the tracker finishes it, and forgets it once yielded. So
+    memory follows the connections open at a time, not the capture, at the price of reading and tracking
+    twice.
+    Standard input, file objects, and diagnosers without an incremental context are analysed in one pass and
+    held in memory (as `analyze` does), then yielded in index order.
+
+    Pairs come in the order connections end (``Connection.index`` gives the order of first packets). After
+    the iteration: `report`, `failure`, `warnings`, `diagnosed`, `connections`, `abnormal` and `status`.
+    """
+
+    def __init__(self, source: Source, *, diagnose: bool = True, progress: ProgressCallback | None = None):
+        self.source = source
+        self.name = source_name(source)
+        self._diagnose = diagnose
+        self._progress = progress
+        self.report = ReadReport(source=self.name)
+        self.failure: InputFailure | None = None
+        self.warnings: list[str] = []
+        self.diagnosed = False
+        self.connections = 0
+        self.abnormal = 0
+        self.two_pass = False
+
+    @property
+    def status(self) -> ExitStatus:
+        if self.failure is not None:
+            return ExitStatus.NO_INPUT if self.failure.nothing_read else ExitStatus.PARTIAL_INPUT
+        return ExitStatus.FINDINGS if self.abnormal else ExitStatus.OK
+
+    def __iter__(self) -> Iterator[tuple[Connection, Finding | None]]:
+        diagnoser: Diagnoser | None = None
+        if self._diagnose:
+            diagnoser, warning = load_diagnoser()
+            if warning is not None:
+                self.warnings.append(warning)
+        rereadable = isinstance(self.source, str | os.PathLike) and os.path.isfile(self.source)
+        if diagnoser is not None and diagnoser.can_stream and rereadable:
+            self.two_pass = True
+            pairs = self._two_passes(diagnoser)
+        elif diagnoser is None:
+            pairs = self._one_pass_undiagnosed()
+        else:
+            pairs = self._in_memory()
+        for connection, finding in pairs:
+            self.connections += 1
+            self.abnormal += is_abnormal(connection, finding)
+            yield connection, finding
+
+    def _two_passes(self, diagnoser: Diagnoser) -> Iterator[tuple[Connection, Finding | None]]:
+        context = diagnoser.new_context()
+        first = _ReadState()
+        for conn in iter_connections(self.source, first, progress=self._scaled_progress(0)):
+            context.observe(conn)
+        context.add_icmp(first.icmp_errors)
+        self.diagnosed = True
+        state = _ReadState()
+        for conn in iter_connections(self.source, state, progress=self._scaled_progress(1)):
+            yield conn, diagnoser.diagnose(conn, context)
+        self._finish(state)
+
+    def _one_pass_undiagnosed(self) -> Iterator[tuple[Connection, Finding | None]]:
+        state = _ReadState()
+        for conn in iter_connections(self.source, state, progress=self._progress):
+            yield conn, None
+        self._finish(state)
+
+    def _in_memory(self) -> Iterator[tuple[Connection, Finding | None]]:
+        analysis = analyze(self.source, diagnose=self._diagnose, progress=self._progress)
+        self.report, self.failure, self.diagnosed = analysis.report, analysis.failure, analysis.diagnosed
+        self.warnings.extend(warning for warning in analysis.warnings if warning not in self.warnings)
+        for conn in analysis.connections:
+            yield conn, analysis.findings.get(conn.uid)
+
+    def _finish(self, state: _ReadState) -> None:
+        _conclude(state, self.source)
+        self.report, self.failure = state.report, state.failure
+
+    def _scaled_progress(self, half: int) -> ProgressCallback | None:
+        """Each pass reads the whole file: show them as the two halves of one bar."""
+        progress = self._progress
+        if progress is None:
+            return None
+
+        def report(done: int, total: int | None) -> None:
+            if total is None:
+                progress(done, None)
+            else:
+                progress(half * total + done, 2 * total)
+
+        return report
 
 
 def analyze_path(path: str | os.PathLike[str], *, diagnose: bool = True) -> Analysis:

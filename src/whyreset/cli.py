@@ -17,11 +17,18 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import IO
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING
 
 import click
 
 from whyreset import __version__
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from whyreset.analysis import ExitStatus, ProgressCallback
+    from whyreset.report.zeek import ZeekLogs
 
 STDIN = "-"
 PROGRESS_MIN_BYTES = 16 * 1024 * 1024
@@ -83,10 +90,8 @@ def analyze(
     """
     from rich.console import Console
 
-    from whyreset.analysis import Analysis, ExitStatus, most_severe
-    from whyreset.analysis import analyze as run_analysis
-    from whyreset.report.jsonout import write_json_line
-    from whyreset.report.terminal import render_analysis, safe_text
+    from whyreset.analysis import most_severe
+    from whyreset.report.zeek import ZeekLogs
 
     if zeek_json and zeek_dir is None:
         raise click.UsageError("--zeek-json needs --zeek DIR")
@@ -94,33 +99,93 @@ def analyze(
         raise click.UsageError("standard input (-) can be read only once")
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    options = _Options(list_all, max_listed, show_payload, not no_diagnose)
     statuses: list[ExitStatus] = []
-    analyses: list[Analysis] = []
-    for path in files:
-        with _progress_for(path, err, enabled=_want_progress(progress, path, as_json)) as on_progress:
-            analysis = run_analysis(path, diagnose=not no_diagnose, progress=on_progress)
-        statuses.append(analysis.status)
-        if analysis.failure is not None:
-            # One line on stderr, whatever the output format: scripts reading stdout still get valid JSON.
-            err.print(safe_text(f"whyreset: {path}: {analysis.failure.message}", "red"))
-        for warning in analysis.warnings:
-            err.print(safe_text(f"whyreset: warning: {warning}", "yellow"))
-        if as_json:
-            for record in analysis.iter_records(show_payload=show_payload):
-                write_json_line(record, sys.stdout)
-            sys.stdout.flush()
-        else:
-            render_analysis(
-                out, analysis, list_all=list_all, max_listed=max_listed, show_payload=show_payload
-            )
-        if zeek_dir is not None:
-            analyses.append(analysis)
-    if zeek_dir is not None:
-        from whyreset.report.zeek import write_zeek_logs
-
-        inputs = ((a.connections, a.findings) for a in analyses)
-        write_zeek_logs(zeek_dir, inputs, use_json=zeek_json, show_payload=show_payload)
+    zeek = ZeekLogs(zeek_dir, use_json=zeek_json, show_payload=show_payload) if zeek_dir is not None else None
+    try:
+        for path in files:
+            with _progress_for(path, err, enabled=_want_progress(progress, path, as_json)) as on_progress:
+                if as_json:
+                    outcome = _stream_json(path, options, on_progress, zeek)
+                else:
+                    outcome = _summarise(path, options, on_progress, zeek, out)
+            statuses.append(outcome.status)
+            _tell_problems(err, path, outcome)
+    finally:
+        if zeek is not None:
+            zeek.close()
     sys.exit(int(most_severe(statuses)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    list_all: bool
+    max_listed: int
+    show_payload: bool
+    diagnose: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What the CLI needs to know about one input once its output is written."""
+
+    status: ExitStatus
+    failure_message: str | None
+    warnings: tuple[str, ...]
+
+
+def _stream_json(
+    path: str, options: _Options, on_progress: ProgressCallback | None, zeek: ZeekLogs | None
+) -> _Outcome:
+    """JSON lines written as connections end: memory stays bounded on large files (see AnalysisStream)."""
+    from whyreset.analysis import AnalysisStream
+    from whyreset.report.jsonout import connection_record, write_json_line
+
+    stream = AnalysisStream(path, diagnose=options.diagnose, progress=on_progress)
+    for connection, finding in stream:
+        record = connection_record(connection, finding, source=stream.name, show_payload=options.show_payload)
+        write_json_line(record, sys.stdout)
+        if zeek is not None:
+            zeek.write(connection, finding)
+    sys.stdout.flush()
+    failure = stream.failure.message if stream.failure is not None else None
+    return _Outcome(stream.status, failure, tuple(stream.warnings))
+
+
+def _summarise(
+    path: str,
+    options: _Options,
+    on_progress: ProgressCallback | None,
+    zeek: ZeekLogs | None,
+    out: Console,
+) -> _Outcome:
+    """The terminal summary (needs every connection: counts, the abnormal list)."""
+    from whyreset.analysis import analyze as run_analysis
+    from whyreset.report.terminal import render_analysis
+
+    analysis = run_analysis(path, diagnose=options.diagnose, progress=on_progress)
+    render_analysis(
+        out,
+        analysis,
+        list_all=options.list_all,
+        max_listed=options.max_listed,
+        show_payload=options.show_payload,
+    )
+    if zeek is not None:
+        for connection in analysis.connections:
+            zeek.write(connection, analysis.findings.get(connection.uid))
+    failure = analysis.failure.message if analysis.failure is not None else None
+    return _Outcome(analysis.status, failure, analysis.warnings)
+
+
+def _tell_problems(err: Console, path: str, outcome: _Outcome) -> None:
+    from whyreset.report.terminal import safe_text
+
+    if outcome.failure_message is not None:
+        # One line on stderr, whatever the output format: scripts reading stdout still get valid JSON.
+        err.print(safe_text(f"whyreset: {path}: {outcome.failure_message}", "red"))
+    for warning in outcome.warnings:
+        err.print(safe_text(f"whyreset: warning: {warning}", "yellow"))
 
 
 def _want_progress(requested: bool | None, path: str, as_json: bool) -> bool:

@@ -69,3 +69,63 @@ def test_a_broken_command_module_warns_and_the_rest_still_works(monkeypatch: pyt
     assert "boom in lab.cli" in warnings.getvalue() and "lab" in warnings.getvalue()
     if real_import("whyreset.diagnose.cli") is not None:
         assert {"explain", "rules"} <= set(group.commands)
+
+
+def test_stream_two_passes_gives_the_same_records_as_analyze(tmp_path: Path) -> None:
+    """The bounded-memory stream (context from a first pass) diagnoses exactly as the in-memory analysis."""
+    from cli_captures import write_mixed_capture
+
+    from whyreset.analysis import AnalysisStream
+    from whyreset.report.jsonout import connection_record
+
+    path = write_mixed_capture(tmp_path / "mixed.pcap")
+    stream = AnalysisStream(str(path))
+    streamed = {conn.uid: connection_record(conn, finding, source=stream.name) for conn, finding in stream}
+    whole = {record["uid"]: record for record in analyze(str(path)).records()}
+    assert streamed == whole
+    assert stream.status is ExitStatus.FINDINGS and stream.connections == 4 and stream.abnormal == 3
+    assert stream.two_pass == stream.diagnosed  # a file is re-read when a diagnoser can stream its context
+
+
+def test_stream_of_standard_input_is_analysed_in_one_pass(mixed_pcap: Path) -> None:
+    from whyreset.analysis import AnalysisStream
+
+    stream = AnalysisStream(io.BytesIO(mixed_pcap.read_bytes()))
+    assert [conn.index for conn, _ in stream] == [0, 1, 2, 3]
+    assert not stream.two_pass and stream.status is ExitStatus.FINDINGS
+
+
+def test_stream_of_a_truncated_file_reports_partial_input(mixed_pcap: Path, tmp_path: Path) -> None:
+    from whyreset.analysis import AnalysisStream
+
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(mixed_pcap.read_bytes()[:-30])
+    stream = AnalysisStream(str(cut))
+    assert len(list(stream)) == 4
+    assert stream.status is ExitStatus.PARTIAL_INPUT and stream.failure is not None
+    assert stream.report.error is not None
+
+
+def test_stream_matches_analyze_on_a_generated_mix(tmp_path: Path) -> None:
+    """Same check on the benchmark's traffic mix (IPv4/IPv6, refusals, resets of several kinds, timeouts)."""
+    import importlib.util
+
+    from whyreset.analysis import AnalysisStream
+    from whyreset.ingest.craft import write_pcap_bulk
+    from whyreset.report.jsonout import connection_record
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_generate", Path(__file__).parents[2] / "bench/generate.py"
+    )
+    assert spec is not None and spec.loader is not None
+    generate = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = generate  # dataclasses look their module up there
+    spec.loader.exec_module(generate)
+    frames, ts_ns, _counts = generate.generate(3000, seed=7)
+    path = tmp_path / "mix.pcap"
+    write_pcap_bulk(path, ts_ns, frames)
+    stream = AnalysisStream(str(path))
+    streamed = {conn.uid: connection_record(conn, finding, source=stream.name) for conn, finding in stream}
+    whole = {record["uid"]: record for record in analyze(str(path)).records()}
+    assert streamed.keys() == whole.keys()
+    assert [uid for uid in whole if streamed[uid] != whole[uid]] == []

@@ -323,6 +323,52 @@ def json_row(row: Row, fields: Sequence[LogField]) -> dict[str, Any]:
     return obj
 
 
+class ZeekLogs:
+    """``conn.log`` and ``whyreset.log`` in one directory, written row by row; `close` ends them.
+
+    Every connection gets a conn.log row; abnormal or diagnosed ones also get a whyreset.log row (same uid).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        use_json: bool = False,
+        open_time: float | None = None,
+        show_payload: bool = False,
+    ) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.conn_path = os.path.join(directory, "conn.log")
+        self.whyreset_path = os.path.join(directory, "whyreset.log")
+        self._show_payload = show_payload
+        self._open_time = open_time
+        self._conn_out = open(self.conn_path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 (closed in close)
+        self._why_out = open(self.whyreset_path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+        self._conn_log = ZeekLogWriter(
+            self._conn_out, "conn", CONN_FIELDS, use_json=use_json, open_time=open_time
+        )
+        self._why_log = ZeekLogWriter(
+            self._why_out, "whyreset", WHYRESET_FIELDS, use_json=use_json, open_time=open_time
+        )
+
+    def write(self, connection: Connection, finding: Finding | None) -> None:
+        self._conn_log.write(conn_row(connection))
+        if is_abnormal(connection, finding) or finding is not None:
+            self._why_log.write(whyreset_row(connection, finding, show_payload=self._show_payload))
+
+    def close(self) -> None:
+        self._conn_log.close(self._open_time)
+        self._why_log.close(self._open_time)
+        self._conn_out.close()
+        self._why_out.close()
+
+    def __enter__(self) -> ZeekLogs:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
 def write_zeek_logs(
     directory: str | os.PathLike[str],
     analyses: Iterable[tuple[Sequence[Connection], dict[str, Finding]]],
@@ -335,21 +381,8 @@ def write_zeek_logs(
 
     Several inputs share the same pair of logs, as when Zeek reads several traces. Returns both paths.
     """
-    os.makedirs(directory, exist_ok=True)
-    conn_path = os.path.join(directory, "conn.log")
-    whyreset_path = os.path.join(directory, "whyreset.log")
-    with (
-        open(conn_path, "w", encoding="utf-8", newline="\n") as conn_out,
-        open(whyreset_path, "w", encoding="utf-8", newline="\n") as why_out,
-    ):
-        conn_log = ZeekLogWriter(conn_out, "conn", CONN_FIELDS, use_json=use_json, open_time=open_time)
-        why_log = ZeekLogWriter(why_out, "whyreset", WHYRESET_FIELDS, use_json=use_json, open_time=open_time)
+    with ZeekLogs(directory, use_json=use_json, open_time=open_time, show_payload=show_payload) as logs:
         for connections, findings in analyses:
             for connection in connections:
-                conn_log.write(conn_row(connection))
-                finding = findings.get(connection.uid)
-                if is_abnormal(connection, finding) or finding is not None:
-                    why_log.write(whyreset_row(connection, finding, show_payload=show_payload))
-        conn_log.close(open_time)
-        why_log.close(open_time)
-    return conn_path, whyreset_path
+                logs.write(connection, findings.get(connection.uid))
+    return logs.conn_path, logs.whyreset_path
