@@ -7,11 +7,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from whyreset import ingest
 from whyreset.core.connection import Connection
 from whyreset.core.tracker import build_connections
 from whyreset.diagnose import build_context, diagnose
 from whyreset.diagnose.finding import Finding
-from whyreset.model import Capture, IcmpError, PacketTable, ReadReport
+from whyreset.model import Capture, IcmpError
 
 CORPUS = Path(__file__).resolve().parents[1] / "lab" / "corpus"
 
@@ -37,39 +38,7 @@ class Case:
 
 def read_capture(path: Path) -> Capture:
     """The whole capture as one `Capture` (pcap or pcapng), through the project's readers."""
-    try:
-        from whyreset.ingest import iter_capture  # type: ignore[attr-defined]
-    except ImportError:
-        iter_capture = None
-    if iter_capture is not None:
-        chunks = list(iter_capture(str(path)))
-        return Capture(
-            PacketTable.concat([c.packets for c in chunks]),
-            [e for c in chunks for e in c.icmp_errors],
-            {k: v for c in chunks for k, v in c.rst_payloads.items()},
-            chunks[-1].report if chunks else ReadReport(),
-        )
-    from whyreset.ingest.columnar import decode_batch
-    from whyreset.ingest.pcap import PcapWalker
-
-    raw = path.read_bytes()
-    walker = PcapWalker()
-    report = ReadReport(source=str(path))
-    captures: list[Capture] = []
-    pos = 0
-    while pos < len(raw):
-        result = walker.walk(raw, pos, len(raw), 0, True, 1 << 20)
-        if result.batch is not None:
-            captures.append(decode_batch(result.batch, report))
-        if result.error is not None or result.pos == pos:
-            break
-        pos = result.pos
-    return Capture(
-        PacketTable.concat([c.packets for c in captures]),
-        [e for c in captures for e in c.icmp_errors],
-        {k: v for c in captures for k, v in c.rst_payloads.items()},
-        report,
-    )
+    return ingest.read_capture(str(path))
 
 
 def diagnose_capture(path: Path) -> tuple[list[Connection], dict[str, Finding], list[IcmpError]]:

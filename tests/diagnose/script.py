@@ -13,6 +13,7 @@ the core gets from a pcap.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from whyreset.core.connection import Connection
 from whyreset.core.tracker import build_connections
 from whyreset.diagnose import build_context, diagnose
 from whyreset.diagnose.finding import Finding
+from whyreset.ingest import craft
 from whyreset.model import ACK, FIN, PSH, RST, SYN, IcmpError, PacketTable, parse_addr
 
 CLIENT = "client"
@@ -100,6 +102,27 @@ class Path:
                 else:
                     table[name][i] = value
         return table
+
+    def write_pcap(self, target: str | os.PathLike[str]) -> int:
+        """Write the captured rows as a real pcap (Ethernet, ns timestamps) with `whyreset.ingest.craft`."""
+        records = []
+        for row in sorted(self.rows, key=lambda r: r["ts_ns"]):
+            packet = craft.tcp_packet(
+                row["src"],
+                row["dst"],
+                row["sport"],
+                row["dport"],
+                seq=row["seq"],
+                ack=row["ack"],
+                flags=row["flags"],
+                window=row["window"],
+                payload=b"x" * row["payload_len"],
+                mss=row["opt_mss"] or None,
+                ttl=row["ttl"],
+                ip_id=row["ip_id"] & 0xFFFF,
+            )
+            records.append((row["ts_ns"], craft.frame(craft.LINKTYPE_ETHERNET, packet)))
+        return craft.write_pcap(target, records, nanosecond=True)
 
     def connections(self) -> list[Connection]:
         return build_connections(self.table(), self.icmp)
