@@ -282,10 +282,32 @@ def forgery(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts) -> F
                     f"capture (usually {common})",
                 )
             )
+    score += _seq_anomaly(f, reset, sender, items)
     score += _ip_id_anomaly(f, seg, sender, items)
     score += _too_fast(f, v, reset, items)
     score += _both_directions(f, reset, items)
     return ForgeryCheck(min(1.0, score), tuple(items), tuple(consistent))
+
+
+def _seq_anomaly(f: Facts, reset: ResetFacts, sender: SideFacts, items: list[EvidenceItem]) -> float:
+    """An active RST from the endpoint's own kernel carries seq = its SND.NXT (tcp_acceptable_seq); one below
+    what
+    the endpoint had already sent was not made by that kernel."""
+    seg = reset.seg
+    if reset.answers_trigger or not seg.has_ack or not sender.isn_seen:
+        return 0.0
+    sent = sender.snd_nxt_before(seg.ts_ns, seg.index)
+    if sent > 0 and seg.rel_seq < sent - 1:
+        items.append(
+            seg_item(
+                f,
+                seg,
+                f"RST seq {seg.rel_seq} is below the {sent} its sender had already sent: its own "
+                "kernel would have used SND.NXT",
+            )
+        )
+        return 0.15
+    return 0.0
 
 
 def _ip_id_anomaly(f: Facts, seg: Seg, sender: SideFacts, items: list[EvidenceItem]) -> float:
