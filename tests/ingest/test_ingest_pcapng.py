@@ -169,13 +169,29 @@ def test_only_unsupported_link_types_is_an_error() -> None:
         w.interface(craft.Interface(105))
         w.packet(T0, bytes(40), 0)
 
-    chunks = []
-    with pytest.raises(UnsupportedLinkTypeError):
-        chunks.extend(iter_capture(io.BytesIO(write(build))))
     pcap = craft.pcap_bytes([(T0, bytes(40))], linktype=147)
-    with pytest.raises(UnsupportedLinkTypeError) as raised:
-        list(iter_capture(io.BytesIO(pcap)))
-    assert "147" in str(raised.value)
+    for data, name in ((write(build), "105"), (pcap, "147")):
+        chunks = []
+        with pytest.raises(UnsupportedLinkTypeError) as raised:
+            chunks.extend(iter_capture(io.BytesIO(data)))
+        assert name in str(raised.value)
+        # The records were still read (and counted) before the verdict.
+        assert chunks[-1].report.records == 1
+        assert chunks[-1].report.error == raised.value.describe()
+
+
+def test_empty_captures_of_unsupported_link_types_are_errors() -> None:
+    with pytest.raises(UnsupportedLinkTypeError):
+        list(iter_capture(io.BytesIO(craft.pcap_bytes([], linktype=105))))
+
+    def build(w: craft.PcapngWriter) -> None:
+        w.section()
+        w.interface(craft.Interface(105))
+
+    with pytest.raises(UnsupportedLinkTypeError):
+        list(iter_capture(io.BytesIO(write(build))))
+    # An empty capture of a supported link type is fine.
+    assert len(list(iter_capture(io.BytesIO(craft.pcap_bytes([]))))) == 1
 
 
 def _one_packet(w: craft.PcapngWriter) -> None:

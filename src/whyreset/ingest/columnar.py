@@ -82,7 +82,7 @@ def empty_capture(report: ReadReport) -> Capture:
     return Capture(PacketTable.empty(), [], {}, report)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Quoted:
     """The TCP segment an ICMP error quotes."""
 

@@ -51,6 +51,7 @@ class PcapWalker:
         self.snaplen = 0
         self.linktype = -1
         self.max_caplen = STANDARD_MAX_CAPLEN
+        self.declared_linktypes: set[int] = set()
         self._header_done = False
         self._caplen_at: Any = None
 
@@ -77,6 +78,7 @@ class PcapWalker:
             raise CorruptCaptureError(f"unsupported pcap version {major}", offset=offset + 4)
         self.snaplen = snaplen
         self.linktype = linktype & LINKTYPE_MASK
+        self.declared_linktypes.add(self.linktype)
         self.max_caplen = max(STANDARD_MAX_CAPLEN, min(snaplen, ABSOLUTE_MAX_CAPLEN))
         self._caplen_at = struct.Struct(order + "8xI").unpack_from
         self._header_done = True

@@ -35,6 +35,8 @@ EPB_FIXED_LEN = 32  # header 8 + 20 bytes of fields + trailer 4
 OPT_ENDOFOPT = 0
 OPT_IF_TSRESOL = 9
 OPT_IF_TSOFFSET = 14
+MAX_TSOFFSET = 2**33
+"""Seconds (about 272 years): a larger interface time offset cannot be meant and would overflow."""
 NO_TIMESTAMP = -(2**63)
 """Marks a Simple Packet Block in the slow-path table: it has no timestamp of its own."""
 
@@ -63,6 +65,7 @@ class PcapngWalker:
         self.sections = 0
         self.big_endian = False
         self.interfaces: list[InterfaceInfo] = []
+        self.declared_linktypes: set[int] = set()
         self.last_ts_ns = 0
         self._set_order(False)
 
@@ -179,7 +182,10 @@ class PcapngWalker:
                 base10, exponent = not value[0] & 0x80, value[0] & 0x7F
             elif code == OPT_IF_TSOFFSET and len(value) >= 8:
                 (tsoffset,) = struct.unpack(self._order + "q", value[:8])
+                if abs(tsoffset) > MAX_TSOFFSET:
+                    raise CorruptCaptureError(f"if_tsoffset of {tsoffset} s is absurd", offset=base + pos)
         self.interfaces.append(InterfaceInfo(linktype, snaplen, 10 if base10 else 2, exponent, tsoffset))
+        self.declared_linktypes.add(linktype)
 
     def _options(self, raw: Any, pos: int, end: int, base: int) -> list[tuple[int, bytes]]:
         options: list[tuple[int, bytes]] = []

@@ -16,12 +16,13 @@ import contextlib
 import io
 import mmap
 import os
+import struct
 import sys
 from collections.abc import Callable, Iterator
 from typing import IO, Any, BinaryIO
 
 from whyreset.errors import CaptureError, CorruptCaptureError, UnknownFormatError, UnsupportedLinkTypeError
-from whyreset.ingest.columnar import decode_batch, empty_capture
+from whyreset.ingest.columnar import SUPPORTED_LINKTYPES, decode_batch, empty_capture
 from whyreset.ingest.pcap import MAGICS as PCAP_MAGICS
 from whyreset.ingest.pcap import PcapWalker
 from whyreset.ingest.pcapng import SHB, PcapngWalker
@@ -266,7 +267,7 @@ def _drive(
             break  # the walker consumed everything (it raises when the input ends mid-record)
         else:
             needs_data = True
-    _check_link_types(report)
+    _check_link_types(report, walker.declared_linktypes)
     if not yielded:
         yield empty_capture(report)
 
@@ -278,16 +279,22 @@ def _walk(
         return walker.walk(source.raw, pos, source.end, source.base, source.at_eof, chunk_records)
     except CaptureError as exc:
         _fail(report, exc)
-    except (ValueError, IndexError, OverflowError) as exc:  # a framing case the walker did not foresee
+    except (ValueError, IndexError, OverflowError, struct.error) as exc:  # a case the walker did not foresee
         _fail(report, CorruptCaptureError(f"unreadable framing: {exc}", offset=source.base + pos))
     raise AssertionError("unreachable")
 
 
-def _check_link_types(report: ReadReport) -> None:
+def _check_link_types(report: ReadReport, declared: set[int]) -> None:
+    """Fail when nothing could be decoded because of the link types (and only then)."""
     skipped = sum(report.unsupported_link_types.values())
     if report.records and skipped == report.records:
-        names = ", ".join(str(linktype) for linktype in sorted(report.unsupported_link_types))
-        _fail(report, UnsupportedLinkTypeError(f"no packet has a supported link type (link types: {names})"))
+        unusable = set(report.unsupported_link_types)
+    elif not report.records and declared and not declared & SUPPORTED_LINKTYPES:
+        unusable = declared
+    else:
+        return
+    names = ", ".join(str(linktype) for linktype in sorted(unusable))
+    _fail(report, UnsupportedLinkTypeError(f"no packet has a supported link type (link types: {names})"))
 
 
 def _fail(report: ReadReport, error: CaptureError) -> None:

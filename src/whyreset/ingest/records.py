@@ -72,6 +72,8 @@ class Walker(Protocol):
     format_name: str
     frames_read: int
     """Packet records handed out so far."""
+    declared_linktypes: set[int]
+    """Link types the file header / interface blocks announced so far."""
 
     def walk(self, raw: Any, pos: int, end: int, base: int, at_eof: bool, max_records: int) -> WalkResult:
         """Consume complete records of ``raw[pos:end]``; ``base`` is the stream offset of ``raw[0]``.
