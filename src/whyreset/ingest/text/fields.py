@@ -169,14 +169,22 @@ def parse_record(record: Record) -> ParsedRecord:
 
 def _parse_time(record: Record) -> tuple[TimeKind, int]:
     start = record.start
-    groups = start.groupdict()
-    if groups.get("clock"):
-        return TimeKind.CLOCK, clock_to_ns(groups["clock"])
-    if groups.get("date"):
-        return TimeKind.DATE, date_to_ns(groups["date"], groups["dclock"])
-    if groups.get("epoch"):
-        return TimeKind.EPOCH, epoch_to_ns(groups["epoch"])
+    if "clock" not in start.re.groupindex:
+        return TimeKind.NONE, 0  # a tcpdump -t line
+    clock = start["clock"]
+    if clock:
+        return TimeKind.CLOCK, clock_to_ns(clock)
+    if start["date"]:
+        return TimeKind.DATE, _in_int64(date_to_ns(start["date"], start["dclock"]))
+    if start["epoch"]:
+        return TimeKind.EPOCH, _in_int64(epoch_to_ns(start["epoch"]))
     return TimeKind.NONE, 0
+
+
+def _in_int64(ns: int) -> int:
+    if not 0 <= ns < 1 << 62:
+        raise _Unparsable(f"timestamp {ns} ns is out of range")
+    return ns
 
 
 def _parse_text(record: Record, text: str) -> ParsedRecord:
@@ -208,7 +216,7 @@ def _parse_layers(record: Record, text: str) -> ParsedRecord:
         if ethertype not in ("IPv4", "IPv6"):
             return NotTcp(ip=False)
         ip_version = 4 if ethertype == "IPv4" else 6
-        frame_len = int(link["flen"])
+        frame_len = _u32(link["flen"], "frame length")
         pos = link.end()
     return _parse_network(record, text, pos, ip_version, frame_len)
 
@@ -292,6 +300,7 @@ def _split_endpoint(text: str) -> tuple[str, str]:
     host, dot, port = text.rpartition(".")
     if not dot or not host or not port:
         raise _Unparsable(f"endpoint {text!r} has no port")
+    NameBook.check_port(port)
     return host, port
 
 
@@ -299,22 +308,30 @@ def _new_segment(line_no: int, flags: int, match: re.Match[str]) -> TcpFields:
     seq = match["seq"]
     ack = match["ack"]
     length = match["len"]
+    checksum = match["cksum"]
     return TcpFields(
-        line_no=line_no,
-        time_kind=TimeKind.NONE,
-        time_value=0,
-        ip_version=0,
-        src="",
-        dst="",
-        sport="",
-        dport="",
-        flags=flags,
-        seq=int(seq) if seq is not None else None,
-        ack=int(ack) if ack is not None else None,
-        window=_u16(match["win"], "window"),
-        payload_len=int(length) if length is not None else 0,
-        bad_checksum=bool(match["cksum"]) and ("incorrect" in match["cksum"] or "bad" in match["cksum"]),
+        line_no,
+        TimeKind.NONE,
+        0,
+        0,
+        "",
+        "",
+        "",
+        "",
+        flags,
+        _u32(seq, "seq") if seq is not None else None,
+        _u32(ack, "ack") if ack is not None else None,
+        _u16(match["win"], "window"),
+        _u32(length, "length") if length is not None else 0,
+        bad_checksum=bool(checksum) and ("incorrect" in checksum or "bad" in checksum),
     )
+
+
+def _u32(text: str, what: str) -> int:
+    value = int(text)
+    if value > 0xFFFFFFFF:
+        raise _Unparsable(f"{what} {value} does not fit 32 bits")
+    return value
 
 
 def _u16(text: str, what: str) -> int:
@@ -331,15 +348,28 @@ def _parse_modern_tcp(line_no: int, body: str) -> TcpFields:
     return _modern_segment(line_no, match)
 
 
-def _modern_segment(line_no: int, match: re.Match[str]) -> TcpFields:
+_MODERN_FLAGS_SEEN: dict[str, int] = {}
+"""Printed flag strings already decoded (a few dozen at most: the string is a set of letters)."""
+
+
+def _modern_flag_bits(printed: str) -> int:
+    if printed == "none":
+        return 0
     flags = 0
-    for char in match["flags"]:
+    for char in printed:
         bit = _MODERN_FLAG_BITS.get(char)
         if bit is None:
-            if match["flags"] == "none":
-                break
             raise _Unparsable(f"unknown TCP flag {char!r}")
         flags |= bit
+    return flags
+
+
+def _modern_segment(line_no: int, match: re.Match[str]) -> TcpFields:
+    printed = match["flags"]
+    flags = _MODERN_FLAGS_SEEN.get(printed)
+    if flags is None:
+        flags = _modern_flag_bits(printed)
+        _MODERN_FLAGS_SEEN[printed] = flags
     segment = _new_segment(line_no, flags, match)
     if match["opts"]:
         _apply_options(segment, match["opts"])
@@ -373,8 +403,8 @@ def _parse_old_tcp(line_no: int, body: str) -> TcpFields:
         segment.ttl = int(ttl[1])
         ip_id = _ID_RE.search(trailer)
         length = _V4_LENGTH_RE.search(trailer)
-        segment.ip_id = int(ip_id[1]) if ip_id else 0
-        segment.ip_len = int(length[1]) if length else None
+        segment.ip_id = _u32(ip_id[1], "IP id") if ip_id else 0
+        segment.ip_len = _u16(length[1], "IP length") if length else None
     return segment
 
 
@@ -411,7 +441,7 @@ def _apply_options(segment: TcpFields, text: str) -> None:
         if name == "mss":
             segment.mss = _u16(rest, "mss")
         elif name == "wscale":
-            segment.wscale = min(int(rest), 127)
+            segment.wscale = min(_u32(rest, "wscale"), 127)
         elif name == "sackOK":
             segment.sack_perm = True
         elif name in ("TS", "timestamp"):
@@ -421,7 +451,10 @@ def _apply_options(segment: TcpFields, text: str) -> None:
             segment.has_ts = True
             segment.ts_val, segment.ts_ecr = int(numbers[0]) & 0xFFFFFFFF, int(numbers[1]) & 0xFFFFFFFF
         elif name == "sack":
-            segment.sack = [(int(left), int(right)) for left, right in _SACK_BLOCK_RE.findall(rest)]
+            segment.sack = [
+                (_u32(left, "SACK edge"), _u32(right, "SACK edge"))
+                for left, right in _SACK_BLOCK_RE.findall(rest)
+            ]
             size += 2 + 8 * len(segment.sack)
             continue
         size += _OPTION_SIZES.get(name, 2)
@@ -434,14 +467,14 @@ def _apply_ip_header(segment: TcpFields, header: str, ip_version: int) -> None:
         segment.ttl = int(ttl[1])
     if ip_version == 6:
         payload = _V6_PAYLOAD_RE.search(header)
-        segment.ip_len = int(payload[1]) + 40 if payload else None
+        segment.ip_len = _u16(payload[1], "IPv6 payload length") + 40 if payload else None
         return
     ip_id = _ID_RE.search(header)
     flags = _IP_FLAGS_RE.search(header)
     length = _V4_LENGTH_RE.search(header)
-    segment.ip_id = int(ip_id[1]) if ip_id else 0
+    segment.ip_id = _u32(ip_id[1], "IP id") if ip_id else 0
     segment.ip_df = flags is not None and "DF" in flags[1]
-    segment.ip_len = int(length[1]) if length else None
+    segment.ip_len = _u16(length[1], "IP length") if length else None
 
 
 # ICMP errors: tcpdump's wording -> (type, code), IPv4 then ICMPv6.
@@ -522,8 +555,6 @@ def _parse_quoted(record: Record, body: str) -> TcpFields | None:
                 segment = _bare_segment(record.line_no)
             segment.src, segment.sport = _split_endpoint(match["src"])
             segment.dst, segment.dport = _split_endpoint(match["dst"])
-            NameBook.check_port(segment.sport)
-            NameBook.check_port(segment.dport)
         except (_Unparsable, ValueError):
             continue
         segment.quoted = True

@@ -59,7 +59,9 @@ class Record:
 
     def text(self, wrap_joiner: str = " ") -> str:
         """The record as one line: the rest of the first line and its continuations."""
-        parts = [self.start["rest"].rstrip()]
+        if not self.lines:
+            return self.start["rest"]
+        parts = [self.start["rest"]]
         for line, wrapped in zip(self.lines, self.wrapped, strict=True):
             parts.append(wrap_joiner if wrapped else " ")
             parts.append(line)
