@@ -282,11 +282,30 @@ def forgery(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts) -> F
                     f"capture (usually {common})",
                 )
             )
+    score += _payload_reason(f, reset, items)
     score += _seq_anomaly(f, reset, sender, items)
     score += _ip_id_anomaly(f, seg, sender, items)
     score += _too_fast(f, v, reset, items)
     score += _both_directions(f, reset, items)
     return ForgeryCheck(min(1.0, score), tuple(items), tuple(consistent))
+
+
+def _payload_reason(f: Facts, reset: ResetFacts, items: list[EvidenceItem]) -> float:
+    """Kernels' reset paths send RSTs without data; a readable reason in the payload (RFC 1122 4.2.2.12) is
+    the
+    mark of a firewall, proxy or IPS that writes its own resets."""
+    text = reset.info.payload_text
+    if not text or reset.seg.length == 0:
+        return 0.0
+    items.append(
+        seg_item(
+            f,
+            reset.seg,
+            f"the RST carries the text {text!r}: endpoint kernels send empty RSTs, a device "
+            "that explains its resets (firewall, proxy, IPS) does this",
+        )
+    )
+    return 0.3
 
 
 def _seq_anomaly(f: Facts, reset: ResetFacts, sender: SideFacts, items: list[EvidenceItem]) -> float:
