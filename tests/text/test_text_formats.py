@@ -224,3 +224,22 @@ def test_sniffer_recognises_text_and_nothing_else(tmp_path: Path) -> None:
         assert looks_like_tcpdump_text(head), options
     assert not looks_like_tcpdump_text(SMALL_PCAP.read_bytes()[:4096])
     assert not looks_like_tcpdump_text(b"Connection reset by peer: the server sent RST.\n" * 20)
+
+
+def test_quiet_output_is_reported_not_guessed() -> None:
+    lines = packet_lines(SMALL_PCAP, "-nn", "-q")
+    table, report = read_text("\n".join(lines).encode())
+    assert len(table) == 0
+    assert len(report.bad_lines) == report.records == len(lines)
+    assert "-q" in report.bad_lines[0][1]
+
+
+def test_no_break_spaces_and_hex_dumps() -> None:
+    clean, _ = read_text("\n".join(packet_lines(SMALL_PCAP, "-nn")).encode())
+    pasted = "\n".join(line.replace(" ", "\xa0") for line in packet_lines(SMALL_PCAP, "-nn"))
+    table, report = read_text(pasted.encode())
+    assert report.bad_lines == []
+    assert_same_table(table, clean)
+    table, report = read_text("\n".join(packet_lines(SMALL_PCAP, "-nn", "-X")).encode())
+    assert report.bad_lines == []
+    assert_same_table(table, clean)

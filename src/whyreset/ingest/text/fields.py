@@ -56,6 +56,7 @@ OLD_TCP_RE = re.compile(
     r"(?: <(?P<opts>[^>]*)>)?"
     r"(?P<trailer>.*)$"
 )
+_QUIET_TCP_RE = re.compile(r"tcp \d+$")
 _RST_TEXT_RE = re.compile(r" \[!?RST(?P<cut>\+)? (?P<text>.*)\]")
 """tcpdump -v's print of an RST payload (print_tcp_rst_data): at most 30 bytes, ``+`` when cut."""
 _OLD_TCP_HINT_RE = re.compile(r"(?:[SFRPWEU]+|\.) (?:\[|\d+:\d+\(|ack \d|win \d)")
@@ -254,6 +255,8 @@ def _parse_network(
         segment = _parse_modern_tcp(record.line_no, body)
     elif _OLD_TCP_HINT_RE.match(body):
         segment = _parse_old_tcp(record.line_no, body)
+    elif _QUIET_TCP_RE.match(body):
+        raise _Unparsable("tcpdump -q prints no TCP flags or sequence numbers")
     elif body.startswith(("ICMP ", "ICMP6")):
         return _parse_icmp(record, ip_version, header, src, dst, body)
     else:

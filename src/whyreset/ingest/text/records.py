@@ -101,6 +101,8 @@ def iter_records(lines: Iterable[bytes], counts: LineCounts) -> Iterator[Record]
     current: Record | None = None
     for line_no, raw in enumerate(lines, 1):
         line = raw.decode("utf-8", "replace").rstrip("\r\n\x0c")
+        if "\xa0" in line:
+            line = line.replace("\xa0", " ")  # web pages paste no-break spaces
         stripped = line.strip()
         if not stripped:
             counts.skipped += 1
