@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import BinaryIO
 
 import numpy as np
@@ -41,6 +42,21 @@ from whyreset.model import (
 )
 
 FORMAT_NAME = "tcpdump-text"
+_PLAIN_COLUMNS = (
+    ("ip_version", "ip_version"),
+    ("ip_id", "ip_id"),
+    ("ip_df", "ip_df"),
+    ("flags", "flags"),
+    ("window", "window"),
+    ("payload_len", "payload_len"),
+    ("opt_mss", "mss"),
+    ("opt_wscale", "wscale"),
+    ("opt_sack_perm", "sack_perm"),
+    ("opt_has_ts", "has_ts"),
+    ("opt_ts_val", "ts_val"),
+    ("opt_ts_ecr", "ts_ecr"),
+)
+"""Columns copied as they are from a `TcpFields` attribute."""
 _TCP_HINT_RE = re.compile(r"Flags \[[^\]]*\]|\d+:\d+\(\d+\) (?:ack \d+ )?win \d+| > \S+: [SFRP.]+ ")
 _SNIFF_MIN_PACKET_LINES = 1
 
@@ -201,38 +217,39 @@ class _TextReader:
         if not segments:
             return table
         columns = table.columns
-        src = [self.names.host(s.src, s.ip_version) for s in segments]
-        dst = [self.names.host(s.dst, s.ip_version) for s in segments]
+        count = len(segments)
+
+        def gather(name: str, attribute: str) -> None:
+            values = map(attrgetter(attribute), segments)
+            columns[name][:] = np.fromiter(values, columns[name].dtype, count)
+
+        hosts = self._host_halves(segments)
+        ports = {text: self.names.port(text) for s in segments for text in (s.sport, s.dport)}
         columns["frame"][:] = frames
-        columns["ts_ns"][:] = [ts_by_frame[frame] for frame in frames]
-        columns["frame_len"][:] = [self._frame_len(s) for s in segments]
-        columns["ip_version"][:] = [s.ip_version for s in segments]
-        columns["src_hi"][:] = [hi for hi, _ in src]
-        columns["src_lo"][:] = [lo for _, lo in src]
-        columns["dst_hi"][:] = [hi for hi, _ in dst]
-        columns["dst_lo"][:] = [lo for _, lo in dst]
-        columns["ttl"][:] = [self._ttl(s) for s in segments]
-        columns["ip_id"][:] = [s.ip_id for s in segments]
-        columns["ip_df"][:] = [s.ip_df for s in segments]
-        columns["sport"][:] = [self.names.port(s.sport) for s in segments]
-        columns["dport"][:] = [self.names.port(s.dport) for s in segments]
-        columns["seq"][:] = [s.seq or 0 for s in segments]
-        columns["ack"][:] = [s.ack or 0 for s in segments]
-        columns["flags"][:] = [s.flags for s in segments]
-        columns["window"][:] = [s.window for s in segments]
-        columns["payload_len"][:] = [s.payload_len for s in segments]
-        columns["opt_mss"][:] = [s.mss for s in segments]
-        columns["opt_wscale"][:] = [s.wscale for s in segments]
-        columns["opt_sack_perm"][:] = [s.sack_perm for s in segments]
-        columns["opt_has_ts"][:] = [s.has_ts for s in segments]
-        columns["opt_ts_val"][:] = [s.ts_val for s in segments]
-        columns["opt_ts_ecr"][:] = [s.ts_ecr for s in segments]
+        columns["ts_ns"][:] = np.fromiter(map(ts_by_frame.__getitem__, frames), np.int64, count)
+        columns["frame_len"][:] = np.fromiter(map(self._frame_len, segments), np.uint32, count)
+        columns["ttl"][:] = np.fromiter(map(self._ttl, segments), np.uint8, count)
+        for end in ("src", "dst"):
+            halves = [hosts[getattr(s, end), s.ip_version] for s in segments]
+            columns[f"{end}_hi"][:] = np.fromiter((hi for hi, _ in halves), np.uint64, count)
+            columns[f"{end}_lo"][:] = np.fromiter((lo for _, lo in halves), np.uint64, count)
+        columns["sport"][:] = np.fromiter((ports[s.sport] for s in segments), np.uint16, count)
+        columns["dport"][:] = np.fromiter((ports[s.dport] for s in segments), np.uint16, count)
+        columns["seq"][:] = np.fromiter((s.seq or 0 for s in segments), np.uint32, count)
+        columns["ack"][:] = np.fromiter((s.ack or 0 for s in segments), np.uint32, count)
+        for name, attribute in _PLAIN_COLUMNS:
+            gather(name, attribute)
         self._fill_sack(columns[SACK_COLUMN], columns["sack_count"], segments)
         if any(s.payload_len for s in segments):
             self._note(LIMIT_NO_PAYLOAD)
         if any(s.bad_checksum for s in segments):
             self._note(LIMIT_CHECKSUM_OFFLOAD)
         return table
+
+    def _host_halves(self, segments: list[TcpFields]) -> dict[tuple[str, int], tuple[int, int]]:
+        """(host text, IP version) -> address halves, for every host of the chunk (looked up once each)."""
+        keys = {(s.src, s.ip_version) for s in segments} | {(s.dst, s.ip_version) for s in segments}
+        return {key: self.names.host(*key) for key in keys}
 
     @staticmethod
     def _fill_sack(blocks: np.ndarray, counts: np.ndarray, segments: list[TcpFields]) -> None:

@@ -47,15 +47,19 @@ def _distance(a: int, b: int) -> int:
     return min(gap, MOD - gap)
 
 
-def _after(a: int, b: int) -> bool:
-    """Whether ``a`` is later than ``b`` in sequence space (RFC 9293 3.4 comparisons)."""
-    return 0 < (a - b) % MOD < HALF
-
-
 @dataclass(slots=True)
 class _Conversation:
-    base: dict[Endpoint, int]
-    """Sender endpoint -> base added to its printed seq (0 when unknown: numbers stay relative)."""
+    """Both directions of one conversation; index 0 is the direction of the lower (host, port) endpoint."""
+
+    base: list[int | None] = field(default_factory=lambda: [None, None])
+    """Per direction, what to add to its printed seq; None until tcpdump's base segment is seen."""
+    next_seq: list[int | None] = field(default_factory=lambda: [None, None])
+    """Per direction, the next sequence number the sender will use, as far as the text shows."""
+    last_ack: list[int | None] = field(default_factory=lambda: [None, None])
+    """Per direction, the last ack it sent (absolute)."""
+
+
+FlowKey = tuple[str, str, str, str]
 
 
 @dataclass(slots=True)
@@ -64,77 +68,96 @@ class SequenceResolver:
 
     limits: list[str]
     mode: SeqMode | None = None
-    _conversations: dict[tuple[Endpoint, Endpoint], _Conversation] = field(default_factory=dict)
-    _next_seq: dict[tuple[Endpoint, Endpoint], int] = field(default_factory=dict)
-    _last_ack: dict[tuple[Endpoint, Endpoint], int] = field(default_factory=dict)
+    _flows: dict[FlowKey, tuple[_Conversation, int]] = field(default_factory=dict)
+    """(src, sport, dst, dport) as printed -> its conversation and its direction there (0 or 1)."""
     _noted: set[str] = field(default_factory=set)
 
     def resolve(self, segments: list[TcpFields]) -> None:
         """Rewrite ``seq``, ``ack`` and ``sack`` of ``segments`` (capture order) to absolute values."""
         if self.mode is None:
             self.mode = self._vote(segments)
+        restore = self.mode is not SeqMode.ABSOLUTE
+        flows = self._flows
         for segment in segments:
-            sender = (segment.src, segment.sport)
-            receiver = (segment.dst, segment.dport)
-            if self.mode is not SeqMode.ABSOLUTE and segment.flags & ACK:
-                self._unrelative(segment, sender, receiver)
+            key = (segment.src, segment.sport, segment.dst, segment.dport)
+            found = flows.get(key)
+            if found is None:
+                found = self._new_flow(key)
+            conversation, own = found
+            if restore and segment.flags & ACK:
+                self._unrelative(segment, conversation, own)
             if segment.quoted:
                 continue  # a quote may lack its seq, and tells nothing of what the sender sends next
             if segment.seq is None:
-                segment.seq = self._infer_seq(sender, receiver)
-            self._remember(segment, sender, receiver)
+                segment.seq = self._infer_seq(conversation, own)
+            self._remember(segment, conversation, own)
 
-    def _unrelative(self, segment: TcpFields, sender: Endpoint, receiver: Endpoint) -> None:
-        key = _conversation_key(sender, receiver)
-        conversation = self._conversations.get(key)
-        if conversation is None or segment.flags & SYN:
-            self._conversations[key] = self._open(segment, sender, receiver)
+    def _new_flow(self, key: FlowKey) -> tuple[_Conversation, int]:
+        reverse = (key[2], key[3], key[0], key[1])
+        found = self._flows.get(reverse)
+        if found is not None:
+            conversation, direction = found[0], 1 - found[1]
+        else:
+            conversation, direction = _Conversation(), 0 if key[:2] <= key[2:] else 1
+        self._flows[key] = (conversation, direction)
+        return conversation, direction
+
+    def _unrelative(self, segment: TcpFields, conversation: _Conversation, own: int) -> None:
+        other = 1 - own
+        base = conversation.base
+        if base[own] is None or segment.flags & SYN:
+            self._open(segment, conversation, own)
             # tcpdump prints the base segment as is, but its SACK blocks already relative to the other base.
-            base_other = self._conversations[key].base[receiver]
-            segment.sack = [
-                ((left + base_other) % MOD, (right + base_other) % MOD) for left, right in segment.sack
-            ]
+            base_other = base[other] or 0
+            if segment.sack:
+                segment.sack = [
+                    ((left + base_other) % MOD, (right + base_other) % MOD) for left, right in segment.sack
+                ]
             return
-        own, other = conversation.base[sender], conversation.base[receiver]
+        own_base, other_base = base[own] or 0, base[other] or 0
         if segment.seq is not None:
-            segment.seq = (segment.seq + own) % MOD
+            segment.seq = (segment.seq + own_base) % MOD
         if segment.ack is not None:
-            segment.ack = (segment.ack + other) % MOD
-        segment.sack = [((left + other) % MOD, (right + other) % MOD) for left, right in segment.sack]
+            segment.ack = (segment.ack + other_base) % MOD
+        if segment.sack:
+            segment.sack = [
+                ((left + other_base) % MOD, (right + other_base) % MOD) for left, right in segment.sack
+            ]
 
-    def _open(self, segment: TcpFields, sender: Endpoint, receiver: Endpoint) -> _Conversation:
+    def _open(self, segment: TcpFields, conversation: _Conversation, own: int) -> None:
+        other = 1 - own
         ack = segment.ack if segment.ack is not None else 0
         if not segment.flags & SYN and ack < EXCERPT_LIMIT and (segment.seq or 0) < EXCERPT_LIMIT:
-            self._note_relative(sender, receiver)
-            return _Conversation({sender: 0, receiver: 0})
-        own = segment.seq if segment.seq is not None else self._known_next(sender, receiver)
-        if own is None:
-            self._note_relative(sender, receiver)
-            own = 0
-        return _Conversation({sender: own, receiver: (ack - 1) % MOD})
+            self._note_relative(segment)
+            conversation.base[own] = conversation.base[other] = 0
+            return
+        own_base = segment.seq if segment.seq is not None else conversation.next_seq[own]
+        if own_base is None:
+            self._note_relative(segment)
+            own_base = 0
+        conversation.base[own] = own_base
+        conversation.base[other] = (ack - 1) % MOD
 
-    def _known_next(self, sender: Endpoint, receiver: Endpoint) -> int | None:
-        return self._next_seq.get((sender, receiver))
-
-    def _infer_seq(self, sender: Endpoint, receiver: Endpoint) -> int:
+    def _infer_seq(self, conversation: _Conversation, own: int) -> int:
         self._note_once(
             "pure ACKs print no seq without -vv: their seq is inferred from the sender's earlier segments"
         )
-        known = self._next_seq.get((sender, receiver))
+        known = conversation.next_seq[own]
         if known is not None:
             return known
-        peer_ack = self._last_ack.get((receiver, sender))
+        peer_ack = conversation.last_ack[1 - own]
         return peer_ack if peer_ack is not None else 0
 
-    def _remember(self, segment: TcpFields, sender: Endpoint, receiver: Endpoint) -> None:
-        direction = (sender, receiver)
-        seq = segment.seq if segment.seq is not None else 0
-        end = (seq + segment.payload_len + bool(segment.flags & SYN) + bool(segment.flags & FIN)) % MOD
-        previous = self._next_seq.get(direction)
-        if previous is None or _after(end, previous) or segment.flags & SYN:
-            self._next_seq[direction] = end
-        if segment.ack is not None and segment.flags & ACK:
-            self._last_ack[direction] = segment.ack
+    @staticmethod
+    def _remember(segment: TcpFields, conversation: _Conversation, own: int) -> None:
+        flags = segment.flags
+        seq = segment.seq or 0
+        end = (seq + segment.payload_len + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)) % MOD
+        previous = conversation.next_seq[own]
+        if previous is None or flags & SYN or 0 < (end - previous) % MOD < HALF:
+            conversation.next_seq[own] = end
+        if flags & ACK and segment.ack is not None:
+            conversation.last_ack[own] = segment.ack
 
     def _vote(self, segments: list[TcpFields]) -> SeqMode | None:
         bases: dict[tuple[Endpoint, Endpoint], dict[Endpoint, int]] = {}
@@ -165,8 +188,8 @@ class SequenceResolver:
             return SeqMode.ABSOLUTE
         return SeqMode.RELATIVE
 
-    def _note_relative(self, sender: Endpoint, receiver: Endpoint) -> None:
-        first, second = sorted((sender, receiver))
+    def _note_relative(self, segment: TcpFields) -> None:
+        first, second = sorted(((segment.src, segment.sport), (segment.dst, segment.dport)))
         self._note_once(
             f"{first[0]}.{first[1]} <-> {second[0]}.{second[1]}: tcpdump's base segment is not in the text, "
             "sequence numbers kept relative"
