@@ -91,12 +91,14 @@ class PcapWalker:
         marks = [pos]
         append = marks.append
         caplen_at = self._caplen_at
-        try:
-            for _ in range(max_records):
-                pos += RECORD_HEADER_LEN + caplen_at(raw, pos)[0]
-                append(pos)
-        except struct.error:
-            pass
+        # struct reads a memoryview faster than an mmap or bytes object (no buffer export per call).
+        with memoryview(raw) as view:
+            try:
+                for _ in range(max_records):
+                    pos += RECORD_HEADER_LEN + caplen_at(view, pos)[0]
+                    append(pos)
+            except struct.error:
+                pass
         hops = np.array(marks, np.int64)
         starts, following = hops[:-1], hops[1:]
         caplen = following - starts - RECORD_HEADER_LEN

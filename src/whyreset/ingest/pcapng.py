@@ -84,6 +84,7 @@ class PcapngWalker:
         full = False
         type_len, u32 = self._type_len, self._u32
         count = 0
+        view = memoryview(raw)  # struct reads a memoryview faster than an mmap or bytes object
         try:
             while True:
                 if count >= max_records:
@@ -91,7 +92,7 @@ class PcapngWalker:
                     break
                 if end - pos < MIN_BLOCK_LEN:
                     break
-                block_type, block_len = type_len(raw, pos)
+                block_type, block_len = type_len(view, pos)
                 if block_type == SHB:
                     if count:
                         full = True  # a new section starts a new batch (byte order and interfaces change)
@@ -108,7 +109,7 @@ class PcapngWalker:
                 following = pos + block_len
                 if following > end:
                     break
-                if u32(raw, following - 4)[0] != block_len:
+                if u32(view, following - 4)[0] != block_len:
                     raise CorruptCaptureError(
                         f"block trailer length differs from its header length {block_len}",
                         offset=base + pos,
@@ -132,6 +133,8 @@ class PcapngWalker:
                 pos = following
         except CaptureError as exc:
             error = exc
+        finally:
+            view.release()
         if error is None and not full and at_eof and pos < end:
             error = TruncatedCaptureError(
                 f"capture ends inside a block ({end - pos} of its bytes present)",
