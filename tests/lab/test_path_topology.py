@@ -24,8 +24,10 @@ from whyreset.lab.inject import (
     SYN,
     Endpoint,
     FlowTable,
+    RawInjector,
     RstPlacement,
     Segment,
+    flow_table_from_pcap,
     forge_rst,
     parse_ip_tcp,
     rst_seq,
@@ -238,3 +240,41 @@ def test_sigterm_tears_the_topology_down_and_cleanup_stale_removes_killed_runs(t
             removed = netns.cleanup_stale()
             assert set(names) <= set(removed)
             assert not set(names) & set(netns.list_namespaces())
+
+
+@pytest.mark.root
+@needs_root
+def test_an_exact_rst_forged_from_a_pcap_resets_and_an_out_of_window_one_does_not(tmp_path: Path) -> None:
+    with Topology(seed=24) as topo:
+        capture = topo.capture(topo.router, tmp_path / "router.pcap", bpf="tcp")
+        listener = topo.socket(topo.server)
+        listener.bind(("0.0.0.0", 7002))
+        listener.listen()
+        client = topo.socket(topo.client)
+        client.settimeout(2)
+        client.connect((topo.server.v4, 7002))
+        accepted, _ = listener.accept()
+        accepted.settimeout(2)
+        client.sendall(b"q" * 300)
+        accepted.recv(1000)
+        accepted.sendall(b"r" * 700)
+        client.recv(1000)
+        time.sleep(0.1)
+        capture.stop()
+        flow = flow_table_from_pcap(tmp_path / "router.pcap").get(
+            Endpoint(topo.client.v4, client.getsockname()[1]), Endpoint(topo.server.v4, 7002)
+        )
+        assert flow is not None
+        raw = topo.socket(topo.router, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        injector = RawInjector(raw_v4=raw)
+        # The capture ended before these: the server's RCV.NXT moves on, the client's (nothing more from the
+        # server) stays where the pcap left it.
+        injector.send(forge_rst(flow, flow.a, RstPlacement.OUT_OF_WINDOW, ttl=topo.router.ttl))
+        client.sendall(b"still here")
+        assert accepted.recv(100) == b"still here"
+        injector.send(forge_rst(flow, flow.a, RstPlacement.EXACT, ttl=topo.router.ttl))
+        with pytest.raises(ConnectionResetError):
+            client.recv(100)
+        injector.close()
+        for sock in (client, accepted, listener):
+            sock.close()
