@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +244,17 @@ def test_no_break_spaces_and_hex_dumps() -> None:
     table, report = read_text("\n".join(packet_lines(SMALL_PCAP, "-nn", "-X")).encode())
     assert report.bad_lines == []
     assert_same_table(table, clean)
+
+
+def test_reading_speed_is_linear_and_sane() -> None:
+    """A loose floor (the machine is shared): catches a quadratic slip, not a few percent."""
+    lines = packet_lines(MEDIUM_PCAP, "-nn")
+    text = ("\n".join(lines) + "\n").encode()
+    timings = []
+    for copies in (40, 160):
+        started = time.process_time()
+        table, _ = read_text(text * copies, chunk_records=5000)
+        timings.append(time.process_time() - started)
+        assert len(table) == len(lines) * copies
+    assert len(lines) * 160 / timings[1] > 10_000  # lines per second of CPU time
+    assert timings[1] < 8 * timings[0]  # 4x the input, well under 8x the time

@@ -84,7 +84,10 @@ def test_corpus_text_agrees_with_tshark(name: str, options: tuple[str, ...]) -> 
     assert_agrees(CORPUS / name, options)
 
 
-@pytest.mark.parametrize("options", OPTION_SETS, ids=lambda options: " ".join(options) or "default")
+LOOPBACK_OPTION_SETS = (*OPTION_SETS, ("-nn", "-vvv"), ("-t", "-nn", "-v"), ("-ttttt", "-S", "-e", "-vv"))
+
+
+@pytest.mark.parametrize("options", LOOPBACK_OPTION_SETS, ids=lambda options: " ".join(options) or "default")
 def test_loopback_text_agrees_with_tshark(loopback_pcap: Path, options: tuple[str, ...]) -> None:
     report = assert_agrees(loopback_pcap, options)
     if "-v" not in " ".join(options):
