@@ -19,7 +19,7 @@ import os
 import struct
 import sys
 from collections.abc import Callable, Iterator
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, NoReturn
 
 from whyreset.errors import CaptureError, CorruptCaptureError, UnknownFormatError, UnsupportedLinkTypeError
 from whyreset.ingest.columnar import SUPPORTED_LINKTYPES, decode_batch, empty_capture
@@ -99,8 +99,9 @@ def _read_handle(handle: IO[bytes], report: ReadReport, chunk_records: int) -> I
     if mapping is not None:
         magic = bytes(mapping[:SNIFF_BYTES])
         if magic in PCAP_MAGICS or magic == PCAPNG_MAGIC:
-            walker = _walker_for(magic, report)
-            assert walker is not None
+            walker = _walker_for(magic, report, compressed=False)
+            if walker is None:  # cannot happen: the magic was just checked
+                raise UnknownFormatError("unrecognised capture", offset=0)
             try:
                 yield from _drive(walker, report, _MappedInput(mapping), chunk_records)
             finally:
@@ -114,11 +115,11 @@ def _read_handle(handle: IO[bytes], report: ReadReport, chunk_records: int) -> I
 def _read_stream(stream: RawStream, report: ReadReport, chunk_records: int) -> Iterator[Capture]:
     source: RawStream | GzipStream = stream
     prefix = _sniff(stream, report)
-    if prefix.startswith(GZIP_MAGIC):
-        report.format = "+gzip"
+    compressed = prefix.startswith(GZIP_MAGIC)
+    if compressed:
         source = GzipStream(stream)
         prefix = _sniff(source, report)
-    walker = _walker_for(prefix, report)
+    walker = _walker_for(prefix, report, compressed=compressed)
     if walker is None:
         yield from _read_text(source, report, chunk_records)
         return
@@ -142,21 +143,20 @@ def _sniff(stream: RawStream | GzipStream, report: ReadReport) -> bytes:
     return prefix
 
 
-def _walker_for(prefix: bytes, report: ReadReport) -> Walker | None:
+def _walker_for(prefix: bytes, report: ReadReport, *, compressed: bool) -> Walker | None:
     """The walker for the format these first bytes announce; None for text; raises for anything else."""
     magic = prefix[:4]
-    compressed = report.format
+    suffix = "+gzip" if compressed else ""
     if magic in PCAP_MAGICS:
-        report.format = "pcap" + compressed
+        report.format = "pcap" + suffix
         return PcapWalker()
     if magic == PCAPNG_MAGIC:
-        report.format = "pcapng" + compressed
+        report.format = "pcapng" + suffix
         return PcapngWalker()
     if _looks_like_text(prefix):
-        report.format = "tcpdump-text" + compressed
+        report.format = "tcpdump-text" + suffix
         return None
     _fail(report, UnknownFormatError(f"unknown capture format (starts with {magic.hex(' ')})", offset=0))
-    raise AssertionError("unreachable")
 
 
 def _looks_like_text(prefix: bytes) -> bool:
@@ -174,7 +174,6 @@ def _read_text(stream: ByteStream, report: ReadReport, chunk_records: int) -> It
     reader = _text_reader()
     if reader is None:
         _fail(report, UnknownFormatError("the input looks like text, but the tcpdump text reader is missing"))
-        return
     compressed = report.format.endswith("+gzip")
     text_stream = io.BufferedReader(PrefixedRawIO(stream), buffer_size=1 << 16)
     for chunk in reader(text_stream, report, chunk_records):
@@ -281,7 +280,6 @@ def _walk(
         _fail(report, exc)
     except (ValueError, IndexError, OverflowError, struct.error) as exc:  # a case the walker did not foresee
         _fail(report, CorruptCaptureError(f"unreadable framing: {exc}", offset=source.base + pos))
-    raise AssertionError("unreachable")
 
 
 def _check_link_types(report: ReadReport, declared: set[int]) -> None:
@@ -297,7 +295,7 @@ def _check_link_types(report: ReadReport, declared: set[int]) -> None:
     _fail(report, UnsupportedLinkTypeError(f"no packet has a supported link type (link types: {names})"))
 
 
-def _fail(report: ReadReport, error: CaptureError) -> None:
+def _fail(report: ReadReport, error: CaptureError) -> NoReturn:
     """Record ``error`` in the report and raise it."""
     report.error = error.describe()
     report.error_offset = error.offset
