@@ -167,30 +167,14 @@ class _TextReader:
         segments, frames = self.pending, self.pending_frames
         self.pending, self.pending_frames = [], []
         self.report.skipped_lines = self.counts.skipped
-        # Quoted segments go through the same sequence restoration, in frame order, as tcpdump printed them.
         icmp, self.icmp = self.icmp, []
-        in_order = sorted(
-            [(frame, segment) for frame, segment in zip(frames, segments, strict=True)]
-            + [(frame, error.quoted) for frame, error in icmp if error.quoted is not None],
-            key=lambda pair: pair[0],
-        )
-        self.sequences.resolve([segment for _, segment in in_order])
-        # TCP rows and ICMP errors get their timestamps together, in frame order, so that -ttt deltas add up.
-        stamped = sorted(
-            [
-                (frame, segment.time_kind, segment.time_value)
-                for frame, segment in zip(frames, segments, strict=True)
-            ]
-            + [(frame, error.time_kind, error.time_value) for frame, error in icmp]
-        )
-        times = self.times.resolve(
-            [kind for _, kind, _ in stamped],
-            [value for _, _, value in stamped],
-            [frame for frame, _, _ in stamped],
-        )
-        ts_by_frame = {frame: ts for (frame, _, _), ts in zip(stamped, times, strict=True)}
-        table = self._table(segments, frames, ts_by_frame)
-        errors = [self._icmp_error(frame, error, ts_by_frame[frame]) for frame, error in icmp]
+        if icmp:
+            self._flush_with_icmp(segments, frames, icmp)
+        else:
+            self.sequences.resolve(segments)
+        row_times, icmp_times = self._timestamps(segments, frames, icmp)
+        table = self._table(segments, frames, row_times)
+        errors = [self._icmp_error(frame, error, icmp_times[frame]) for frame, error in icmp]
         self.report.tcp_segments += len(table)
         return Capture(
             packets=table,
@@ -210,9 +194,41 @@ class _TextReader:
                 self._note(LIMIT_RST_TEXT_CUT)
         return payloads
 
-    def _table(
-        self, segments: list[TcpFields], frames: list[int], ts_by_frame: dict[int, int]
-    ) -> PacketTable:
+    def _flush_with_icmp(
+        self, segments: list[TcpFields], frames: list[int], icmp: list[tuple[int, IcmpFields]]
+    ) -> None:
+        """Restore the sequence numbers of rows and ICMP quotes together, in frame order, as tcpdump did."""
+        in_order = sorted(
+            [(frame, segment) for frame, segment in zip(frames, segments, strict=True)]
+            + [(frame, error.quoted) for frame, error in icmp if error.quoted is not None],
+            key=lambda pair: pair[0],
+        )
+        self.sequences.resolve([segment for _, segment in in_order])
+
+    def _timestamps(
+        self, segments: list[TcpFields], frames: list[int], icmp: list[tuple[int, IcmpFields]]
+    ) -> tuple[list[int], dict[int, int]]:
+        """Capture times of the rows, and of the ICMP errors by frame.
+
+        Both are resolved together, in frame order, so that -ttt deltas add up.
+        """
+        if not icmp:
+            kinds = [segment.time_kind for segment in segments]
+            values = [segment.time_value for segment in segments]
+            return self.times.resolve(kinds, values, frames), {}
+        stamped = sorted(
+            [(frame, s.time_kind, s.time_value) for frame, s in zip(frames, segments, strict=True)]
+            + [(frame, error.time_kind, error.time_value) for frame, error in icmp]
+        )
+        times = self.times.resolve(
+            [kind for _, kind, _ in stamped],
+            [value for _, _, value in stamped],
+            [frame for frame, _, _ in stamped],
+        )
+        by_frame = {frame: ts for (frame, _, _), ts in zip(stamped, times, strict=True)}
+        return [by_frame[frame] for frame in frames], {frame: by_frame[frame] for frame, _ in icmp}
+
+    def _table(self, segments: list[TcpFields], frames: list[int], row_times: list[int]) -> PacketTable:
         table = PacketTable.empty(len(segments))
         if not segments:
             return table
@@ -226,7 +242,7 @@ class _TextReader:
         hosts = self._host_halves(segments)
         ports = {text: self.names.port(text) for s in segments for text in (s.sport, s.dport)}
         columns["frame"][:] = frames
-        columns["ts_ns"][:] = np.fromiter(map(ts_by_frame.__getitem__, frames), np.int64, count)
+        columns["ts_ns"][:] = row_times
         columns["frame_len"][:] = np.fromiter(map(self._frame_len, segments), np.uint32, count)
         columns["ttl"][:] = np.fromiter(map(self._ttl, segments), np.uint8, count)
         for end in ("src", "dst"):

@@ -33,6 +33,8 @@ MOD = 1 << 32
 HALF = 1 << 31
 EXCERPT_LIMIT = 1_000_000
 DECISIVE_FACTOR = 4
+VOTE_SEGMENTS = 20_000
+"""Segments of the first chunk that vote on -S (plenty: in real text the decisive votes all agree)."""
 
 Endpoint = tuple[str, str]
 
@@ -162,7 +164,7 @@ class SequenceResolver:
     def _vote(self, segments: list[TcpFields]) -> SeqMode | None:
         bases: dict[tuple[Endpoint, Endpoint], dict[Endpoint, int]] = {}
         relative_votes = absolute_votes = 0
-        for segment in segments:
+        for segment in segments[:VOTE_SEGMENTS]:
             if not segment.flags & ACK or segment.ack is None or segment.quoted:
                 continue
             sender, receiver = (segment.src, segment.sport), (segment.dst, segment.dport)

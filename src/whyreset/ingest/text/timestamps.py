@@ -49,6 +49,9 @@ class TimeKind(Enum):
 
 def clock_to_ns(text: str) -> int:
     """``HH:MM:SS[.frac]`` to nanoseconds since midnight."""
+    if len(text) == 15 and text[8] == ".":  # the usual HH:MM:SS.uuuuuu, read by position
+        whole_seconds = int(text[0:2]) * 3600 + int(text[3:5]) * 60 + int(text[6:8])
+        return whole_seconds * NS_PER_S + int(text[9:15]) * 1000
     whole, _, frac = text.partition(".")
     hours, minutes, seconds = whole.split(":")
     ns = (int(hours) * 3600 + int(minutes) * 60 + int(seconds)) * NS_PER_S
