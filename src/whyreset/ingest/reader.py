@@ -206,6 +206,7 @@ class _MappedInput:
         self.base = 0
         self.end = len(mapping)
         self.at_eof = True
+        self.failure: CaptureError | None = None
 
     def more(self, pos: int) -> int:
         return pos
@@ -220,6 +221,8 @@ class _StreamInput:
         self.base = stream.offset
         self.end = 0
         self.at_eof = False
+        self.failure: CaptureError | None = None
+        """The stream below broke (corrupt or cut gzip): raised once what was read before is walked."""
 
     def more(self, pos: int) -> int:
         """Drop the consumed bytes before ``pos``, read what is ready (waiting for at least one read)."""
@@ -227,7 +230,11 @@ class _StreamInput:
         self.base += pos
         got = 0
         while True:
-            data = self.stream.read_some(READ_SIZE)
+            try:
+                data = self.stream.read_some(READ_SIZE)
+            except CaptureError as exc:
+                self.failure = exc
+                break
             if not data:
                 self.at_eof = True
                 break
@@ -248,10 +255,9 @@ def _drive(
     needs_data = not source.at_eof
     while True:
         if needs_data:
-            try:
-                pos = source.more(pos)
-            except CaptureError as exc:  # corrupt or cut gzip underneath
-                _fail(report, exc)
+            if source.failure is not None:  # corrupt or cut gzip underneath, after what it gave was used
+                _fail(report, source.failure)
+            pos = source.more(pos)
         result = _walk(walker, report, source, pos, chunk_records)
         report.bytes_read = source.base + result.pos
         if result.batch is not None:
