@@ -1,0 +1,89 @@
+"""Where the time goes: the pipeline's stages timed one by one on a capture (in this process, no profiler).
+
+    .venv/bin/python bench/stages.py bench/out/bench.pcap
+
+Stages: read (ingest.iter_capture alone), read + track (core tracker), context (diagnosis first pass),
+diagnose (rules and verdict per connection), records (JSON objects) and encode (json.dumps). Each stage's time
+is its own (the tracking time excludes reading). Peak RSS is the process's high-water mark at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("capture", type=Path)
+    args = parser.parse_args(argv)
+    path = str(args.capture)
+
+    from whyreset.analysis import CHUNK_RECORDS, load_diagnoser
+    from whyreset.core.tracker import ConnectionTracker
+    from whyreset.ingest import iter_capture
+    from whyreset.report.jsonout import connection_record
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    packets = sum(len(chunk.packets) for chunk in iter_capture(path, chunk_records=CHUNK_RECORDS))
+    timings["read"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    tracker = ConnectionTracker()
+    connections = []
+    icmp_errors = []
+    for chunk in iter_capture(path, chunk_records=CHUNK_RECORDS):
+        icmp_errors.extend(chunk.icmp_errors)
+        connections.extend(tracker.feed(chunk))
+    connections.extend(tracker.finish())
+    timings["track"] = time.perf_counter() - started - timings["read"]
+
+    diagnoser, warning = load_diagnoser()
+    findings = {}
+    if diagnoser is not None:
+        started = time.perf_counter()
+        context = diagnoser.new_context() if diagnoser.can_stream else None
+        if context is not None:
+            for conn in connections:
+                context.observe(conn)
+            context.add_icmp(icmp_errors)
+        timings["context"] = time.perf_counter() - started
+        started = time.perf_counter()
+        for conn in connections:
+            finding = diagnoser.diagnose(conn, context)
+            if finding is not None:
+                findings[conn.uid] = finding
+        timings["diagnose"] = time.perf_counter() - started
+    elif warning:
+        print(warning, file=sys.stderr)
+
+    started = time.perf_counter()
+    records = [connection_record(conn, findings.get(conn.uid)) for conn in connections]
+    timings["records"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for record in records:
+        json.dumps(record, separators=(",", ":"))
+    timings["encode"] = time.perf_counter() - started
+
+    total = sum(timings.values())
+    print(f"{path}: {packets:,} packets, {len(connections):,} connections, {len(findings):,} findings")
+    for stage, seconds in timings.items():
+        rate = f"{packets / seconds:>12,.0f} packets/s" if seconds else ""
+        per_conn = 1e6 * seconds / max(len(connections), 1)
+        print(
+            f"  {stage:10} {seconds:8.2f} s  {100 * seconds / total:5.1f} %  {per_conn:8.1f} us/conn  {rate}"
+        )
+    print(f"  {'total':10} {total:8.2f} s")
+    print(f"  peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
