@@ -10,7 +10,7 @@ from synthetic import split, synthetic_table
 from whyreset.core.connection import Connection, EventKind
 from whyreset.core.tracker import ConnectionTracker, build_connections
 from whyreset.core.zeek import community_id, zeek_uid
-from whyreset.ids import Outcome
+from whyreset.ids import Outcome, Side
 from whyreset.model import Capture, IcmpError, PacketTable, ReadReport
 
 
@@ -128,3 +128,16 @@ def test_uid_is_stable_and_zeek_like() -> None:
     uid = zeek_uid("1:abc", 123, 7)
     assert uid == zeek_uid("1:abc", 123, 7) and uid != zeek_uid("1:abc", 123, 8)
     assert uid.startswith("C") and len(uid) == 18 and uid[1:].isalnum()
+
+
+def test_fast_built_results_equal_normally_built_ones() -> None:
+    """The rebuild fills frozen dataclasses through their slots; the objects must be the ordinary ones."""
+    d = Dialogue()
+    d.handshake()
+    d.data(CLIENT, 10)
+    d.rst(SERVER)
+    (c,) = build_connections(d.table())
+    assert replace(c) == c and repr(replace(c)) == repr(c)
+    assert replace(c.orig) == c.orig and replace(c.resets[0]) == c.resets[0]
+    assert all(replace(e) == e for e in c.events) and all(replace(s) == s for s in c.orig_states)
+    assert hash(c.events[0].kind) and c.orig_states[0].state is c.states(Side.ORIG)[0].state

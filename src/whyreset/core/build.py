@@ -23,8 +23,9 @@ unanswered retransmissions by one side), ``open``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -171,15 +172,15 @@ class Batch:
         return int(starts[conn]), stop
 
     def event(self, kind: EventKind, row: int, detail: dict[str, object] | None = None) -> Event:
-        return Event(
-            kind=kind,
-            side=Side.ORIG if self.fo_list[row] else Side.RESP,
-            frame=self.frame_list[row],
-            ts_ns=self.ts_list[row],
-            rel_seq=self.rel_seq_list[row],
-            rel_ack=self.rel_ack_list[row] if self.flags_list[row] & ACK else None,
-            length=self.payload_list[row],
-            detail=dict(detail) if detail else {},
+        return _new_event(
+            kind,
+            Side.ORIG if self.fo_list[row] else Side.RESP,
+            self.frame_list[row],
+            self.ts_list[row],
+            self.rel_seq_list[row],
+            self.rel_ack_list[row] if self.flags_list[row] & ACK else None,
+            self.payload_list[row],
+            dict(detail) if detail else {},
         )
 
     def address(self, hi: int, lo: int) -> str:
@@ -216,6 +217,65 @@ class _LazyRows(PacketTable):
 
     def __len__(self) -> int:
         return self._stop - self._start
+
+
+T = TypeVar("T")
+
+
+def _slot_builder(cls: type[T]) -> Callable[..., T]:
+    """A keyword constructor for a frozen slots dataclass that fills the slots through their descriptors.
+
+    A frozen dataclass's ``__init__`` pays one ``object.__setattr__`` per field; the rebuild makes a dozen
+    objects per connection, so this is the hot path. Every field must be given; the object is the same as
+    the one ``cls(**fields)`` makes (equality, hashing and repr come from the class).
+    """
+    names: tuple[str, ...] = getattr(cls, "__slots__")  # noqa: B009 - dataclass(slots=True) classes
+    setters = [(name, getattr(cls, name).__set__) for name in names]
+    new = object.__new__
+
+    def build(**values: Any) -> T:
+        instance: T = new(cls)
+        for name, setter in setters:
+            setter(instance, values[name])
+        return instance
+
+    return build
+
+
+_new_connection = _slot_builder(Connection)
+_new_direction_stats = _slot_builder(DirectionStats)
+_new_reset = _slot_builder(ResetInfo)
+_EVENT_SETTERS = [getattr(Event, name).__set__ for name in getattr(Event, "__slots__")]  # noqa: B009
+_STATE_SETTERS = [getattr(StateChange, name).__set__ for name in getattr(StateChange, "__slots__")]  # noqa: B009
+
+
+def _new_event(
+    kind: EventKind,
+    side: Side,
+    frame: int,
+    ts_ns: int,
+    rel_seq: int,
+    rel_ack: int | None,
+    length: int,
+    detail: dict[str, Any],
+) -> Event:
+    """`Event(...)` filled through its slot descriptors (see `_slot_builder`); about ten per connection."""
+    event: Event = object.__new__(Event)
+    for setter, value in zip(
+        _EVENT_SETTERS, (kind, side, frame, ts_ns, rel_seq, rel_ack, length, detail), strict=True
+    ):
+        setter(event, value)
+    return event
+
+
+def _new_state_change(state: TcpState, frame: int, ts_ns: int) -> StateChange:
+    """`StateChange(...)` filled through its slot descriptors (see `_slot_builder`)."""
+    change: StateChange = object.__new__(StateChange)
+    set_state, set_frame, set_ts = _STATE_SETTERS
+    set_state(change, state)
+    set_frame(change, frame)
+    set_ts(change, ts_ns)
+    return change
 
 
 def _ttl_lists(ttl: Array, key: IntArray, keys: int) -> list[tuple[int, ...]]:
@@ -257,7 +317,7 @@ def build_connection(
     first_frame, last_frame = batch.frame_list[start], batch.frame_list[stop - 1]
     ts_first, ts_last = batch.ts_list[start], batch.ts_list[stop - 1]
     window = slice(start, stop)
-    return Connection(
+    return _new_connection(
         index=index,
         uid=zeek_uid(cid, ts_first, first_frame),
         community_id=cid,
@@ -433,9 +493,9 @@ class _Walk:
         rows = self.rows
         first = (frame_list[self.start], ts_list[self.start])
         for side in (True, False):
-            line = [StateChange(self.initial[side], *first)]
+            line = [_new_state_change(self.initial[side], *first)]
             line += [
-                StateChange(state, frame_list[rows[m]], ts_list[rows[m]])
+                _new_state_change(state, frame_list[rows[m]], ts_list[rows[m]])
                 for state, m in template.timeline[side]
             ]
             self.timeline[side] = line
@@ -454,7 +514,7 @@ class _Walk:
             side = batch.fo_list[row]
             frame = frame_list[row]
             self.resets.append(
-                ResetInfo(
+                _new_reset(
                     sender=Side.ORIG if side else Side.RESP,
                     frame=frame,
                     ts_ns=ts_list[row],
@@ -627,7 +687,7 @@ def _direction_stats(batch: Batch, conn: int, side: bool, walk: _Walk) -> Direct
     rsts = [row for row in batch.rst_rows[conn] if bool(batch.fo[row]) == side]
     wscale = int(table["opt_wscale"][syn_row]) if syn_row >= 0 else -1
     mss = int(table["opt_mss"][syn_row]) if syn_row >= 0 else 0
-    return DirectionStats(
+    return _new_direction_stats(
         packets=int(stats.packets[group]),
         payload_bytes=int(stats.payload_bytes[group]),
         frame_bytes=int(stats.frame_bytes[group]),

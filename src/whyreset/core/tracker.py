@@ -25,7 +25,9 @@ when a connection is first seen, so it stays stable whatever chunk the connectio
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import gc
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -101,7 +103,6 @@ class ConnectionTracker:
         demux = demultiplex(table, self.reuse_gap_ns)
         analysis = analyse(table, demux)
         starts = demux.starts
-        count = len(starts)
         n = len(table)
         first_frames = analysis.table["frame"][starts].astype(np.int64)
         self._assign_indices(first_frames)
@@ -111,8 +112,29 @@ class ConnectionTracker:
         candidates, superseded = self._over_candidates(
             analysis.table["flags"], starts, demux.flow, last_ts, now, final
         )
-        first_ts = analysis.table["ts_ns"][starts].astype(np.int64)
         batch = Batch(analysis, demux)
+        with _no_cyclic_gc():
+            finished, keep = self._rebuild(batch, first_frames, last_ts, now, candidates, superseded, final)
+        self._keep_rows(table, demux.order, starts, keep)
+        self._forget_old(now)
+        finished.sort(key=lambda c: c.index)
+        return finished
+
+    def _rebuild(
+        self,
+        batch: Batch,
+        first_frames: IntArray,
+        last_ts: IntArray,
+        now: int,
+        candidates: np.ndarray,
+        superseded: np.ndarray,
+        final: bool,
+    ) -> tuple[list[Connection], np.ndarray]:
+        """Rebuild the candidate connections; return those that are over and the mask of those to keep."""
+        analysis, demux = batch.analysis, batch.demux
+        starts = demux.starts
+        count = len(starts)
+        first_ts = analysis.table["ts_ns"][starts].astype(np.int64)
         finished: list[Connection] = []
         keep = np.zeros(count, bool)
         for conn in range(count):
@@ -137,10 +159,7 @@ class ConnectionTracker:
             finished.append(connection)
             self._ended_tuples[four_tuple] = connection.ts_last_ns
             del self._index_by_first_frame[int(first_frames[conn])]
-        self._keep_rows(table, demux.order, starts, keep)
-        self._forget_old(now)
-        finished.sort(key=lambda c: c.index)
-        return finished
+        return finished, keep
 
     def _assign_indices(self, first_frames: IntArray) -> None:
         new = [int(f) for f in np.sort(first_frames) if int(f) not in self._index_by_first_frame]
@@ -191,6 +210,19 @@ class ConnectionTracker:
                 self._icmp[key] = fresh
             else:
                 del self._icmp[key]
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while rebuilding: the results hold no reference cycles, and the
+    collector's full passes over an ever larger heap of results cost more than the rebuild itself."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _canonical_tuple(table: PacketTable, row: int) -> tuple[int, ...]:

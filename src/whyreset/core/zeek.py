@@ -323,10 +323,10 @@ EMULATION_CACHE_LIMIT = 65_536
 
 
 def emulate(fed: Sequence[tuple[int, bool, int, int, int]]) -> Emulation:
-    """Run (or recall) Zeek's endpoint machines over the fed rows ``(row, from_orig, flags, rel_seq, length)``.
+    """Run (or recall) Zeek's endpoint machines over fed rows ``(row, from_orig, flags, rel_seq, length)``.
 
-    The result depends on each row's side and flags, on whether it carries data, and on whether its SYN, FIN or
-    RST sequence number repeats the endpoint's previous one (Zeek's history test); that is the memo key.
+    The result depends on each row's side and flags, on whether it carries data, and on whether its SYN,
+    FIN or RST sequence number repeats the endpoint's previous one (Zeek's history test): the memo key.
     """
     key = _shape(fed)
     known = _EMULATIONS.get(key)
