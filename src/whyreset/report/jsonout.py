@@ -185,7 +185,8 @@ def finding_record(finding: Finding) -> JsonRecord:
             "request_unanswered": impact.request_unanswered,
             "summary": impact.summary,
         },
-        "symptoms": jsonable(finding.symptoms),
+        # runtime -> side -> message: plain strings by contract, copied without the generic conversion.
+        "symptoms": {str(runtime): dict(sides) for runtime, sides in finding.symptoms.items()},
         "fix": list(finding.fix),
         "vantage": finding.vantage,
         "undetermined_reason": finding.undetermined_reason,
@@ -216,16 +217,24 @@ def redact_payload(value: Any, secrets: Sequence[str]) -> Any:
     return value
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
 def jsonable(value: Any) -> Any:
     """Turn evidence data (enums, numpy scalars, tuples, bytes) into plain JSON values."""
-    if value is None or isinstance(value, bool | str):
+    kind = type(value)
+    if kind in _PLAIN:  # the common case first: exact builtin types need no conversion
         return value
+    if kind is dict:
+        return {str(key): jsonable(item) for key, item in value.items()}
     if isinstance(value, Enum):
         return str(value.value)
+    if isinstance(value, bool | str):
+        return value if kind is bool else str(value)
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).hex()
     if isinstance(value, Mapping):
