@@ -20,7 +20,7 @@ from whyreset.lab.inject import ACK, FIN, RST, SYN, read_pcap_packets
 from whyreset.lab.runner import LabRun, missing_needs, run_scenario
 from whyreset.lab.scenario import Truth
 from whyreset.lab.scenarios import all_scenarios, get_scenario
-from whyreset.lab.scenarios.path_base import PATH_NEEDS
+from whyreset.lab.scenarios.path_base import PATH_NEEDS, RST_VIEWS_KEY
 
 SEED = int(os.environ.get("WHYRESET_LAB_SEED", "3"))
 """Seed of every scenario run (set WHYRESET_LAB_SEED to try others: addresses, TTLs, ports, families
@@ -288,3 +288,31 @@ def test_captures_hold_only_lab_addresses(lab_run: Callable[[str], LabRun]) -> N
         for packet in packets(run, point):
             owner(run.truth, packet.src)
             owner(run.truth, packet.dst)
+
+
+def rst_sender(truth: Truth, reset: Packet) -> str:
+    """``orig``/``resp`` when the RST carries its endpoint's own TTL (minus the router hop), ``path`` when it
+    carries the router's; anything else is a contradiction."""
+    role = owner(truth, reset.src)
+    router_ttl = ttl_of(truth, "router")
+    if reset.ttl == router_ttl:
+        return "path"
+    assert reset.ttl in (ttl_of(truth, role), ttl_of(truth, role) - 1), (
+        f"RST with TTL {reset.ttl} from {role}"
+    )
+    return {"client": "orig", "server": "resp"}[role]
+
+
+@pytest.mark.parametrize("name", PATH_SCENARIOS)
+def test_each_capture_shows_the_rst_senders_declared_for_it(
+    lab_run: Callable[[str], LabRun], name: str
+) -> None:
+    run = lab_run(name)
+    views = run.truth.extra[RST_VIEWS_KEY]
+    assert set(views) == set(run.truth.captures), "every capture point has a declared view"
+    for point in run.truth.captures:
+        seen = [rst_sender(run.truth, reset) for reset in rsts(packets(run, point))]
+        assert seen == views[point], f"{point}: {seen}"
+    senders = [sender for view in views.values() for sender in view]
+    for connection in run.truth.connections:
+        assert set(connection.rst_senders) <= set(senders) | {"path"}

@@ -30,6 +30,9 @@ PATH_NEEDS = frozenset({Need.ROOT, Need.NETNS, Need.IPTABLES, Need.TCPDUMP, Need
 CAPTURE_FILTER = "tcp or icmp or (icmp6 and ip6[40] < 128)"
 """TCP and ICMP/ICMPv6 *errors* (types below 128): neighbour discovery and MLD chatter stay out of the
 pcaps."""
+RST_VIEWS_KEY = "rst_senders_seen_at"
+"""Key of the truth's ``extra``: capture point -> the RST senders that capture must show (see
+`declare_rst_views`)."""
 SAFETY_TIMEOUT_S = 8.0
 """Socket timeout of every application socket: a scenario never blocks longer, whatever the kernel does."""
 
@@ -123,6 +126,16 @@ class PathRun:
     def counters(self, host: Host) -> dict[str, int]:
         """TcpExt/Tcp/Ip/Icmp counters of a host right now (``Topology.counters``)."""
         return self.topo.counters(host)
+
+
+def declare_rst_views(lab: LabContext, **views: list[str]) -> None:
+    """Record, per capture point, the senders (``orig``/``resp``/``path``, in order) of the RSTs it must show.
+
+    ``ConnectionTruth.rst_senders`` lists every RST of the connection, but a capture on one link sees only
+    those that cross it: a black hole eats the client's RST before the server's link, a middlebox resets each
+    end on its own link. Checking a capture point against the whole list would be wrong; against this, exact.
+    """
+    lab.extra(RST_VIEWS_KEY, views)
 
 
 def describe_hosts(topo: Topology) -> dict[str, dict[str, object]]:

@@ -13,7 +13,7 @@ from whyreset.ids import CauseId, Outcome
 from whyreset.lab.netns import Verdict
 from whyreset.lab.scenario import ConnectionTruth
 from whyreset.lab.scenarios import register
-from whyreset.lab.scenarios.path_base import PathRun, PathScenario, open_path
+from whyreset.lab.scenarios.path_base import PathRun, PathScenario, declare_rst_views, open_path
 
 if TYPE_CHECKING:
     from whyreset.lab.runner import LabContext
@@ -70,6 +70,7 @@ class IcmpUnreachable(PathScenario):
             for family in (socket.AF_INET, socket.AF_INET6):
                 for verdict in (Verdict.PORT_UNREACHABLE, Verdict.ADMIN_PROHIBITED):
                     _refused_connect(replace(path, family=family), verdict)
+            declare_rst_views(lab, client=[], server=[], router=[])
             lab.extra("expected_errno", {f"{f.name}/{v}": e for (f, v), e in EXPECTED_ERRNO.items()})
 
 
@@ -85,6 +86,7 @@ class SynUnanswered(PathScenario):
             port = lab.port()
             path.topo.filter_port(Verdict.DROP, port, v6=family == socket.AF_INET6)
             path.listener(port)
+            declare_rst_views(lab, client=[], server=[])
             client, orig = path.client()
             client.setsockopt(socket.IPPROTO_TCP, TCP_SYNCNT, SYN_RETRIES, f"TCP_SYNCNT={SYN_RETRIES}")
             linear = path.topo.sysctls(path.topo.client, ["net.ipv4.tcp_syn_linear_timeouts"])

@@ -31,7 +31,7 @@ from whyreset.lab.inject import (
 from whyreset.lab.netns import Verdict
 from whyreset.lab.scenario import ConnectionTruth
 from whyreset.lab.scenarios import register
-from whyreset.lab.scenarios.path_base import Connected, PathRun, PathScenario, open_path
+from whyreset.lab.scenarios.path_base import Connected, PathRun, PathScenario, declare_rst_views, open_path
 from whyreset.lab.scenarios.path_reboot import read_reset
 
 if TYPE_CHECKING:
@@ -117,6 +117,8 @@ class IdleReject(PathScenario):
             # The server still believes in the connection; its next segment (here its FIN) is reset too.
             conn.accepted.close("server closes its idle connection")
             lab.pause(0.1, 0.2)
+            # Each end sees the RST forged toward it; the router's capture (client side) only the client's.
+            declare_rst_views(lab, client=["path"], server=["path"], router=["path"])
             _expect(lab, conn, CauseId.MIDDLEBOX_RESET, Outcome.RESET, ("path", "path"))
 
 
@@ -139,6 +141,7 @@ class ForgedBoth(PathScenario):
             forger.rst(flow, server, RstPlacement.EXACT)
             read_reset(conn.client, "the client's next read")
             read_reset(conn.accepted, "the server's next read")
+            declare_rst_views(lab, client=["path"], server=["path"], router=["path"])
             _expect(lab, conn, CauseId.MIDDLEBOX_RESET, Outcome.RESET, ("path", "path"))
 
 
@@ -168,6 +171,7 @@ class BlindRst(PathScenario):
                 raise AssertionError("data after the client's close")
             conn.accepted.close("clean close")
             lab.pause(0.1, 0.2)
+            declare_rst_views(lab, client=["path", "path"], server=[], router=["path", "path"])
             _expect(lab, conn, CauseId.INJECTED_RESET, Outcome.CLEAN, ("path", "path"))
 
 

@@ -13,7 +13,13 @@ from whyreset.ids import CauseId, Outcome, Side, TcpState
 from whyreset.lab.netns import Role
 from whyreset.lab.scenario import ConnectionTruth
 from whyreset.lab.scenarios import register
-from whyreset.lab.scenarios.path_base import CAPTURE_FILTER, PathRun, PathScenario, open_path
+from whyreset.lab.scenarios.path_base import (
+    CAPTURE_FILTER,
+    PathRun,
+    PathScenario,
+    declare_rst_views,
+    open_path,
+)
 
 if TYPE_CHECKING:
     from whyreset.lab.runner import AppSocket, LabContext
@@ -73,13 +79,21 @@ class PeerLostState(PathScenario):
                     read_reset(conn.accepted, "the answer from the rebooted client")
                 lab.pause(0.05, 0.1)
             survivor = Side.ORIG if self.rebooted is Role.SERVER else Side.RESP
+            sender = "resp" if self.rebooted is Role.SERVER else "orig"
+            # The rebooted host's first capture ended with its old namespace, before the RST; so did the
+            # router's (on its client-side interface, destroyed with the link) when the client rebooted.
+            views = {str(Role.CLIENT): [sender], str(Role.SERVER): [sender], "router": [sender]}
+            views[str(self.rebooted)] = []
+            if self.rebooted is Role.CLIENT:
+                views["router"] = []
+            declare_rst_views(lab, **views, **{f"{self.rebooted}_rebooted": [sender]})
             lab.expect(
                 ConnectionTruth(
                     orig=conn.orig,
                     resp=conn.resp,
                     cause=CauseId.PEER_LOST_STATE,
                     outcome=Outcome.RESET,
-                    rst_senders=("resp",) if self.rebooted is Role.SERVER else ("orig",),
+                    rst_senders=(sender,),
                     final_states={survivor: TcpState.CLOSED},
                 )
             )

@@ -17,7 +17,7 @@ from whyreset.ids import CauseId, Outcome, Side, TcpState
 from whyreset.lab.netns import Verdict
 from whyreset.lab.scenario import ConnectionTruth
 from whyreset.lab.scenarios import register
-from whyreset.lab.scenarios.path_base import Connected, PathRun, PathScenario, open_path
+from whyreset.lab.scenarios.path_base import Connected, PathRun, PathScenario, declare_rst_views, open_path
 
 if TYPE_CHECKING:
     from whyreset.lab.runner import AppSocket, LabContext
@@ -53,6 +53,8 @@ def _expect(
     # Final states only where the capture can show them: the client's own RST closes it on the wire; a kernel
     # that gives up silently leaves no trace of its CLOSED state.
     final = {Side.ORIG: TcpState.CLOSED} if rst_senders else {}
+    # Only the client's link sees what the client sends: the router drops everything before the server's.
+    declare_rst_views(path.lab, client=list(rst_senders), server=[])
     path.lab.expect(ConnectionTruth(conn.orig, conn.resp, cause, outcome, rst_senders, final))
 
 
