@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -14,10 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ingest_helpers import handshake, records
+from test_ingest_property import VALID
 
-from whyreset.errors import TruncatedCaptureError
+from whyreset.errors import CaptureError, TruncatedCaptureError
 from whyreset.ingest import craft, iter_capture
+from whyreset.ingest import source as source_module
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 20.0
@@ -151,3 +156,61 @@ def test_live_tcpdump_pipe_yields_while_capturing() -> None:
         tcpdump.terminate()
         tcpdump.wait(TIMEOUT)
         server.close()
+
+
+class Dribble(io.RawIOBase):
+    """A file object that hands out its bytes in the given read sizes (cycling), like a slow producer."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        super().__init__()
+        self.data, self.sizes, self.pos, self.calls = data, sizes, 0, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read1(self, size: int = -1) -> bytes:
+        step = min(size, self.sizes[self.calls % len(self.sizes)])
+        self.calls += 1
+        piece = self.data[self.pos : self.pos + step]
+        self.pos += len(piece)
+        return piece
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        piece = self.read1(len(buffer))
+        buffer[: len(piece)] = piece
+        return len(piece)
+
+
+def _summary(chunks: list) -> list[tuple[int, int, int, int]]:  # type: ignore[type-arg]
+    return [
+        (int(f), int(s), int(t), int(o))
+        for c in chunks
+        for f, s, t, o in zip(
+            c.packets["frame"], c.packets["seq"], c.packets["ts_ns"], c.packets["opt_ts_val"], strict=True
+        )
+    ]
+
+
+@settings(max_examples=60, deadline=4000)
+@given(
+    which=st.integers(0, len(VALID) - 1),
+    sizes=st.lists(st.integers(1, 70), min_size=1, max_size=8),
+    cut=st.none() | st.integers(0, 10_000),
+)
+def test_any_split_of_the_stream_reads_the_same(which: int, sizes: list[int], cut: int | None) -> None:
+    data = VALID[which] if cut is None else VALID[which][:cut]
+
+    def read(source: object) -> tuple[list, str | None]:  # type: ignore[type-arg]
+        chunks = []
+        try:
+            for chunk in iter_capture(source, chunk_records=2):  # type: ignore[arg-type]
+                chunks.append(chunk)
+        except CaptureError as exc:
+            return _summary(chunks), f"{type(exc).__name__} {exc.record} {exc.offset}"
+        return _summary(chunks), None
+
+    expected = read(io.BytesIO(data))
+    with pytest.MonkeyPatch.context() as patch:
+        # The producer is never "ready": every read goes straight to the walker, split wherever it fell.
+        patch.setattr(source_module.RawStream, "more_ready", lambda self: False)
+        assert read(Dribble(data, sizes)) == expected
