@@ -162,6 +162,11 @@ def test_icmp_unreachable(lab_run: Callable[[str], LabRun]) -> None:
     errors = [p for p in packets(run, "client") if p.icmp]
     assert {(p.proto, p.icmp) for p in errors} == {(1, (3, 3)), (1, (3, 13)), (58, (1, 1)), (58, (1, 4))}
     assert all(owner(truth, p.src) == "router" and p.ttl == ttl_of(truth, "router") for p in errors)
+    icmp4, icmp6 = (sum(p.proto == proto for p in errors) for proto in (1, 58))
+    assert truth.extra["icmp_counters"]["client"] == {
+        "Icmp.InDestUnreachs": icmp4,
+        "Icmp6InDestUnreachs": icmp6,
+    }
     assert sorted(calls(truth, "client", "connect")) == sorted(
         [("ConnectionRefusedError", "ECONNREFUSED"), ("OSError", "EHOSTUNREACH"),
          ("ConnectionRefusedError", "ECONNREFUSED"), ("PermissionError", "EACCES")]

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from whyreset.ids import CauseId, Outcome
-from whyreset.lab.netns import Verdict
+from whyreset.lab.netns import Verdict, counter_deltas
 from whyreset.lab.scenario import ConnectionTruth
 from whyreset.lab.scenarios import register
 from whyreset.lab.scenarios.path_base import PathRun, PathScenario, declare_rst_views, open_path
@@ -67,9 +67,17 @@ class IcmpUnreachable(PathScenario):
 
     def run(self, lab: LabContext) -> None:
         with open_path(lab, router_capture=True) as path:
+            hosts = (path.topo.client, path.topo.router)
+            before = {host.role: path.topo.counters(host) for host in hosts}
             for family in (socket.AF_INET, socket.AF_INET6):
                 for verdict in (Verdict.PORT_UNREACHABLE, Verdict.ADMIN_PROHIBITED):
                     _refused_connect(replace(path, family=family), verdict)
+            # The runner's counters are TcpExt/Tcp only; the ICMP side of the story is in Icmp/Icmp6 counters.
+            lab.extra("icmp_counters", {
+                str(host.role): {name: delta for name, delta in counter_deltas(before[host.role],
+                                 path.topo.counters(host)).items() if "Icmp" in name and "Dest" in name}
+                for host in hosts
+            })  # fmt: skip
             declare_rst_views(lab, client=[], server=[], router=[])
             lab.extra("expected_errno", {f"{f.name}/{v}": e for (f, v), e in EXPECTED_ERRNO.items()})
 
