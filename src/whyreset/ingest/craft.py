@@ -569,8 +569,12 @@ def _pad4(data: bytes) -> bytes:
 class PcapngWriter:
     """Write pcapng blocks one by one: sections, interfaces, enhanced/simple packets, statistics, raw blocks.
 
-    >>> w = PcapngWriter(buffer); w.section(); eth = w.interface(Interface(LINKTYPE_ETHERNET))
-    >>> w.packet(1_700_000_000_000_000_000, frame_bytes, eth)
+    Example::
+
+        writer = PcapngWriter(buffer)
+        writer.section()
+        eth = writer.interface(Interface(LINKTYPE_ETHERNET, tsresol=9))
+        writer.packet(1_700_000_000_000_000_000, frame(LINKTYPE_ETHERNET, ip_packet), eth)
     """
 
     def __init__(self, out: IO[bytes], *, big_endian: bool = False) -> None:
