@@ -5,7 +5,7 @@ A middlebox that resets a connection (or an attacker who tries to) must guess th
 5961 section 3 makes a receiver accept an RST only when its sequence number is exactly ``RCV.NXT``; one
 elsewhere in the window draws a *challenge ACK*, and one outside the window is dropped. ``RstPlacement`` names
 those three cases and
-``SeqSniffer`` (an AF_PACKET socket on the router) or ``flow_state_from_pcap`` supplies the numbers.
+``SeqSniffer`` (an AF_PACKET socket on the router) or ``flow_table_from_pcap`` supplies the numbers.
 
 Segments are sent from a raw socket created inside a namespace (``Topology.socket(router, AF_INET, SOCK_RAW,
 IPPROTO_RAW)``): with IPPROTO_RAW the kernel takes our IP header as is (IP_HDRINCL), so the forged source

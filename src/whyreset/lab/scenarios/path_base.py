@@ -123,10 +123,6 @@ class PathRun:
         conn.accepted.sendall(response)
         conn.client.recv_exactly(len(response))
 
-    def counters(self, host: Host) -> dict[str, int]:
-        """TcpExt/Tcp/Ip/Icmp counters of a host right now (``Topology.counters``)."""
-        return self.topo.counters(host)
-
 
 def declare_rst_views(lab: LabContext, **views: list[str]) -> None:
     """Record, per capture point, the senders (``orig``/``resp``/``path``, in order) of the RSTs it must show.
