@@ -339,15 +339,23 @@ class AnalysisStream:
     each connection against the complete context as the tracker finishes it, and forgets it once yielded. So
     memory follows the connections open at a time, not the capture, at the price of reading and tracking
     twice.
-    Standard input, file objects, and diagnosers without an incremental context are analysed in one pass and
-    held in memory (as `analyze` does), then yielded in index order.
+    Standard input, file objects, diagnosers without an incremental context, and ``allow_two_passes=False``
+    are analysed in one pass and held in memory (as `analyze` does), then yielded in index order.
 
     Pairs come in the order connections end (``Connection.index`` gives the order of first packets). After
     the iteration: `report`, `failure`, `warnings`, `diagnosed`, `connections`, `abnormal` and `status`.
     """
 
-    def __init__(self, source: Source, *, diagnose: bool = True, progress: ProgressCallback | None = None):
+    def __init__(
+        self,
+        source: Source,
+        *,
+        diagnose: bool = True,
+        progress: ProgressCallback | None = None,
+        allow_two_passes: bool = True,
+    ):
         self.source = source
+        self._allow_two_passes = allow_two_passes
         self.name = source_name(source)
         self._diagnose = diagnose
         self._progress = progress
@@ -372,7 +380,7 @@ class AnalysisStream:
             if warning is not None:
                 self.warnings.append(warning)
         rereadable = isinstance(self.source, str | os.PathLike) and os.path.isfile(self.source)
-        if diagnoser is not None and diagnoser.can_stream and rereadable:
+        if diagnoser is not None and diagnoser.can_stream and rereadable and self._allow_two_passes:
             self.two_pass = True
             pairs = self._two_passes(diagnoser)
         elif diagnoser is None:

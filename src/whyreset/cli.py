@@ -64,6 +64,11 @@ def main() -> None:
 )
 @click.option("--no-diagnose", is_flag=True, help="Rebuild connections only; no cause analysis.")
 @click.option(
+    "--one-pass",
+    is_flag=True,
+    help="Read each capture once, holding its connections in memory (faster; memory grows with the capture).",
+)
+@click.option(
     "--max-listed", default=50, show_default=True, type=click.IntRange(min=0), help="Abnormal rows shown."
 )
 @click.option(
@@ -79,6 +84,7 @@ def analyze(
     list_all: bool,
     show_payload: bool,
     no_diagnose: bool,
+    one_pass: bool,
     max_listed: int,
     progress: bool | None,
 ) -> None:
@@ -99,7 +105,7 @@ def analyze(
         raise click.UsageError("standard input (-) can be read only once")
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    options = _Options(list_all, max_listed, show_payload, not no_diagnose)
+    options = _Options(list_all, max_listed, show_payload, not no_diagnose, not one_pass)
     statuses: list[ExitStatus] = []
     zeek = ZeekLogs(zeek_dir, use_json=zeek_json, show_payload=show_payload) if zeek_dir is not None else None
     try:
@@ -123,6 +129,7 @@ class _Options:
     max_listed: int
     show_payload: bool
     diagnose: bool
+    two_passes: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +148,9 @@ def _stream_json(
     from whyreset.analysis import AnalysisStream
     from whyreset.report.jsonout import connection_record, write_json_line
 
-    stream = AnalysisStream(path, diagnose=options.diagnose, progress=on_progress)
+    stream = AnalysisStream(
+        path, diagnose=options.diagnose, progress=on_progress, allow_two_passes=options.two_passes
+    )
     for connection, finding in stream:
         record = connection_record(connection, finding, source=stream.name, show_payload=options.show_payload)
         write_json_line(record, sys.stdout)
@@ -159,23 +168,22 @@ def _summarise(
     zeek: ZeekLogs | None,
     out: Console,
 ) -> _Outcome:
-    """The terminal summary (needs every connection: counts, the abnormal list)."""
-    from whyreset.analysis import analyze as run_analysis
-    from whyreset.report.terminal import render_analysis
+    """The terminal summary: counts over every connection, the first abnormal ones in detail."""
+    from whyreset.analysis import AnalysisStream
+    from whyreset.report.terminal import InputHeader, Summary, render_summary
 
-    analysis = run_analysis(path, diagnose=options.diagnose, progress=on_progress)
-    render_analysis(
-        out,
-        analysis,
-        list_all=options.list_all,
-        max_listed=options.max_listed,
-        show_payload=options.show_payload,
+    stream = AnalysisStream(
+        path, diagnose=options.diagnose, progress=on_progress, allow_two_passes=options.two_passes
     )
-    if zeek is not None:
-        for connection in analysis.connections:
-            zeek.write(connection, analysis.findings.get(connection.uid))
-    failure = analysis.failure.message if analysis.failure is not None else None
-    return _Outcome(analysis.status, failure, analysis.warnings)
+    summary = Summary(list_all=options.list_all, max_listed=options.max_listed)
+    for connection, finding in stream:
+        summary.add(connection, finding)
+        if zeek is not None:
+            zeek.write(connection, finding)
+    failure = stream.failure.message if stream.failure is not None else None
+    header = InputHeader(stream.name, stream.report, stream.diagnosed, failure, tuple(stream.warnings))
+    render_summary(out, header, summary, show_payload=options.show_payload)
+    return _Outcome(stream.status, failure, tuple(stream.warnings))
 
 
 def _tell_problems(err: Console, path: str, outcome: _Outcome) -> None:

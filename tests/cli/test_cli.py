@@ -296,3 +296,11 @@ def test_conftest_capture_is_reproducible(tmp_path: Path) -> None:
     a = write_mixed_capture(tmp_path / "a.pcap").read_bytes()
     b = write_mixed_capture(tmp_path / "b.pcap").read_bytes()
     assert a == b
+
+
+def test_one_pass_prints_the_same_records(mixed_pcap: Path) -> None:
+    _, default, _ = run("analyze", "--json", str(mixed_pcap))
+    status, one_pass, _ = run("analyze", "--json", "--one-pass", str(mixed_pcap))
+    assert status == ExitStatus.FINDINGS
+    by_uid = {record["uid"]: record for record in json_records(default)}
+    assert {record["uid"]: record for record in json_records(one_pass)} == by_uid

@@ -245,3 +245,19 @@ def test_payload_quoted_by_the_diagnosis_is_scrubbed_unless_asked() -> None:
     assert "hunter2" not in render(analysis_of(conn, findings={conn.uid: quoted}))
     assert "hunter2" in render(analysis_of(conn, findings={conn.uid: quoted}), show_payload=True)
     assert "hunter2" not in str(whyreset_row(conn, quoted)["summary"])
+
+
+def test_summary_keeps_the_first_abnormal_connections_by_index() -> None:
+    from whyreset.report.terminal import Summary
+
+    summary = Summary(max_listed=3)
+    for index in (9, 4, 7, 1, 8, 2, 5):  # arriving in the order connections end, not by index
+        summary.add(connection(index=index, uid=f"C{index}"), None)
+    summary.add(connection(index=0, uid="Cclean", outcome=Outcome.CLEAN, resets=()), None)
+    assert [conn.index for conn, _ in summary.listed()] == [1, 2, 4]
+    assert summary.qualifying == 7 and summary.total == 8
+    assert summary.outcomes == {"reset": 7, "clean": 1}
+    everything = Summary(list_all=True, max_listed=1)
+    for index in (3, 1, 2):
+        everything.add(connection(index=index, uid=f"C{index}"), None)
+    assert [conn.index for conn, _ in everything.listed()] == [1, 2, 3]

@@ -8,8 +8,10 @@ names) is hostile until proven otherwise: it goes into rich `Text` objects (neve
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from rich.console import Console, Group, RenderableType
@@ -52,6 +54,54 @@ def endpoint(connection: Connection, side: Side) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@dataclass(slots=True)
+class Summary:
+    """What the terminal summary shows about one input, gathered connection by connection.
+
+    Counts cover every connection; only the connections to list are kept (the first ``max_listed`` abnormal
+    ones by index, or all of them with ``list_all``), so summarising a huge capture keeps memory bounded.
+    """
+
+    list_all: bool = False
+    max_listed: int = DEFAULT_MAX_LISTED
+    total: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    causes: Counter[str] = field(default_factory=Counter)
+    qualifying: int = 0
+    """Connections that qualify for the list (abnormal ones, or all with ``list_all``)."""
+    _kept: list[tuple[int, int, Connection, Finding | None]] = field(default_factory=list)
+    """Max-heap on index (negated): the smallest indices seen so far."""
+
+    def add(self, connection: Connection, finding: Finding | None) -> None:
+        self.total += 1
+        self.outcomes[str(connection.outcome)] += 1
+        if finding is not None:
+            self.causes[str(finding.cause) if finding.cause is not None else "undetermined"] += 1
+        if not (self.list_all or is_abnormal(connection, finding)):
+            return
+        self.qualifying += 1
+        entry = (-connection.index, self.qualifying, connection, finding)
+        if self.list_all or len(self._kept) < self.max_listed:
+            heapq.heappush(self._kept, entry)
+        elif self._kept and entry > self._kept[0]:
+            heapq.heapreplace(self._kept, entry)
+
+    def listed(self) -> list[tuple[Connection, Finding | None]]:
+        """The kept connections, in index order."""
+        return [(conn, finding) for _, _, conn, finding in sorted(self._kept, reverse=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class InputHeader:
+    """The facts about one input printed above its summary."""
+
+    source: str
+    report: ReadReport
+    diagnosed: bool
+    failure_message: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
 def render_analysis(
     console: Console,
     analysis: Analysis,
@@ -60,63 +110,70 @@ def render_analysis(
     max_listed: int = DEFAULT_MAX_LISTED,
     show_payload: bool = False,
 ) -> None:
+    """Print one input's summary from a complete `Analysis`."""
+    summary = Summary(list_all=list_all, max_listed=max_listed)
+    for connection in analysis.connections:
+        summary.add(connection, analysis.findings.get(connection.uid))
+    failure = analysis.failure.message if analysis.failure is not None else None
+    header = InputHeader(analysis.source, analysis.report, analysis.diagnosed, failure, analysis.warnings)
+    render_summary(console, header, summary, show_payload=show_payload)
+
+
+def render_summary(
+    console: Console, header: InputHeader, summary: Summary, *, show_payload: bool = False
+) -> None:
     """Print one input's summary."""
-    console.print(_title(analysis))
-    if analysis.failure is not None:
-        console.print(safe_text(f"error: {analysis.failure.message}", "bold red"))
-    for warning in analysis.warnings:
+    console.print(_title(header, summary.total))
+    if header.failure_message is not None:
+        console.print(safe_text(f"error: {header.failure_message}", "bold red"))
+    for warning in header.warnings:
         console.print(safe_text(f"warning: {warning}", "yellow"))
-    if analysis.connections:
-        console.print(_count_tables(analysis))
-    listed = analysis.connections if list_all else analysis.abnormal
-    limit = len(listed) if list_all else max_listed
+    if summary.total:
+        console.print(_count_tables(summary))
+    listed = summary.listed()
     if listed:
-        heading = "Connections" if list_all else "Abnormal connections"
-        console.print(Text(f"{heading} ({len(listed)})", style="bold"))
-        for connection in listed[:limit]:
-            console.print(connection_block(connection, analysis.findings.get(connection.uid), show_payload))
-        if len(listed) > limit:
-            console.print(Text(f"... {len(listed) - limit} more (use --all, or --json for every connection)"))
-    skipped = skipped_lines(analysis.report)
+        heading = "Connections" if summary.list_all else "Abnormal connections"
+        console.print(Text(f"{heading} ({summary.qualifying})", style="bold"))
+        for connection, finding in listed:
+            console.print(connection_block(connection, finding, show_payload))
+        if summary.qualifying > len(listed):
+            more = summary.qualifying - len(listed)
+            console.print(Text(f"... {more} more (use --all, or --json for every connection)"))
+    skipped = skipped_lines(header.report)
     if skipped:
         console.print(Text("Not analysed", style="bold"))
         for line in skipped:
             console.print(Text("  ").append(safe_text(line)))
 
 
-def _title(analysis: Analysis) -> Text:
-    report = analysis.report
+def _title(header: InputHeader, connections: int) -> Text:
+    report = header.report
     title = Text()
-    title.append(printable(analysis.source), style="bold")
+    title.append(printable(header.source), style="bold")
     details = [
         report.format or "unknown format",
         f"{report.records} records",
         f"{report.tcp_segments} TCP segments",
+        f"{connections} connections",
     ]
-    details.append(f"{len(analysis.connections)} connections")
-    if not analysis.diagnosed:
+    if not header.diagnosed:
         details.append("no diagnosis")
     title.append(f"  ({', '.join(details)})")
     return title
 
 
-def _count_tables(analysis: Analysis) -> RenderableType:
-    outcomes = Counter(str(conn.outcome) for conn in analysis.connections)
+def _count_tables(summary: Summary) -> RenderableType:
     outcome_table = Table(title="By outcome", title_justify="left", show_edge=False)
     outcome_table.add_column("outcome")
     outcome_table.add_column("connections", justify="right")
-    for outcome, count in outcomes.most_common():
+    for outcome, count in summary.outcomes.most_common():
         outcome_table.add_row(outcome, str(count))
-    causes = Counter(
-        str(finding.cause) if finding.cause is not None else "undetermined"
-        for finding in analysis.findings.values()
-    )
-    if not causes:
+    if not summary.causes:
         return outcome_table
     cause_table = Table(title="By cause", title_justify="left", show_edge=False)
     cause_table.add_column("cause")
     cause_table.add_column("connections", justify="right")
-    for cause, count in causes.most_common():
+    for cause, count in summary.causes.most_common():
         cause_table.add_row(cause, str(count))
     grid = Table.grid(padding=(0, 4))
     grid.add_row(outcome_table, cause_table)
