@@ -212,5 +212,5 @@ def test_any_split_of_the_stream_reads_the_same(which: int, sizes: list[int], cu
     expected = read(io.BytesIO(data))
     with pytest.MonkeyPatch.context() as patch:
         # The producer is never "ready": every read goes straight to the walker, split wherever it fell.
-        patch.setattr(source_module.RawStream, "more_ready", lambda self: False)
+        patch.setattr(source_module.RawStream, "more_ready", lambda self, wait=0.0: False)
         assert read(Dribble(data, sizes)) == expected

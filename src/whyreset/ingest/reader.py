@@ -18,6 +18,7 @@ import mmap
 import os
 import struct
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any, BinaryIO, NoReturn
 
@@ -41,7 +42,11 @@ DEFAULT_CHUNK_RECORDS = 262144
 READ_SIZE = 1 << 20
 """Bytes asked of a stream per read (a pipe returns what it has, up to this)."""
 STREAM_BATCH_BYTES = 8 << 20
-"""While more bytes are ready without waiting, keep reading up to this much before decoding."""
+"""While more bytes keep coming, read up to this much before decoding."""
+STREAM_PAUSE = 0.01
+"""A producer silent this long (seconds) has paused: decode and hand over what arrived."""
+STREAM_MAX_DELAY = 0.25
+"""After this long (seconds) gathering a batch, hand it over as soon as the producer is not ready."""
 SNIFF_BYTES = 4
 PCAPNG_MAGIC = SHB.to_bytes(4, "little")  # 0A 0D 0D 0A reads the same in both byte orders
 TEXT_SAMPLE = 4096
@@ -229,6 +234,9 @@ class _StreamInput:
         pieces = [self.raw[pos:]]
         self.base += pos
         got = 0
+        # Batch while the producer keeps up (a fast pipe gives 64 kB per read: decoding each alone would
+        # cost more than reading it); a pause of STREAM_PAUSE means a live capture is waiting for traffic.
+        deadline = time.monotonic() + STREAM_MAX_DELAY
         while True:
             try:
                 data = self.stream.read_some(READ_SIZE)
@@ -240,7 +248,8 @@ class _StreamInput:
                 break
             pieces.append(data)
             got += len(data)
-            if got >= STREAM_BATCH_BYTES or not self.stream.more_ready():
+            wait = STREAM_PAUSE if time.monotonic() < deadline else 0.0
+            if got >= STREAM_BATCH_BYTES or not self.stream.more_ready(wait):
                 break
         self.raw = b"".join(pieces)
         self.end = len(self.raw)

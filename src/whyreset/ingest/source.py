@@ -34,8 +34,11 @@ class ByteStream(Protocol):
         """Up to ``size`` bytes, at least one unless at end of input (then ``b""``); waits only for one."""
         ...
 
-    def more_ready(self) -> bool:
-        """True when a `read_some` now would not wait (data buffered or pending, or end of input reached)."""
+    def more_ready(self, wait: float = 0.0) -> bool:
+        """True when a `read_some` now would not block (data pending, or end of input reached).
+
+        ``wait`` seconds at most are spent waiting for data to become ready.
+        """
         ...
 
 
@@ -62,11 +65,11 @@ class RawStream:
         self._pushed_back = data + self._pushed_back
         self.offset -= len(data)
 
-    def more_ready(self) -> bool:
+    def more_ready(self, wait: float = 0.0) -> bool:
         if self._pushed_back or self._fd is None:
             return True  # in-memory objects never wait
         try:
-            readable, _, _ = select.select([self._fd], [], [], 0)
+            readable, _, _ = select.select([self._fd], [], [], wait)
         except (OSError, ValueError):
             return True
         return bool(readable)
@@ -95,8 +98,8 @@ class GzipStream:
         self.offset += len(data)
         return data
 
-    def more_ready(self) -> bool:
-        return bool(self._pending) or self._inner_done or self.inner.more_ready()
+    def more_ready(self, wait: float = 0.0) -> bool:
+        return bool(self._pending) or self._inner_done or self.inner.more_ready(wait)
 
     def push_back(self, data: bytes) -> None:
         """Return decompressed bytes read ahead (sniffing)."""
