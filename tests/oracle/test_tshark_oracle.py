@@ -139,3 +139,25 @@ def test_crafted_counts_match_tshark(tmp_path: Path) -> None:
         assert_agrees_with_tshark(path)
         analysis = analyze(str(path), diagnose=False)
         assert len(analysis.connections) == 4  # the reused 4-tuple is a second connection, as tcp.stream says
+
+
+@pytest.mark.oracle
+@needs_tshark
+def test_generated_mix_counts_match_tshark(tmp_path: Path) -> None:
+    """The benchmark's traffic mix (bench/generate.py), small: hundreds of IPv4 and IPv6 connections."""
+    import importlib.util
+    import sys
+
+    from whyreset.ingest.craft import write_pcap_bulk
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_generate", Path(__file__).parents[2] / "bench/generate.py"
+    )
+    assert spec is not None and spec.loader is not None
+    generate = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = generate  # dataclasses look their module up there
+    spec.loader.exec_module(generate)
+    frames, ts_ns, _counts = generate.generate(5000, seed=3)
+    path = tmp_path / "mix.pcap"
+    write_pcap_bulk(path, ts_ns, frames)
+    assert_agrees_with_tshark(path)
