@@ -29,7 +29,7 @@ from typing import IO, Any
 from whyreset.core.connection import Connection
 from whyreset.diagnose.finding import Finding
 from whyreset.errors import CaptureError, UnknownFormatError, UnsupportedLinkTypeError
-from whyreset.model import Capture, IcmpError, ReadReport
+from whyreset.model import IcmpError, ReadReport
 from whyreset.report.jsonout import JsonRecord, connection_record, is_abnormal
 
 Source = str | os.PathLike[str] | IO[bytes]
@@ -255,7 +255,7 @@ def iter_connections(
             state.icmp_errors.extend(chunk.icmp_errors)
             yield from tracker.feed(chunk)
             if progress is not None:
-                progress(_bytes_read(chunk, total), total)
+                progress(chunk.report.bytes_read, total)
     except CaptureError as exc:
         state.failure = _capture_failure(exc, state.report)
     except OSError as exc:
@@ -265,14 +265,6 @@ def iter_connections(
     yield from tracker.finish()
     if progress is not None and total is not None and state.failure is None:
         progress(total, total)
-
-
-def _bytes_read(chunk: Capture, total: int | None) -> int:
-    # Readers may expose how far they got; without it, estimate from the records read so far.
-    done = getattr(chunk.report, "bytes_read", None)
-    if isinstance(done, int):
-        return done
-    return 0 if total is None else min(total, chunk.report.records * 100)
 
 
 def _capture_failure(exc: CaptureError, report: ReadReport) -> InputFailure:
