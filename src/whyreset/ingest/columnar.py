@@ -167,10 +167,17 @@ class _Decoder:
 
     # ------------------------------------------------------------------------------- link layer
     def _link_layer(self) -> None:
-        self._set(np.flatnonzero(self.batch.caplen <= 0), UNDECODABLE)
         linktype = self.batch.linktype
         for value in np.unique(linktype).tolist():
-            rows = self._pending(linktype == value)
+            rows = np.flatnonzero(linktype == value)
+            if value not in SUPPORTED_LINKTYPES:
+                self._set(rows, UNSUPPORTED)
+                unsupported = self.report.unsupported_link_types
+                unsupported[value] = unsupported.get(value, 0) + len(rows)
+                continue
+            empty = self.batch.caplen[rows] <= 0
+            self._set(rows[empty], UNDECODABLE)
+            rows = rows[~empty]
             if value == LINKTYPE_ETHERNET:
                 self._ethertype_rows(rows, ethertype_at=12, l3_at=14)
             elif value == LINKTYPE_LINUX_SLL:
@@ -183,12 +190,8 @@ class _Decoder:
                 self._raw_rows(rows, expected=4)
             elif value == LINKTYPE_IPV6:
                 self._raw_rows(rows, expected=6)
-            elif value in (LINKTYPE_NULL, LINKTYPE_LOOP):
-                self._null_rows(rows, network_order=value == LINKTYPE_LOOP)
             else:
-                self._set(rows, UNSUPPORTED)
-                unsupported = self.report.unsupported_link_types
-                unsupported[value] = unsupported.get(value, 0) + len(rows)
+                self._null_rows(rows, network_order=value == LINKTYPE_LOOP)
 
     def _ethertype_rows(self, rows: I64, *, ethertype_at: int, l3_at: int) -> None:
         """Link headers that name the payload with an EtherType, possibly behind a stack of VLAN tags."""

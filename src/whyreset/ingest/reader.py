@@ -36,7 +36,7 @@ from whyreset.ingest.source import (
     RawStream,
     map_regular_file,
 )
-from whyreset.model import Capture, ReadReport
+from whyreset.model import Capture, PacketTable, ReadReport
 
 DEFAULT_CHUNK_RECORDS = 262144
 READ_SIZE = 1 << 20
@@ -70,8 +70,6 @@ def iter_capture(source: Source, *, chunk_records: int = DEFAULT_CHUNK_RECORDS) 
 
 def read_capture(source: Source) -> Capture:
     """The whole capture as one `Capture` (for small files and tests; raises like `iter_capture`)."""
-    from whyreset.model import PacketTable
-
     chunks = list(iter_capture(source))
     return Capture(
         PacketTable.concat([chunk.packets for chunk in chunks]),
