@@ -62,7 +62,7 @@ def _refused_connect(path: PathRun, verdict: Verdict) -> None:
 class IcmpUnreachable(PathScenario):
     name = "icmp_unreachable.router_reject"
     cause = CauseId.ICMP_UNREACHABLE
-    duration_s = 1.5
+    duration_s = 3.0
     summary = "the router REJECTs the SYN with ICMP port-unreachable / admin-prohibited, IPv4 and IPv6"
 
     def run(self, lab: LabContext) -> None:
@@ -85,8 +85,10 @@ class IcmpUnreachable(PathScenario):
 class SynUnanswered(PathScenario):
     name = "syn_unanswered.router_drop"
     cause = CauseId.SYN_UNANSWERED
-    duration_s = 3.5
-    summary = f"the router DROPs the SYN; connect() gives up after {SYN_RETRIES} retransmissions (TCP_SYNCNT)"
+    duration_s = 7.5
+    summary = (
+        f"the router DROPs the SYN; TCP_SYNCNT={SYN_RETRIES} (+ linear timeouts): ETIMEDOUT after about 7 s"
+    )
 
     def run(self, lab: LabContext) -> None:
         family = lab.rng.choice((socket.AF_INET, socket.AF_INET6))

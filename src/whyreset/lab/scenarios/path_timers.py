@@ -121,7 +121,7 @@ class RetransmissionTimeout(PathScenario):
 class IdleStateDropped(PathScenario):
     name = "idle_state_dropped.conntrack_expiry"
     cause = CauseId.IDLE_STATE_DROPPED
-    duration_s = 5.5
+    duration_s = 6.0
     summary = (
         f"the router's conntrack forgets the connection after {IDLE_TIMEOUT_S} s idle and drops its packets"
     )
