@@ -100,6 +100,10 @@ class ConnectionTracker:
     def _process(self, table: PacketTable, final: bool) -> list[Connection]:
         if len(table) == 0:
             return []
+        with _no_cyclic_gc():
+            return self._process_batch(table, final)
+
+    def _process_batch(self, table: PacketTable, final: bool) -> list[Connection]:
         demux = demultiplex(table, self.reuse_gap_ns)
         analysis = analyse(table, demux)
         starts = demux.starts
@@ -113,8 +117,7 @@ class ConnectionTracker:
             analysis.table["flags"], starts, demux.flow, last_ts, now, final
         )
         batch = Batch(analysis, demux)
-        with _no_cyclic_gc():
-            finished, keep = self._rebuild(batch, first_frames, last_ts, now, candidates, superseded, final)
+        finished, keep = self._rebuild(batch, first_frames, last_ts, now, candidates, superseded, final)
         self._keep_rows(table, demux.order, starts, keep)
         self._forget_old(now)
         finished.sort(key=lambda c: c.index)
@@ -214,8 +217,8 @@ class ConnectionTracker:
 
 @contextmanager
 def _no_cyclic_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while rebuilding: the results hold no reference cycles, and the
-    collector's full passes over an ever larger heap of results cost more than the rebuild itself."""
+    """Pause the cyclic garbage collector during a feed: what it allocates holds no reference cycles, and the
+    collector's full passes over the caller's ever larger heap of results cost more than the rebuild itself."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
