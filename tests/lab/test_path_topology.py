@@ -30,6 +30,7 @@ from whyreset.lab.inject import (
     flow_table_from_pcap,
     forge_rst,
     parse_ip_tcp,
+    read_pcap_packets,
     rst_seq,
 )
 from whyreset.lab.netns import Topology, Verdict, parse_net_counters, plan_topology
@@ -278,3 +279,23 @@ def test_an_exact_rst_forged_from_a_pcap_resets_and_an_out_of_window_one_does_no
         injector.close()
         for sock in (client, accepted, listener):
             sock.close()
+
+
+@pytest.mark.parametrize(("magic", "endian", "linktype", "header"), [
+    (0xA1B2C3D4, "<", 1, b"\x00" * 12 + b"\x08\x00"),  # microseconds, Ethernet
+    (0xA1B23C4D, ">", 113, b"\x00" * 14 + b"\x08\x00"),  # nanoseconds, big-endian, Linux cooked
+    (0xA1B2C3D4, "<", 101, b""),  # raw IP
+])  # fmt: skip
+def test_read_pcap_packets_handles_the_classic_variants(
+    tmp_path: Path, magic: int, endian: str, linktype: int, header: bytes
+) -> None:
+    segment = Segment(Endpoint("10.9.8.7", 1234), Endpoint("10.9.9.1", 443), 7, 9, SYN, 1000, 61)
+    record = header + segment.packet()
+    data = struct.pack(endian + "IHHiIII", magic, 2, 4, 0, 0, 65535, linktype)
+    data += struct.pack(endian + "IIII", 1_700_000_000, 250, len(record), len(record)) + record
+    path = tmp_path / "one.pcap"
+    path.write_bytes(data)
+    ((ts_ns, packet),) = read_pcap_packets(path)
+    assert ts_ns == 1_700_000_000 * 10**9 + (250 if magic == 0xA1B23C4D else 250_000)
+    parsed = parse_ip_tcp(packet)
+    assert parsed is not None and (parsed.src, parsed.flags, parsed.ttl) == (segment.src, SYN, 61)
