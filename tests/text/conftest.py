@@ -13,11 +13,13 @@ CORPUS = Path("/work/shared/corpus")
 SEEDS = Path("/work/shared/seeds")
 
 
-@pytest.fixture(scope="session")
-def loopback_pcap(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A capture of real loopback sockets: refused, clean close, reset after data, IPv6 clean close."""
+@pytest.fixture(scope="session", params=["lo", "any"])
+def loopback_pcap(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real loopback sockets (refused, clean close, reset after data, IPv6 clean close), captured on ``lo``
+    (Ethernet frames) and on ``any`` (Linux cooked v2: text lines start with the interface and direction)."""
     if os.geteuid() != 0:
         pytest.skip("needs root to capture on loopback")
     if shutil.which("tcpdump") is None:
         pytest.skip("needs tcpdump")
-    return record_loopback_capture(tmp_path_factory.mktemp("loopback") / "loopback.pcap")
+    interface: str = request.param
+    return record_loopback_capture(tmp_path_factory.mktemp(interface) / f"{interface}.pcap", interface)

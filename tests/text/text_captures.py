@@ -8,6 +8,7 @@ kernel sends RST). Also an IPv6 clean exchange. Needs root and tcpdump; callers 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -72,16 +73,34 @@ def _refused(port: int) -> None:
     raise AssertionError("connection to a closed port was accepted")
 
 
-def record_loopback_capture(path: Path) -> Path:
-    """Run the exchanges on loopback while tcpdump records them to ``path``."""
+def record_loopback_capture(path: Path, interface: str = "lo") -> Path:
+    """Run the exchanges on loopback while tcpdump records them to ``path``.
+
+    ``interface="any"`` records Linux cooked v2 frames, which tcpdump prints with the interface name and the
+    direction first (``lo    In  IP ...``).
+    """
     v4_clean = _listener(socket.AF_INET, "127.0.0.1")
     v4_reset = _listener(socket.AF_INET, "127.0.0.1")
     v6_clean = _listener(socket.AF_INET6, "::1")
     refused_port = _closed_port()
     ports = [refused_port, v4_clean.getsockname()[1], v4_reset.getsockname()[1], v6_clean.getsockname()[1]]
     capture_filter = " or ".join(f"tcp port {port}" for port in ports)
+    # A small snaplen and a big buffer: with -i any and 256 KiB slots the kernel drops loopback bursts.
+    command = [
+        "tcpdump",
+        "-i",
+        interface,
+        "--immediate-mode",
+        "-U",
+        "-B",
+        "16384",
+        "-s",
+        "512",
+        "-w",
+        str(path),
+    ]
     tcpdump = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "--immediate-mode", "-U", "-s", "0", "-w", str(path), capture_filter],
+        [*command, capture_filter],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -92,8 +111,7 @@ def record_loopback_capture(path: Path) -> Path:
         _clean_close(v4_clean, socket.AF_INET, "127.0.0.1")
         _reset_after_data(v4_reset)
         _clean_close(v6_clean, socket.AF_INET6, "::1")
-        # tcpdump may drop what is still in its ring buffer when interrupted: let it write the last packets.
-        time.sleep(1.0)
+        _wait_written(path)
     finally:
         os.kill(tcpdump.pid, signal.SIGINT)
         try:
@@ -103,7 +121,30 @@ def record_loopback_capture(path: Path) -> Path:
             tcpdump.wait()
         for server in (v4_clean, v4_reset, v6_clean):
             server.close()
+    _check_nothing_dropped(tcpdump)
     return path
+
+
+def _check_nothing_dropped(tcpdump: subprocess.Popen[str]) -> None:
+    """A capture that lost packets would test the text reader against a different exchange: refuse it."""
+    assert tcpdump.stderr is not None
+    summary = tcpdump.stderr.read()
+    dropped = re.search(r"(\d+) packets? dropped by kernel", summary)
+    if dropped is not None and int(dropped[1]) > 0:
+        raise RuntimeError(f"tcpdump lost packets: {summary.strip()}")
+
+
+def _wait_written(path: Path) -> None:
+    """Wait until the capture file stops growing: tcpdump drops what it has not written when interrupted."""
+    deadline = time.monotonic() + _READY_TIMEOUT_S
+    last_size, stable_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        size = path.stat().st_size if path.exists() else 0
+        if size != last_size:
+            last_size, stable_since = size, time.monotonic()
+        elif time.monotonic() - stable_since > 1.0:
+            return
+        time.sleep(0.1)
 
 
 def _wait_listening(tcpdump: subprocess.Popen[str]) -> None:

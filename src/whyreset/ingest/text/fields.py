@@ -45,7 +45,14 @@ MODERN_TCP_RE = re.compile(
     r"(?:, options \[(?P<opts>.*?)\])?"
     r", length (?P<len>\d+)"
 )
-_ONE_LINE_TCP_RE = re.compile(r"(?P<ip>IP6?) (?P<src>[^\s(]\S*) > (?P<dst>\S+?): " + MODERN_TCP_RE.pattern)
+_INTERFACE_PATTERN = r"\S+ +(?:In|Out|B|M|P) +"
+"""``tcpdump -i any`` (Linux cooked v2) prints the interface and direction first: ``eth0  In  IP ...``."""
+_INTERFACE_RE = re.compile(_INTERFACE_PATTERN)
+_ONE_LINE_TCP_RE = re.compile(
+    f"(?:{_INTERFACE_PATTERN})?"
+    + r"(?P<ip>IP6?) (?P<src>[^\s(]\S*) > (?P<dst>\S+?): "
+    + MODERN_TCP_RE.pattern
+)
 OLD_TCP_RE = re.compile(
     r"(?P<flags>[SFRPWEU]+|\.)"
     r"(?: \[(?P<cksum>[^\]]*)\])?"
@@ -206,6 +213,9 @@ def _parse_layers(record: Record, text: str) -> ParsedRecord:
         # -e on a raw-IP link (DLT_RAW) prints the family in lower case instead of a MAC header.
         ip_version = 6 if text.startswith("ip6") else 4
         return _parse_network(record, text, text.index(" ") + 1, ip_version, None)
+    interface = _INTERFACE_RE.match(text)
+    if interface is not None and text.startswith(("IP ", "IP6 "), interface.end()):
+        return _parse_network(record, text, interface.end(), 0, None)
     if not text.startswith(("IP ", "IP6 ")):
         link = _LINK_RE.match(text)
         if link is None:
@@ -303,7 +313,8 @@ def _split_endpoint(text: str) -> tuple[str, str]:
     host, dot, port = text.rpartition(".")
     if not dot or not host or not port:
         raise _Unparsable(f"endpoint {text!r} has no port")
-    NameBook.check_port(port)
+    if not (port.isdigit() and len(port) < 5):  # four digits or fewer cannot be out of range
+        NameBook.check_port(port)
     return host, port
 
 
@@ -432,12 +443,13 @@ _COMMON_OPTIONS_RE = re.compile(r"nop,nop,TS val (\d+) ecr (\d+)")
 
 
 def _apply_options(segment: TcpFields, text: str) -> None:
-    common = _COMMON_OPTIONS_RE.fullmatch(text)
-    if common is not None:
-        # What Linux puts on nearly every segment after the handshake: parsed without the general loop.
-        segment.has_ts, segment.options_len = True, 12
-        segment.ts_val, segment.ts_ecr = int(common[1]) & 0xFFFFFFFF, int(common[2]) & 0xFFFFFFFF
-        return
+    if text.startswith("nop,nop,TS val "):
+        common = _COMMON_OPTIONS_RE.fullmatch(text)
+        if common is not None:
+            # What Linux puts on nearly every segment after the handshake: parsed without the general loop.
+            segment.has_ts, segment.options_len = True, 12
+            segment.ts_val, segment.ts_ecr = int(common[1]) & 0xFFFFFFFF, int(common[2]) & 0xFFFFFFFF
+            return
     size = 0
     for item in _split_options(text):
         name, _, rest = item.partition(" ")

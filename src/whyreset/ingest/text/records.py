@@ -28,7 +28,7 @@ STAMPED_START_RE = re.compile(_NUMBER + TIMESTAMP_PATTERN + r"\s+(?P<rest>\S.*)$
 """A packet line with a timestamp: the network/link part follows in ``rest``."""
 UNSTAMPED_START_RE = re.compile(
     _NUMBER
-    + r"(?P<rest>(?:IP6? (?:\((?:tos|flowlabel|hlim)|\S+ > )"
+    + r"(?P<rest>(?:(?:\S+ +(?:In|Out|B|M|P) +)?IP6? (?:\((?:tos|flowlabel|hlim)|\S+ > )"
     + r"|ARP, |"
     + _MAC
     + r" (?:\([^)]*\) )?> |(?:In|Out|B|M|P) +"
