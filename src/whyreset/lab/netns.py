@@ -691,14 +691,15 @@ class Topology:
         run_cmd(rule.command("-D"))
         self.rules.remove(rule)
 
-    def filter_port(
-        self, verdict: Verdict, port: int, *, v6: bool = False, direction: str = "to_server"
-    ) -> Rule:
-        """On the router, apply ``verdict`` to TCP segments toward the server's ``port``
-        (``direction="to_server"``) or to every TCP segment between the two hosts in both directions
-        (``direction="both"``)."""
-        match = ["-p", "tcp", "--dport", str(port)] if direction == "to_server" else ["-p", "tcp"]
-        return self.add_rule(Role.ROUTER, "FORWARD", *match, *verdict.target(v6), v6=v6)
+    def filter_port(self, verdict: Verdict, port: int, *, v6: bool = False) -> Rule:
+        """On the router, apply ``verdict`` to TCP segments toward the server's ``port`` (a firewall rule)."""
+        return self.add_rule(
+            Role.ROUTER, "FORWARD", "-p", "tcp", "--dport", str(port), *verdict.target(v6), v6=v6
+        )
+
+    def black_hole(self, *, v6: bool = False) -> Rule:
+        """From now on the router silently drops every forwarded TCP segment of the family, both ways."""
+        return self.add_rule(Role.ROUTER, "FORWARD", "-p", "tcp", *Verdict.DROP.target(v6), v6=v6)
 
     def expire_idle_connections(self, idle_s: int, verdict: Verdict, *, v6: bool = False) -> list[Rule]:
         """Make the router a stateful middlebox that forgets TCP connections idle for ``idle_s`` seconds and

@@ -34,7 +34,7 @@ IDLE_TIMEOUT_S = 2
 
 def black_hole(path: PathRun) -> None:
     """From now on the router drops every TCP segment of the family, both ways, silently."""
-    path.topo.filter_port(Verdict.DROP, 0, v6=path.family == socket.AF_INET6, direction="both")
+    path.topo.black_hole(v6=path.family == socket.AF_INET6)
     path.lab.note("router: DROP every TCP segment in both directions from here on")
 
 
