@@ -482,6 +482,7 @@ class Topology:
         self.rules: list[Rule] = []
         self._captures: list[NetnsCapture] = []
         self._up = False
+        self._owner_pid = os.getpid()
 
     # hosts --------------------------------------------------------------------------------------------------
     @property
@@ -509,6 +510,7 @@ class Topology:
         if os.geteuid() != 0:
             raise LabError("network namespaces need root")
         _install_exit_cleanup()
+        self._owner_pid = os.getpid()
         with _live_lock:
             _live_topologies.add(self)
         self._up = True
@@ -532,6 +534,8 @@ class Topology:
 
     def down(self) -> None:
         """Stop captures and delete the namespaces (with their links, rules and routes). Idempotent."""
+        if os.getpid() != self._owner_pid:
+            return  # a forked child exiting normally must never tear down its parent's lab
         for capture in self._captures:
             with contextlib.suppress(Exception):
                 capture.stop()
