@@ -139,29 +139,28 @@ class ConnectionTracker:
         count = len(starts)
         first_ts = analysis.table["ts_ns"][starts].astype(np.int64)
         finished: list[Connection] = []
-        keep = np.zeros(count, bool)
-        for conn in range(count):
-            if not candidates[conn]:
-                keep[conn] = True
-                continue
-            index = self._index_by_first_frame[int(first_frames[conn])]
-            four_tuple = _canonical_tuple(analysis.table, int(starts[conn]))
-            reused = bool(demux.reuse_index[conn] > 0) or four_tuple in self._ended_tuples
+        keep = np.ones(count, bool)
+        frames, start_rows = first_frames.tolist(), starts.tolist()
+        first_list, last_list = first_ts.tolist(), last_ts.tolist()
+        reuse_list, superseded_list = demux.reuse_index.tolist(), superseded.tolist()
+        for conn in np.flatnonzero(candidates).tolist():
+            keep[conn] = False
+            four_tuple = _canonical_tuple(analysis.table, start_rows[conn])
             connection = build_connection(
                 batch,
                 conn,
-                index,
-                reused,
-                self._icmp_for(analysis.table, int(starts[conn]), int(first_ts[conn]), int(last_ts[conn])),
+                self._index_by_first_frame[frames[conn]],
+                reuse_list[conn] > 0 or four_tuple in self._ended_tuples,
+                self._icmp_for(analysis.table, start_rows[conn], first_list[conn], last_list[conn]),
                 self._rst_payloads,
             )
-            idle = now - int(last_ts[conn]) >= self.idle_timeout_ns
-            if not (final or idle or superseded[conn] or _has_ended(connection)):
+            idle = now - last_list[conn] >= self.idle_timeout_ns
+            if not (final or idle or superseded_list[conn] or _has_ended(connection)):
                 keep[conn] = True
                 continue
             finished.append(connection)
             self._ended_tuples[four_tuple] = connection.ts_last_ns
-            del self._index_by_first_frame[int(first_frames[conn])]
+            del self._index_by_first_frame[frames[conn]]
         return finished, keep
 
     def _assign_indices(self, first_frames: IntArray) -> None:
@@ -217,8 +216,11 @@ class ConnectionTracker:
 
 @contextmanager
 def _no_cyclic_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector during a feed: what it allocates holds no reference cycles, and the
-    collector's full passes over the caller's ever larger heap of results cost more than the rebuild itself."""
+    """Pause the cyclic garbage collector during a feed.
+
+    What a feed allocates holds no reference cycles, and the collector's full passes over the caller's ever
+    larger heap of results cost more than the rebuild itself.
+    """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
