@@ -79,7 +79,7 @@ class PcapngWalker:
     def walk(self, raw: Any, pos: int, end: int, base: int, at_eof: bool, max_records: int) -> WalkResult:
         epb_offsets: list[int] = []
         others: list[tuple[int, int, int, int, int, int]] = []
-        """(index in batch, data offset, caplen, wirelen, ts_ns or -1 for none, interface) of SPB/OPB."""
+        """(index in batch, data offset, caplen, wirelen, ts_ns or NO_TIMESTAMP, interface) of SPB/OPB."""
         error: CaptureError | None = None
         full = False
         type_len, u32 = self._type_len, self._u32
