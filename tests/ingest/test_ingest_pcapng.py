@@ -271,3 +271,36 @@ def test_cut_block_is_truncation() -> None:
     assert isinstance(error, TruncatedCaptureError)
     assert sum(len(c.packets) for c in chunks) == 1
     assert error.record == 2
+
+
+def test_interface_described_between_packets() -> None:
+    def build(w: craft.PcapngWriter) -> None:
+        w.section()
+        w.interface(craft.Interface(craft.LINKTYPE_RAW, tsresol=9))
+        w.packet(T0, handshake()[0], 0)
+        w.interface(craft.Interface(craft.LINKTYPE_ETHERNET, tsresol=3))
+        w.packet(T0 + 1_000_000, craft.frame(1, handshake()[1]), 1)
+        w.packet(T0 + 2, handshake()[2], 0)
+
+    capture = read_bytes(write(build))
+    t = capture.packets
+    assert list(t["seq"]) == [1000, 5000, 1001]
+    assert list(t["iface"]) == [0, 1, 0]
+    assert list(t["ts_ns"]) == [T0, (T0 + 1_000_000) // 1_000_000 * 1_000_000, T0 + 2]
+
+
+def test_packet_naming_an_interface_described_later_is_corruption() -> None:
+    def build(w: craft.PcapngWriter) -> None:
+        w.section()
+        w.interface(craft.Interface(craft.LINKTYPE_RAW, tsresol=9))
+        w.interface(craft.Interface(craft.LINKTYPE_RAW, tsresol=9))
+        w.packet(T0, handshake()[0], 1)
+
+    data = bytearray(write(build))
+    # Drop the second IDB: the packet now names an interface that does not exist (yet).
+    first_idb = struct.unpack_from("<I", data, 4)[0]
+    idb_len = struct.unpack_from("<I", data, first_idb + 4)[0]
+    del data[first_idb + idb_len : first_idb + 2 * idb_len]
+    _, error = _read_until_error(bytes(data))
+    assert isinstance(error, CorruptCaptureError)
+    assert "undefined interface 1" in str(error)
