@@ -258,3 +258,16 @@ def test_reading_speed_is_linear_and_sane() -> None:
         assert len(table) == len(lines) * copies
     assert len(lines) * 160 / timings[1] > 10_000  # lines per second of CPU time
     assert timings[1] < 8 * timings[0]  # 4x the input, well under 8x the time
+
+
+def test_each_tcpdump_run_restarts_relative_numbers() -> None:
+    """Two pastes of tcpdump output, each under its banner: the second run prints its base segments again."""
+    require_tools("tcpdump")
+    text = tcpdump_text(MEDIUM_PCAP, "-nn")  # starts with tcpdump's "reading from file" banner
+    once, _ = read_text(text)
+    twice, report = read_text(text + text)
+    assert len(twice) == 2 * len(once)
+    second = twice.take(slice(len(once), None))
+    for name in ("seq", "ack", "sport", "dport", "flags"):
+        assert np.array_equal(second[name], once[name]), name
+    assert report.bad_lines == []

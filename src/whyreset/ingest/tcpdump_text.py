@@ -146,11 +146,14 @@ class _TextReader:
             self.report.bad_lines.append((parsed.line_no, parsed.reason))
             return
         if isinstance(parsed, TcpFields):
+            parsed.run = self.counts.runs
             if parsed.fragment:
                 self.report.fragments += 1
             self.pending.append(parsed)
             self.pending_frames.append(self.frame)
         elif isinstance(parsed, IcmpFields):
+            if parsed.quoted is not None:
+                parsed.quoted.run = self.counts.runs
             self.report.non_tcp += 1
             self.icmp.append((self.frame, parsed))
         else:

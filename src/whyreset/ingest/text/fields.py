@@ -119,6 +119,8 @@ class TcpFields:
     bad_checksum: bool = False
     quoted: bool = False
     """Quoted inside an ICMP error: its seq is restored like the others but never inferred."""
+    run: int = 0
+    """Which tcpdump run printed it: banners separate runs, and each run has its own relative bases."""
     rst_text: bytes | None = None
     """The RST payload tcpdump -v prints as ``[RST text]`` (at most 30 bytes: tcpdump cuts longer ones)."""
     rst_text_cut: bool = False

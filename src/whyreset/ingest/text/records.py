@@ -86,9 +86,14 @@ class Record:
 
 @dataclass(slots=True)
 class LineCounts:
-    """What the grouping skipped."""
+    """What the grouping skipped, and how many tcpdump runs the text shows."""
 
     skipped: int = 0
+    runs: int = 0
+    """Banners seen (``reading from file``, ``listening on``): each starts a tcpdump run with fresh state."""
+
+
+_RUN_BANNER_RE = re.compile(r"(?:tcpdump: )?(?:reading from file |listening on )")
 
 
 def match_packet_line(line: str) -> re.Match[str] | None:
@@ -128,5 +133,7 @@ def iter_records(lines: Iterable[bytes], counts: LineCounts) -> Iterator[Record]
             yield current
             current = None
         counts.skipped += 1
+        if _RUN_BANNER_RE.match(stripped):
+            counts.runs += 1
     if current is not None:
         yield current

@@ -73,6 +73,7 @@ class SequenceResolver:
     _flows: dict[FlowKey, tuple[_Conversation, int]] = field(default_factory=dict)
     """(src, sport, dst, dport) as printed -> its conversation and its direction there (0 or 1)."""
     _noted: set[str] = field(default_factory=set)
+    _run: int = 0
 
     def resolve(self, segments: list[TcpFields]) -> None:
         """Rewrite ``seq``, ``ack`` and ``sack`` of ``segments`` (capture order) to absolute values."""
@@ -81,6 +82,10 @@ class SequenceResolver:
         restore = self.mode is not SeqMode.ABSOLUTE
         flows = self._flows
         for segment in segments:
+            if segment.run != self._run:
+                # A new tcpdump run (a banner in the text): tcpdump starts its relative bases afresh.
+                self._run = segment.run
+                flows.clear()
             key = (segment.src, segment.sport, segment.dst, segment.dport)
             found = flows.get(key)
             if found is None:
