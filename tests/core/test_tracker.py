@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from segments import CLIENT, SERVER, Dialogue, Endpoint, S
 from synthetic import split, synthetic_table
 
@@ -141,3 +144,18 @@ def test_fast_built_results_equal_normally_built_ones() -> None:
     assert replace(c.orig) == c.orig and replace(c.resets[0]) == c.resets[0]
     assert all(replace(e) == e for e in c.events) and all(replace(s) == s for s in c.orig_states)
     assert hash(c.events[0].kind) and c.orig_states[0].state is c.states(Side.ORIG)[0].state
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 400), min_size=1, max_size=6), st.integers(1, 9))
+def test_any_chunking_gives_the_same_connections(cuts: list[int], seed: int) -> None:
+    """Wherever the capture is cut into chunks, the tracker finds the same connections with the same facts."""
+    table = synthetic_table(1500, segments=3, seed=seed)
+    edges = sorted({min(c * 4, len(table)) for c in cuts} | {0, len(table)})
+    tracker = ConnectionTracker(close_linger_ns=0)
+    chunked: list[Connection] = []
+    for a, b in itertools.pairwise(edges):
+        chunked += tracker.feed(Capture(table.take(slice(a, b)), [], {}, ReadReport()))
+    chunked += tracker.finish()
+    whole = build_connections(table)
+    assert sorted(map(_summary, chunked)) == sorted(map(_summary, whole))
