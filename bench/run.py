@@ -82,8 +82,10 @@ def measure(tool: str, argv: list[str]) -> Measure:
 
 
 def run_all(capture: Path, repeat: int) -> list[Measure]:
+    whyreset = [*whyreset_command(), "analyze", "--json"]
     tools: list[tuple[str, list[str]]] = [
-        ("whyreset", [*whyreset_command(), "analyze", "--json", str(capture)])
+        ("whyreset", [*whyreset, str(capture)]),
+        ("whyreset --one-pass", [*whyreset, "--one-pass", str(capture)]),
     ]
     if shutil.which("tshark"):
         tools.append(("tshark conv,tcp", ["tshark", "-q", "-z", "conv,tcp", "-r", str(capture)]))
