@@ -35,6 +35,9 @@ def crafted_pcap(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data_v4 = craft.tcp_packet(
         "10.0.0.1", "10.0.0.3", 40002, 25, seq=3_000_000, ack=4_000_000, flags="PA", payload=b"x" * 100
     )
+    fin_v4 = craft.tcp_packet(
+        "10.0.0.1", "10.0.0.3", 40002, 25, seq=3_000_100, ack=4_000_000, flags="FA", timestamps=(5, 6)
+    )
     packets = [
         craft.frame(craft.LINKTYPE_ETHERNET, syn_v4, vlan=[100]),
         craft.frame(craft.LINKTYPE_ETHERNET, craft.icmp_error("10.0.0.9", syn_v4, code=3, ttl=250)),
@@ -44,6 +47,7 @@ def crafted_pcap(tmp_path_factory: pytest.TempPathFactory) -> Path:
         craft.frame(craft.LINKTYPE_ETHERNET, craft.udp_packet("10.0.0.1", "10.0.0.2", 5353, 53, b"\0" * 12)),
         craft.frame(craft.LINKTYPE_ETHERNET, _arp_request(), ethertype=0x0806),
         craft.frame(craft.LINKTYPE_ETHERNET, data_v4),
+        craft.frame(craft.LINKTYPE_ETHERNET, fin_v4, vlan=[(craft.TPID_8021AD, 100), 200]),
     ]
     path = tmp_path_factory.mktemp("crafted") / "crafted.pcap"
     craft.write_pcap(path, [(BASE_NS + index * 1000, packet) for index, packet in enumerate(packets)])
@@ -53,7 +57,7 @@ def crafted_pcap(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("options", [("-nn", "-v", "-e"), ("-nn", "-vv"), ("-nn",), ("-e",)])
 def test_crafted_tcp_rows_agree_with_tshark(crafted_pcap: Path, options: tuple[str, ...]) -> None:
     report = assert_agrees(crafted_pcap, options)
-    assert report.records == 8
+    assert report.records == 9
     assert report.non_ip == 1
     assert report.non_tcp == 4  # three ICMP errors and the UDP datagram
 
@@ -96,6 +100,9 @@ def test_vlan_frames_keep_their_frame_length(crafted_pcap: Path) -> None:
     table, _ = read_text(tcpdump_text(crafted_pcap, "-nn", "-e"))
     assert int(table["frame"][0]) == 1
     assert int(table["frame_len"][0]) == 14 + 4 + 44  # Ethernet + 802.1Q tag + IPv4/TCP with MSS
+    assert int(table["frame"][-1]) == 9
+    assert int(table["frame_len"][-1]) == 14 + 8 + 52  # Ethernet + QinQ tags + IPv4/TCP with timestamps
+    assert int(table["flags"][-1]) == 0x011
 
 
 def _stream(data: bytes) -> io.BytesIO:

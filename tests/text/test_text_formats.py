@@ -219,6 +219,29 @@ def test_tcpdump3_one_line_format() -> None:
     assert list(table["ip_df"]) == [True, True]
 
 
+def test_tcpdump4_0_verbose_format() -> None:
+    """tcpdump 4.0 put the IP header before the addresses on one line and kept 3.x's TCP numbers."""
+    text = (
+        "12:00:00.000001 IP (tos 0x0, ttl  64, id 35898, offset 0, flags [DF], proto: TCP (6), length: 60) "
+        "192.168.1.2.50862 > 192.168.1.1.80: S, cksum 0x2c4f (correct), 1683484183:1683484183(0) win 5840 "
+        "<mss 1460,sackOK,timestamp 1234 0,nop,wscale 6>\n"
+        "12:00:00.000002 IP (tos 0x0, ttl  63, id 0, offset 0, flags [DF], proto: TCP (6), length: 60) "
+        "192.168.1.1.80 > 192.168.1.2.50862: S, cksum 0x1111 (incorrect (-> 0x2222)), 99:99(0) "
+        "ack 1683484184 win 5792 <mss 1460>\n"
+    )
+    table, report = read_text(text.encode())
+    assert report.bad_lines == []
+    assert [int(flags) for flags in table["flags"]] == [0x002, 0x012]
+    assert [int(ttl) for ttl in table["ttl"]] == [64, 63]
+    assert [int(seq) for seq in table["seq"]] == [1683484183, 99]
+    assert (int(table["opt_wscale"][0]), int(table["opt_ts_val"][0]), int(table["frame_len"][0])) == (
+        6,
+        1234,
+        60,
+    )
+    assert any("checksum offload" in limit for limit in report.limits)
+
+
 def test_sniffer_recognises_text_and_nothing_else(tmp_path: Path) -> None:
     for options in ((), ("-nn", "-vv"), ("-e",), ("-t",)):
         head = "\n".join(packet_lines(SMALL_PCAP, *options)).encode()[:4096]

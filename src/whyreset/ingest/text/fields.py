@@ -55,7 +55,7 @@ _ONE_LINE_TCP_RE = re.compile(
 )
 OLD_TCP_RE = re.compile(
     r"(?P<flags>[SFRPWEU]+|\.)"
-    r"(?: \[(?P<cksum>[^\]]*)\])?"
+    r"(?: \[(?P<cksum>[^\]]*)\]|, cksum 0x[0-9a-fA-F]+ \((?P<cksum4>[^()]*(?:\([^)]*\))?)\),)?"
     r"(?: (?P<seq>\d+):(?P<seq_end>\d+)\((?P<len>\d+)\))?"
     r"(?: ack (?P<ack>\d+))?"
     r" win (?P<win>\d+)"
@@ -66,7 +66,7 @@ OLD_TCP_RE = re.compile(
 _QUIET_TCP_RE = re.compile(r"tcp \d+$")
 _RST_TEXT_RE = re.compile(r" \[!?RST(?P<cut>\+)? (?P<text>.*)\]")
 """tcpdump -v's print of an RST payload (print_tcp_rst_data): at most 30 bytes, ``+`` when cut."""
-_OLD_TCP_HINT_RE = re.compile(r"(?:[SFRPWEU]+|\.) (?:\[|\d+:\d+\(|ack \d|win \d)")
+_OLD_TCP_HINT_RE = re.compile(r"(?:[SFRPWEU]+|\.)(?: \[|, cksum | \d+:\d+\(| ack \d| win \d)")
 _TTL_RE = re.compile(r"\b(?:ttl|hlim)\s+(\d+)")
 _ID_RE = re.compile(r"\bid (\d+)")
 _OFFSET_RE = re.compile(r"\boffset (\d+)")
@@ -409,6 +409,8 @@ def _parse_old_tcp(line_no: int, body: str) -> TcpFields:
     if match["urg"] is not None:
         flags |= URG
     segment = _new_segment(line_no, flags, match)
+    if match["cksum4"] and "incorrect" in match["cksum4"]:
+        segment.bad_checksum = True  # tcpdump 4.0's "S, cksum 0x1 (incorrect (-> 0x2)), 1:1(0) ..."
     if match["opts"]:
         _apply_options(segment, match["opts"])
     trailer = match["trailer"]
