@@ -43,6 +43,10 @@ def _escape(char: str) -> str:
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def format_ts(ts_ns: int) -> str:
     """UTC wall-clock time with microseconds (captures come from anywhere; UTC avoids guessing time zones)."""
     moment = datetime.fromtimestamp(ts_ns / 1e9, tz=UTC)
@@ -152,9 +156,9 @@ def _title(header: InputHeader, connections: int) -> Text:
     title.append(printable(header.source), style="bold")
     details = [
         report.format or "unknown format",
-        f"{report.records} records",
-        f"{report.tcp_segments} TCP segments",
-        f"{connections} connections",
+        plural(report.records, "record"),
+        plural(report.tcp_segments, "TCP segment"),
+        plural(connections, "connection"),
     ]
     if not header.diagnosed:
         details.append("no diagnosis")
