@@ -1,4 +1,4 @@
-"""Arbitrary segments (random flags, sequence numbers, windows, a few hosts and ports) never break the core."""
+"""Arbitrary segments (random flags, sequence numbers, windows, few hosts and ports) never break the core."""
 
 from __future__ import annotations
 
