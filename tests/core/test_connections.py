@@ -462,3 +462,18 @@ def test_ipv6_connection() -> None:
     d.handshake()
     c = one(d)
     assert c.ip_version == 6 and c.orig_h == "2001:db8::1" and c.conn_state == "S1"
+
+
+def test_syn_inside_an_established_connection_draws_a_challenge_ack() -> None:
+    """RFC 5961 4.2: the peer lost its state (reboot, NAT) and reconnects from the same port with a new ISN."""
+    d = Dialogue()
+    d.handshake()
+    d.data(CLIENT, 10)
+    d.ack(SERVER)
+    d.segment(CLIENT, SYN, seq=987_654)
+    challenge = d.segment(SERVER, ACK)
+    d.segment(CLIENT, RST, seq=d.server.acked)
+    c = one(d)
+    acks = [e for e in c.events if e.kind is EventKind.CHALLENGE_ACK]
+    assert [(e.frame, e.side) for e in acks] == [(challenge["frame"], Side.RESP)]
+    assert acks[0].detail["syn_frame"] == challenge["frame"] - 1

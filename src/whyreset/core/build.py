@@ -467,9 +467,14 @@ class _Walk:
             flags = flags_list[row] & (SYN | FIN | RST | ACK)
             side = fo_list[row]
             facts = self._rst_facts(position, row, side, flags) if flags & RST else None
-            marks.append(
-                Mark(side, flags, row in syn_proofs, row in fin_proofs, row == self.both_ways_row, facts)
-            )
+            syn_reply = False
+            if flags & (SYN | ACK | RST) == SYN:
+                reply = self._reply_row(row, not side)
+                if reply >= 0:
+                    self.replies[position] = reply
+                    syn_reply = True
+            proofs = (row in syn_proofs, row in fin_proofs, row == self.both_ways_row)
+            marks.append(Mark(side, flags, *proofs, facts, syn_reply))
         template = walk(self.initial[True], self.initial[False], tuple(marks))
         self._stamp(template)
 
@@ -501,7 +506,8 @@ class _Walk:
             self.timeline[side] = line
         for op in template.events:
             if op.on_reply:
-                detail: dict[str, object] = {"rst_frame": frame_list[rows[op.mark]]}
+                cause = "rst_frame" if batch.flags_list[rows[op.mark]] & RST else "syn_frame"
+                detail: dict[str, object] = {cause: frame_list[rows[op.mark]]}
                 self.events.append(batch.event(op.kind, self.replies[op.mark], detail))
             else:
                 self.events.append(

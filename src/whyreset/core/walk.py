@@ -22,6 +22,14 @@ CACHE_LIMIT = 65_536
 ACCEPTED = (RstAcceptability.EXACT, RstAcceptability.SYN_SENT_ACK_OK)
 _SYNCHRONISED = (TcpState.ESTABLISHED, TcpState.FIN_WAIT_1, TcpState.CLOSE_WAIT)
 _OPENING = (TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.UNKNOWN)
+_SYNCHRONISED_ANY = (
+    TcpState.ESTABLISHED,
+    TcpState.FIN_WAIT_1,
+    TcpState.FIN_WAIT_2,
+    TcpState.CLOSE_WAIT,
+    TcpState.CLOSING,
+    TcpState.LAST_ACK,
+)
 
 
 class RstFacts(NamedTuple):
@@ -50,6 +58,9 @@ class Mark(NamedTuple):
     both_ways: bool
     """Mid-stream: data has now flowed in both directions."""
     rst: RstFacts | None
+    syn_reply: bool = False
+    """For a SYN without ACK: the peer's next segment is a prompt pure ACK (a challenge ACK if it was
+    synchronised, RFC 5961 4.2)."""
 
 
 class EventOp(NamedTuple):
@@ -141,18 +152,21 @@ class _Simulation:
             self._event(EventKind.FIN_ACKED, index)
         flags = mark.flags
         if flags & SYN and not flags & RST:
-            self._syn(index, side, flags)
+            self._syn(index, side, flags, mark.syn_reply)
         if flags & FIN and not flags & RST:
             self._feed(side, Input.SEND_FIN, index)
             self._event(EventKind.FIN, index)
         if flags & RST and mark.rst is not None:
             self._rst(index, side, mark.rst)
 
-    def _syn(self, index: int, side: bool, flags: int) -> None:
+    def _syn(self, index: int, side: bool, flags: int, syn_reply: bool) -> None:
         if not flags & ACK:
             kind = EventKind.SYN_RETRANSMIT if self.state[side] is TcpState.SYN_SENT else EventKind.SYN
             self._feed(side, Input.SEND_SYN, index)
             self._event(kind, index)
+            if syn_reply and self.state[not side] in _SYNCHRONISED_ANY:
+                # RFC 5961 4.2: a SYN reaching a synchronised endpoint draws a challenge ACK, not a reset.
+                self.out.events.append(EventOp(EventKind.CHALLENGE_ACK, index, True, ()))
             return
         if self.state[side] in (TcpState.LISTEN, TcpState.UNKNOWN, TcpState.SYN_SENT):
             self._feed(side, Input.RECV_SYN, index)
