@@ -465,7 +465,7 @@ def test_ipv6_connection() -> None:
 
 
 def test_syn_inside_an_established_connection_draws_a_challenge_ack() -> None:
-    """RFC 5961 4.2: the peer lost its state (reboot, NAT) and reconnects from the same port with a new ISN."""
+    """RFC 5961 4.2: the peer lost its state (reboot, NAT) and reconnects from the same port, new ISN."""
     d = Dialogue()
     d.handshake()
     d.data(CLIENT, 10)
