@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 
 from whyreset.ingest.text.names import NameBook
-from whyreset.ingest.text.records import Record
+from whyreset.ingest.text.records import STAMPED_START_RE, Record
 from whyreset.ingest.text.timestamps import TimeKind, clock_to_ns, date_to_ns, epoch_to_ns
 from whyreset.model import ACK, CWR, ECE, FIN, NS, PSH, RST, SYN, URG
 
@@ -42,7 +42,7 @@ MODERN_TCP_RE = re.compile(
     r"(?:, ack (?P<ack>\d+))?"
     r", win (?P<win>\d+)"
     r"(?:, urg (?P<urg>\d+))?"
-    r"(?:, options \[(?P<opts>.*?)\])?"
+    r"(?:, options \[(?:nop,nop,TS val (?P<ts_val>\d+) ecr (?P<ts_ecr>\d+)|(?P<opts>.*?))\])?"
     r", length (?P<len>\d+)"
 )
 _INTERFACE_PATTERN = r"\S+ +(?:In|Out|B|M|P) +"
@@ -169,6 +169,13 @@ class _Unparsable(Exception):
 
 def parse_record(record: Record) -> ParsedRecord:
     """Parse one record; a wrapped record is tried with wraps joined by a space, then with no space."""
+    if not record.lines:
+        fast = _ONE_LINE_TCP_RE.match(record.start["rest"])
+        if fast is not None:
+            try:
+                return _one_line_tcp(record, fast)
+            except (_Unparsable, ValueError) as exc:
+                return BadLine(record.line_no, str(exc) or type(exc).__name__)
     result = _parse_text(record, record.text(" "))
     if isinstance(result, BadLine) and record.has_wraps():
         retry = _parse_text(record, record.text(""))
@@ -179,7 +186,7 @@ def parse_record(record: Record) -> ParsedRecord:
 
 def _parse_time(record: Record) -> tuple[TimeKind, int]:
     start = record.start
-    if "clock" not in start.re.groupindex:
+    if start.re is not STAMPED_START_RE:
         return TimeKind.NONE, 0  # a tcpdump -t line
     clock = start["clock"]
     if clock:
@@ -321,11 +328,8 @@ def _split_endpoint(text: str) -> tuple[str, str]:
 
 
 def _new_segment(line_no: int, flags: int, match: re.Match[str]) -> TcpFields:
-    seq = match["seq"]
-    ack = match["ack"]
-    length = match["len"]
-    checksum = match["cksum"]
-    return TcpFields(
+    seq, ack, window, length, checksum = match.group("seq", "ack", "win", "len", "cksum")
+    segment = TcpFields(
         line_no,
         TimeKind.NONE,
         0,
@@ -337,10 +341,12 @@ def _new_segment(line_no: int, flags: int, match: re.Match[str]) -> TcpFields:
         flags,
         _u32(seq, "seq") if seq is not None else None,
         _u32(ack, "ack") if ack is not None else None,
-        _u16(match["win"], "window"),
+        _u16(window, "window"),
         _u32(length, "length") if length is not None else 0,
-        bad_checksum=bool(checksum) and ("incorrect" in checksum or "bad" in checksum),
     )
+    if checksum and ("incorrect" in checksum or "bad" in checksum):
+        segment.bad_checksum = True
+    return segment
 
 
 def _u32(text: str, what: str) -> int:
@@ -387,8 +393,13 @@ def _modern_segment(line_no: int, match: re.Match[str]) -> TcpFields:
         flags = _modern_flag_bits(printed)
         _MODERN_FLAGS_SEEN[printed] = flags
     segment = _new_segment(line_no, flags, match)
-    if match["opts"]:
-        _apply_options(segment, match["opts"])
+    ts_val, ts_ecr, options = match.group("ts_val", "ts_ecr", "opts")
+    if ts_val is not None:
+        # What Linux puts on nearly every segment after the handshake, read by the line's own regex.
+        segment.has_ts, segment.options_len = True, 12
+        segment.ts_val, segment.ts_ecr = int(ts_val) & 0xFFFFFFFF, int(ts_ecr) & 0xFFFFFFFF
+    elif options:
+        _apply_options(segment, options)
     if flags & RST and segment.payload_len:
         rst_text = _RST_TEXT_RE.match(match.string, match.end())
         if rst_text is not None:
