@@ -454,17 +454,7 @@ def _split_options(text: str) -> list[str]:
     return items
 
 
-_COMMON_OPTIONS_RE = re.compile(r"nop,nop,TS val (\d+) ecr (\d+)")
-
-
 def _apply_options(segment: TcpFields, text: str) -> None:
-    if text.startswith("nop,nop,TS val "):
-        common = _COMMON_OPTIONS_RE.fullmatch(text)
-        if common is not None:
-            # What Linux puts on nearly every segment after the handshake: parsed without the general loop.
-            segment.has_ts, segment.options_len = True, 12
-            segment.ts_val, segment.ts_ecr = int(common[1]) & 0xFFFFFFFF, int(common[2]) & 0xFFFFFFFF
-            return
     size = 0
     for item in _split_options(text):
         name, _, rest = item.partition(" ")
