@@ -98,13 +98,14 @@ def _small_batch() -> craft.FrameBatch:
 
 @pytest.mark.parametrize("nanosecond", [False, True])
 @pytest.mark.parametrize("big_endian", [False, True])
-def test_bulk_pcap_equals_per_record_pcap(nanosecond: bool, big_endian: bool) -> None:
-    batch = _small_batch()
+@pytest.mark.parametrize("snaplen", [0, 1, 60, 100, 262144])
+def test_bulk_pcap_equals_per_record_pcap(nanosecond: bool, big_endian: bool, snaplen: int) -> None:
+    batch = _small_batch().take(np.array([2, 0, 1]))  # out of order in the source buffer, too
     stamps = np.array([T0, T0 + 1500, T0 + 2_000_000_001])
     bulk = io.BytesIO()
-    craft.write_pcap_bulk(bulk, stamps, batch, nanosecond=nanosecond, big_endian=big_endian, snaplen=100)
+    craft.write_pcap_bulk(bulk, stamps, batch, nanosecond=nanosecond, big_endian=big_endian, snaplen=snaplen)
     frames = [(int(t), batch.frame(i)) for i, t in enumerate(stamps)]
-    expected = craft.pcap_bytes(frames, nanosecond=nanosecond, big_endian=big_endian, snaplen=100)
+    expected = craft.pcap_bytes(frames, nanosecond=nanosecond, big_endian=big_endian, snaplen=snaplen)
     assert bulk.getvalue() == expected
 
 

@@ -858,14 +858,35 @@ def bulk_tcp_frames(
 def _interleave(
     record_headers: U8, batch: FrameBatch, captured: npt.NDArray[np.int64], trailer_pad: npt.NDArray[np.int64]
 ) -> U8:
-    """Records = fixed-size header row + first ``captured`` frame bytes + ``trailer_pad`` bytes."""
+    """Records = fixed-size header row + first ``captured`` frame bytes + ``trailer_pad`` zero bytes.
+
+    Copies go through boolean masks of the output (built from region starts and ends), never through
+    per-byte index arrays: those would take eight times the capture's size in memory.
+    """
     n, head = record_headers.shape
     record_len = head + captured + trailer_pad
     starts = _starts(record_len)
     out = np.zeros(int(record_len.sum()), np.uint8)
-    out[_byte_positions(starts, np.full(n, head, np.int64))] = record_headers.reshape(-1)
-    out[_byte_positions(starts + head, captured)] = batch.data[_byte_positions(batch.offsets, captured)]
+    out[_region_mask(len(out), starts, np.full(n, head, np.int64))] = record_headers.reshape(-1)
+    if np.array_equal(captured, batch.lengths) and np.array_equal(batch.offsets, _starts(batch.lengths)):
+        frames = batch.data[: int(batch.lengths.sum())]  # packed in order and uncut: use as it is
+    else:
+        frames = batch.data[_region_mask(len(batch.data), batch.offsets, captured)]
+    out[_region_mask(len(out), starts + head, captured)] = frames
     return out
+
+
+def _region_mask(
+    size: int, starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]
+) -> npt.NDArray[np.bool_]:
+    """True on ``[start, start + length)`` of every region (regions do not overlap, starts increase)."""
+    edges = np.zeros(size + 1, np.int8)
+    # np.add.at, not ``edges[i] += 1``: an empty region ends where the previous one ends (repeated index).
+    np.add.at(edges, starts, 1)
+    np.add.at(edges, starts + lengths, -1)
+    np.cumsum(edges, out=edges)
+    mask: npt.NDArray[np.bool_] = edges[:size].view(np.bool_)
+    return mask
 
 
 def write_pcap_bulk(
