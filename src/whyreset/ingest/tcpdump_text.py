@@ -30,7 +30,7 @@ from whyreset.ingest.text.fields import BadLine, IcmpFields, NotTcp, TcpFields, 
 from whyreset.ingest.text.names import NameBook
 from whyreset.ingest.text.records import LineCounts, iter_records, match_packet_line
 from whyreset.ingest.text.sequence import SequenceResolver
-from whyreset.ingest.text.timestamps import TimeKind, TimeResolver
+from whyreset.ingest.text.timestamps import TimeResolver
 from whyreset.model import (
     SACK_COLUMN,
     SACK_MAX_BLOCKS,
@@ -58,7 +58,6 @@ _PLAIN_COLUMNS = (
 )
 """Columns copied as they are from a `TcpFields` attribute."""
 _TCP_HINT_RE = re.compile(r"Flags \[[^\]]*\]|\d+:\d+\(\d+\) (?:ack \d+ )?win \d+| > \S+: [SFRP.]+ ")
-_SNIFF_MIN_PACKET_LINES = 1
 
 LIMIT_NO_TTL = "no TTL in text without -v: ttl is 0 and IP id 0"
 LIMIT_NO_PAYLOAD = "text carries no payload bytes: captured_payload is 0"
@@ -83,16 +82,16 @@ def looks_like_tcpdump_text(head: bytes) -> bool:
     if b"\x00" in head[:4096]:
         return False
     text = head.decode("utf-8", "replace")
-    packet_lines = 0
+    seen_packet_line = False
     for line in text.splitlines()[:2000]:
         stripped = line.strip()
         if match_packet_line(stripped) is None:
             continue
-        packet_lines += 1
+        seen_packet_line = True
         if _TCP_HINT_RE.search(stripped):
             return True
-    # -v and tcpdump 3.x put the TCP fields on the next line: packet lines plus a TCP hint anywhere will do.
-    return packet_lines >= _SNIFF_MIN_PACKET_LINES and _TCP_HINT_RE.search(text) is not None
+    # -v and tcpdump 3.x put the TCP fields on the next line: a packet line plus a TCP hint anywhere will do.
+    return seen_packet_line and _TCP_HINT_RE.search(text) is not None
 
 
 def iter_text_capture(stream: BinaryIO, report: ReadReport, chunk_records: int = 262144) -> Iterator[Capture]:
@@ -100,8 +99,9 @@ def iter_text_capture(stream: BinaryIO, report: ReadReport, chunk_records: int =
 
     Never raises for bad content: unparsable packet lines go to ``report.bad_lines`` and reading continues.
     """
-    report.format = FORMAT_NAME
-    reader = _TextReader(report, chunk_records)
+    if not report.format.startswith(FORMAT_NAME):
+        report.format = FORMAT_NAME  # the sniffer may have said more ("tcpdump-text+gzip"): keep that
+    reader = _TextReader(report, max(1, chunk_records))
     yield from reader.run(stream)
 
 
@@ -118,7 +118,6 @@ class _TextReader:
     pending_frames: list[int] = field(default_factory=list)
     icmp: list[tuple[int, IcmpFields]] = field(default_factory=list)
     noted: set[str] = field(default_factory=set)
-    first_frame_of_chunk: int = 1
 
     def __post_init__(self) -> None:
         self.names = NameBook(self.report.limits)
@@ -131,7 +130,7 @@ class _TextReader:
             self.counts.skipped += record.dropped_lines
             parsed = parse_record(record)
             self._take(parsed)
-            if len(self.pending) >= self.chunk_records:
+            if len(self.pending) + len(self.icmp) >= self.chunk_records:
                 yield self._flush()
                 emitted = True
         self.report.skipped_lines = self.counts.skipped
@@ -172,7 +171,7 @@ class _TextReader:
         self.report.skipped_lines = self.counts.skipped
         icmp, self.icmp = self.icmp, []
         if icmp:
-            self._flush_with_icmp(segments, frames, icmp)
+            self._resolve_with_quotes(segments, frames, icmp)
         else:
             self.sequences.resolve(segments)
         row_times, icmp_times = self._timestamps(segments, frames, icmp)
@@ -197,7 +196,7 @@ class _TextReader:
                 self._note(LIMIT_RST_TEXT_CUT)
         return payloads
 
-    def _flush_with_icmp(
+    def _resolve_with_quotes(
         self, segments: list[TcpFields], frames: list[int], icmp: list[tuple[int, IcmpFields]]
     ) -> None:
         """Restore the sequence numbers of rows and ICMP quotes together, in frame order, as tcpdump did."""
@@ -319,4 +318,4 @@ class _TextReader:
             self.report.limits.append(text)
 
 
-__all__ = ["FORMAT_NAME", "TimeKind", "iter_text_capture", "looks_like_tcpdump_text"]
+__all__ = ["FORMAT_NAME", "iter_text_capture", "looks_like_tcpdump_text"]
