@@ -8,7 +8,8 @@ blocks relative to ``base(other)``. Segments without ACK (SYN, a bare RST) are a
 nothing. So the first ACK-bearing segment of each conversation *in tcpdump's run* carries the bases, usually
 the SYN-ACK, and adding them back is exact.
 
-Three things text may not tell, handled here:
+Each tcpdump run has its own table: a banner in the text (``reading from file``, ``listening on``) starts
+afresh. Three things text may not tell, handled here:
 
 - ``-S`` or not: decided once per read by votes. After a conversation's base segment, each later ACK-bearing
   segment votes for the reading whose numbers sit closer, in sequence space, to what is expected (relative:
