@@ -14,8 +14,9 @@ Layers, outside in, as tcpdump prints them:
    N``.
 
 Also read: ``tcpdump -i any``'s ``eth0  In  `` prefix, ``-e`` on raw-IP links (``ip: ``), tcpdump 4.0's
-``S, cksum 0x1 (correct), 1:1(0) ...``, the RST payload text of ``-v`` (``[RST text]``), and ICMP errors with
-the TCP segment they quote (under ``-v``). ``-q`` lines carry no TCP fields: they are bad lines, with a reason.
+``S, cksum 0x1 (correct), 1:1(0) ...``, the RST payload text of ``-v`` (``[RST text]``), and ICMP errors
+with the TCP segment they quote (under ``-v``). ``-q`` lines carry no TCP fields: they are bad lines, with a
+reason.
 
 Sequence and SACK numbers are returned as printed (maybe relative); `whyreset.ingest.text.sequence` restores
 them.
