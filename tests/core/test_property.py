@@ -65,3 +65,25 @@ def _check(connections: list[Connection], rows: int) -> None:
 @given(st.lists(segment, max_size=40))
 def test_random_segments(segments: list[tuple[int, ...]]) -> None:
     _check(build_connections(_table(segments)), len(segments))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(segment, max_size=40))
+def test_batch_zeek_shapes_match_the_per_connection_ones(segments: list[tuple[int, ...]]) -> None:
+    """The memo key computed for the whole batch equals the one computed row by row (else memos would lie)."""
+    from whyreset.core.analysis import analyse
+    from whyreset.core.build import Batch
+    from whyreset.core.demux import demultiplex
+    from whyreset.core.zeek import _shape
+
+    table = _table(segments)
+    demux = demultiplex(table)
+    batch = Batch(analyse(table, demux), demux)
+    index = batch.index
+    for conn in range(len(demux.starts)):
+        lo, hi = index.zeek_fed.span(conn)
+        fed = [
+            (row, batch.fo_list[row], batch.flags_list[row], batch.rel_seq_list[row], batch.payload_list[row])
+            for row in index.zeek_fed[conn]
+        ]
+        assert index.zeek_shapes[lo:hi] == _shape(fed)

@@ -84,7 +84,7 @@ def analyse(table: PacketTable, demux: Demux) -> BatchAnalysis:
     direction_key = conn * 2 + (~from_orig).astype(np.int64)
     by_dir = np.argsort(direction_key, kind="stable")
     dkey = direction_key[by_dir]
-    dstarts = np.flatnonzero(np.concatenate(([True], dkey[1:] != dkey[:-1]))).astype(np.int64)
+    dstarts = np.flatnonzero(np.concatenate(([n > 0], dkey[1:] != dkey[:-1]))).astype(np.int64)
     group_of_dstart = dkey[dstarts]
     flags = rows["flags"][by_dir]
     payload = rows["payload_len"][by_dir].astype(np.int64)

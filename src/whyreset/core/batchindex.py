@@ -55,6 +55,10 @@ class RowsByConnection:
     def __getitem__(self, conn: int) -> list[int]:
         return self._rows[self._bounds[conn] : self._bounds[conn + 1]]
 
+    def span(self, conn: int) -> tuple[int, int]:
+        """Where that connection's rows sit in the flat list of all rows."""
+        return self._bounds[conn], self._bounds[conn + 1]
+
 
 def rows_by_connection(mask: Array, conn: IntArray, count: int) -> RowsByConnection:
     """The rows where ``mask`` holds, split per connection (rows are in connection order already)."""
@@ -96,6 +100,9 @@ class BatchIndex:
     zeek_peer_acked: list[int]
     zeek_fed: RowsByConnection
     """Per connection: rows that can change Zeek's endpoint states."""
+    zeek_shapes: bytes
+    """`zeek.shape_code` of every fed row, aligned with `zeek_fed`'s flat list (a connection's slice is its
+    memo key)."""
     control: RowsByConnection
     """Per connection: SYN/FIN/RST rows and the proof rows (sorted)."""
     retransmission_rows: RowsByConnection
@@ -195,6 +202,7 @@ def index_batch(analysis: BatchAnalysis) -> BatchIndex:
         zeek_own_last=own_last.tolist(),
         zeek_peer_acked=(peer_acked_by_sender[np.arange(keys) ^ 1]).tolist(),
         zeek_fed=rows_by_connection(zeek_fed_mask, conn, count),
+        zeek_shapes=_zeek_shapes(zeek_fed_mask, key, flags, payload, analysis.rel_seq, fo),
         control=rows_by_connection(control_mask, conn, count),
         retransmission_rows=rows_by_connection(analysis.retransmission & ~(syn | rst), conn, count),
         keepalive_rows=rows_by_connection(analysis.keepalive, conn, count),
@@ -204,6 +212,39 @@ def index_batch(analysis: BatchAnalysis) -> BatchIndex:
         last_row_orig=last_row[True],
         last_row_resp=last_row[False],
     )
+
+
+def _zeek_shapes(
+    fed: Array, key: IntArray, flags: IntArray, payload: IntArray, rel_seq: IntArray, fo: Array
+) -> bytes:
+    """`zeek.shape_code` for every fed row, vectorised.
+
+    "Repeats" compares a single-flag SYN, FIN or RST with the previous fed row of the same kind from the same
+    endpoint (0 before the first), as Zeek's history does.
+    """
+    rows = np.flatnonzero(fed)
+    row_flags = flags[rows]
+    control = row_flags & (SYN | FIN | RST)
+    single = (control == SYN) | (control == FIN) | (control == RST)
+    value = rel_seq[rows] + np.where(control == FIN, payload[rows], 0)
+    repeats = np.zeros(len(rows), bool)
+    picked = np.flatnonzero(single)
+    if len(picked):
+        group = key[rows[picked]] * 8 + control[picked]
+        order = picked[np.argsort(group, kind="stable")]
+        sorted_group = key[rows[order]] * 8 + control[order]
+        previous = np.concatenate(([0], value[order][:-1]))
+        first = np.concatenate(([True], sorted_group[1:] != sorted_group[:-1]))
+        previous = np.where(first, 0, previous)
+        repeats[order] = value[order] == previous
+    codes = (
+        control
+        | ((row_flags & ACK) >> 1)
+        | ((payload[rows] > 0).astype(np.int64) << 4)
+        | (repeats.astype(np.int64) << 5)
+        | (fo[rows].astype(np.int64) << 6)
+    )
+    return codes.astype(np.uint8).tobytes()
 
 
 def _rank_within_key(fo: Array, starts: IntArray, conn: IntArray) -> IntArray:

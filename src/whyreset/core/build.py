@@ -356,15 +356,22 @@ def _zeek_rows(batch: Batch, conn: int, start: int, stop: int, first_from_orig: 
     index = batch.index
     window = slice(start, stop)
     keys = (2 * conn, 2 * conn + 1)
-    fo, flags, rel_seq, payload = batch.fo_list, batch.flags_list, batch.rel_seq_list, batch.payload_list
-    fed = [(row - start, fo[row], flags[row], rel_seq[row], payload[row]) for row in index.zeek_fed[conn]]
+    fed = index.zeek_fed[conn]
+    lo, hi = index.zeek_fed.span(conn)
+
+    def load_fed() -> list[tuple[int, bool, int, int, int]]:
+        fo, flags, rel_seq, payload = batch.fo_list, batch.flags_list, batch.rel_seq_list, batch.payload_list
+        return [(row - start, fo[row], flags[row], rel_seq[row], payload[row]) for row in fed]
+
     plain_letters: list[tuple[int, int, str]] = []
     for key, upper in zip(keys, (True, False), strict=True):
         for rows, letter in ((index.zeek_plain_data_row, "D"), (index.zeek_plain_ack_row, "A")):
             if rows[key] >= 0:
                 plain_letters.append((int(rows[key]) - start, 0, letter if upper else letter.lower()))
     shortcut = ZeekShortcut(
-        fed=fed,
+        fed_rows=[row - start for row in fed],
+        shape=index.zeek_shapes[lo:hi],
+        load_fed=load_fed,
         plain_letters=plain_letters,
         bulk_candidates=bool(index.zeek_bulk_candidates[conn]),
         own_last=(int(index.zeek_own_last[keys[0]]), int(index.zeek_own_last[keys[1]])),

@@ -35,7 +35,7 @@ import hashlib
 import ipaddress
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
@@ -273,9 +273,12 @@ class ZeekRows:
 class ZeekShortcut:
     """Per-connection facts precomputed for a whole batch, so `summarise` does no numpy work on plain rows."""
 
-    fed: list[tuple[int, bool, int, int, int]]
-    """(row, from_orig, flags, rel_seq, payload) of the rows that can change Zeek's endpoint states, in order.
-    """
+    fed_rows: list[int]
+    """Rows (of the connection) that can change Zeek's endpoint states, in order."""
+    shape: bytes
+    """The memo key of those rows (`shape_code` each)."""
+    load_fed: Callable[[], list[tuple[int, bool, int, int, int]]]
+    """(row, from_orig, flags, rel_seq, payload) of the fed rows, made only when the shape is new."""
     plain_letters: list[tuple[int, int, str]]
     """The D/A letters (first plain data / pure ACK per direction)."""
     bulk_candidates: bool
@@ -318,8 +321,19 @@ class Emulation(NamedTuple):
     resp: EndpointEnd
 
 
-_EMULATIONS: dict[tuple[tuple[bool, int, bool, bool], ...], Emulation] = {}
+_EMULATIONS: dict[bytes, Emulation] = {}
 EMULATION_CACHE_LIMIT = 65_536
+
+
+def shape_code(from_orig: bool, flags: int, has_payload: bool, repeats: bool) -> int:
+    """One fed row of the memo key in a byte: SYN/FIN/RST/ACK bits, data, repeated sequence number, side."""
+    return (
+        (flags & (SYN | FIN | RST))
+        | ((flags & ACK) >> 1)
+        | (has_payload << 4)
+        | (repeats << 5)
+        | (from_orig << 6)
+    )
 
 
 def emulate(fed: Sequence[tuple[int, bool, int, int, int]]) -> Emulation:
@@ -328,13 +342,19 @@ def emulate(fed: Sequence[tuple[int, bool, int, int, int]]) -> Emulation:
     The result depends on each row's side and flags, on whether it carries data, and on whether its SYN,
     FIN or RST sequence number repeats the endpoint's previous one (Zeek's history test): the memo key.
     """
-    key = _shape(fed)
-    known = _EMULATIONS.get(key)
+    return emulate_shape(_shape(fed), lambda: fed)
+
+
+def emulate_shape(
+    shape: bytes, load_fed: Callable[[], Sequence[tuple[int, bool, int, int, int]]]
+) -> Emulation:
+    """`emulate` for a connection whose memo key (`shape_code` per fed row) is already known."""
+    known = _EMULATIONS.get(shape)
     if known is not None:
         return known
     emulator = ZeekEmulator()
     states = []
-    for position, (_, is_orig, flags, rel_seq, payload) in enumerate(fed):
+    for position, (_, is_orig, flags, rel_seq, payload) in enumerate(load_fed()):
         emulator.packet(position, is_orig, flags, rel_seq, payload)
         states.append((emulator.orig.state, emulator.resp.state))
     result = Emulation(
@@ -345,13 +365,13 @@ def emulate(fed: Sequence[tuple[int, bool, int, int, int]]) -> Emulation:
     )
     if len(_EMULATIONS) >= EMULATION_CACHE_LIMIT:
         _EMULATIONS.clear()
-    _EMULATIONS[key] = result
+    _EMULATIONS[shape] = result
     return result
 
 
-def _shape(fed: Sequence[tuple[int, bool, int, int, int]]) -> tuple[tuple[bool, int, bool, bool], ...]:
+def _shape(fed: Sequence[tuple[int, bool, int, int, int]]) -> bytes:
     last: dict[tuple[bool, int], int] = {}
-    shape = []
+    shape = bytearray()
     for _, is_orig, flags, rel_seq, payload in fed:
         control = flags & (SYN | FIN | RST)
         repeats = False
@@ -359,8 +379,8 @@ def _shape(fed: Sequence[tuple[int, bool, int, int, int]]) -> tuple[tuple[bool, 
             value = rel_seq + payload if control == FIN else rel_seq
             repeats = last.get((is_orig, control), 0) == value
             last[(is_orig, control)] = value
-        shape.append((is_orig, flags & (SYN | FIN | RST | ACK), payload > 0, repeats))
-    return tuple(shape)
+        shape.append(shape_code(is_orig, flags, payload > 0, repeats))
+    return bytes(shape)
 
 
 def summarise(rows: ZeekRows) -> ZeekSummary:
@@ -368,11 +388,16 @@ def summarise(rows: ZeekRows) -> ZeekSummary:
     flags = rows.flags.astype(np.int64)
     n = len(flags)
     shortcut = rows.shortcut
-    fed = shortcut.fed if shortcut is not None else _fed_rows(rows, flags)
-    run = emulate(fed)
-    letters = [(fed[position][0], order, code) for position, order, code in run.letters]
+    if shortcut is not None:
+        fed_rows = shortcut.fed_rows
+        run = emulate_shape(shortcut.shape, shortcut.load_fed)
+    else:
+        fed = _fed_rows(rows, flags)
+        fed_rows = [item[0] for item in fed]
+        run = emulate(fed)
+    letters = [(fed_rows[position], order, code) for position, order, code in run.letters]
     if shortcut is None or shortcut.bulk_candidates:
-        fed_index = np.asarray([item[0] for item in fed], np.int64)
+        fed_index = np.asarray(fed_rows, np.int64)
         fed_orig_state = [pair[0] for pair in run.states_after]
         fed_resp_state = [pair[1] for pair in run.states_after]
         before_orig, before_resp = _states_before(fed_index, fed_orig_state, fed_resp_state, n)
