@@ -64,14 +64,9 @@ def synthetic_table(packets: int, segments: int = 8, seed: int = 1) -> PacketTab
     sender, flags, seq_off, ack_off, length = steps.T
     from_client = sender == CLIENT
     n = len(conn)
-    position = np.concatenate([np.arange(len(t)) for t in templates for _ in range(groups)])
-    del position
-    step_index = np.zeros(n, np.int64)
-    boundaries = np.flatnonzero(np.diff(conn)) + 1
-    step_index[boundaries] = 1
-    step_index = np.arange(n) - np.maximum.accumulate(
-        np.where(np.concatenate(([True], np.diff(conn) != 0)), np.arange(n), 0)
-    )
+    # Position of each packet within its connection: rows of one connection are contiguous here.
+    first_of_connection = np.concatenate(([True], np.diff(conn) != 0))
+    step_index = np.arange(n) - np.maximum.accumulate(np.where(first_of_connection, np.arange(n), 0))
     ts = start_ns[conn] + step_index * 400_000
     order = np.lexsort((np.arange(n), ts))
     table = PacketTable.empty(n)
