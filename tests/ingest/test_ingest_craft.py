@@ -193,3 +193,18 @@ def test_tshark_finds_every_checksum_good(tmp_path: Path) -> None:
     assert len(lines) == len(frames)
     statuses = {value for line in lines for value in line.split("\t") if value}
     assert statuses == {"1"}  # 1 = good; 0 would be bad, 2 unverified
+
+
+def test_take_across_several_blocks_keeps_every_frame() -> None:
+    n = 3 * craft.TAKE_BLOCK_FRAMES + 5
+    rng = np.random.default_rng(2)
+    batch = craft.bulk_tcp_frames(
+        src=rng.integers(0, 2**32, n, dtype=np.uint32), dst=rng.integers(0, 2**32, n, dtype=np.uint32),
+        sport=1, dport=2, seq=np.arange(n), payload_len=rng.integers(0, 50, n),
+    )  # fmt: skip
+    order = rng.permutation(n)
+    shuffled = batch.take(order)
+    for i in (0, 1, craft.TAKE_BLOCK_FRAMES - 1, craft.TAKE_BLOCK_FRAMES, n - 1):
+        assert shuffled.frame(i) == batch.frame(int(order[i]))
+    back = shuffled.take(np.argsort(order))
+    assert np.array_equal(back.data, batch.data)

@@ -703,6 +703,9 @@ IntArray = npt.NDArray[np.integer[Any]]
 ArrayLike = IntArray | int
 
 
+TAKE_BLOCK_FRAMES = 8192
+
+
 @dataclass(frozen=True, slots=True)
 class FrameBatch:
     """Many frames in one byte buffer: frame ``i`` is ``data[offsets[i] : offsets[i] + lengths[i]]``."""
@@ -722,10 +725,17 @@ class FrameBatch:
 
     def take(self, order: IntArray) -> FrameBatch:
         """Frames reordered (or selected) by ``order``, packed into a new buffer."""
+        order = np.asarray(order, np.int64)
         lengths = self.lengths[order]
         offsets = _starts(lengths)
-        source = _byte_positions(self.offsets[order], lengths)
-        return FrameBatch(self.data[source], offsets, lengths, self.linktype)
+        data = np.empty(int(lengths.sum()), np.uint8)
+        # A block of frames at a time: the per-byte index array of a gather stays a few MB.
+        for first in range(0, len(order), TAKE_BLOCK_FRAMES):
+            block = slice(first, first + TAKE_BLOCK_FRAMES)
+            source = _byte_positions(self.offsets[order[block]], lengths[block])
+            start = int(offsets[first])
+            data[start : start + len(source)] = self.data[source]
+        return FrameBatch(data, offsets, lengths, self.linktype)
 
     @classmethod
     def concat(cls, batches: Sequence[FrameBatch]) -> FrameBatch:
@@ -851,7 +861,7 @@ def bulk_tcp_frames(
     lengths = header_len + payload
     offsets = _starts(lengths)
     data = np.zeros(int(lengths.sum()), np.uint8)
-    data[_byte_positions(offsets, np.full(n, header_len, np.int64))] = header.reshape(-1)
+    data[_region_mask(len(data), offsets, np.full(n, header_len, np.int64))] = header.reshape(-1)
     return FrameBatch(data, offsets, lengths, linktype)
 
 
