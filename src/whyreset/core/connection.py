@@ -1,7 +1,8 @@
 """What the core says about one TCP connection: frozen results, one docstring per field.
 
-The core (``core/``) builds these from a `PacketTable`; the diagnosis (``diagnose/``), the reports and the lab only
-read them. ``Side.ORIG`` is the originator (SYN sender, or the heuristic's pick: see `Connection.orig_inferred_by`).
+The core (``core/``) builds these from a `PacketTable`; the diagnosis (``diagnose/``), the reports and the lab
+only read them. ``Side.ORIG`` is the originator (SYN sender, or the heuristic's pick: see
+`Connection.orig_inferred_by`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from whyreset.model import Array, PacketTable
 
 
 class RstAcceptability(StrEnum):
-    """Whether the RST's receiver could accept it (RFC 5961 section 3.2, against the receiver's RCV.NXT/window)."""
+    """Whether the RST's receiver could accept it (RFC 5961 3.2, against its RCV.NXT and window)."""
 
     EXACT = "exact"
     """seq == RCV.NXT: accepted, the connection is aborted."""
@@ -32,7 +33,7 @@ class RstAcceptability(StrEnum):
 
 
 class EventKind(StrEnum):
-    """Notable things on a connection. Bulk data is summarised in `DirectionStats`, not listed packet by packet."""
+    """Notable things on a connection. Bulk data is summarised in `DirectionStats`, not listed per packet."""
 
     SYN = "syn"
     SYN_ACK = "syn_ack"
@@ -133,7 +134,8 @@ class DirectionStats:
     isn: int | None
     """Initial sequence number (None when the SYN was not seen)."""
     data_bytes: int
-    """Distinct sequence space sent (highest seq end - ISN, excluding SYN/FIN), Zeek's orig_bytes / resp_bytes."""
+    """Distinct sequence space sent (highest seq end - ISN, without SYN/FIN); Zeek's own count is
+    `Connection.zeek_orig_bytes` / `zeek_resp_bytes`."""
     bytes_acked: int
     """Of `data_bytes`, how many the other side acknowledged."""
     unacked_bytes: int
@@ -141,9 +143,9 @@ class DirectionStats:
     retransmissions: int
     """Segments carrying sequence space already sent."""
     out_of_order: int
-    """Segments that arrived (at the capture point) below the highest sequence seen but were not sent before."""
+    """Segments that arrived (at the capture point) below the highest sequence seen, into a hole never seen."""
     lost_segments: int
-    """Sequence gaps: a segment starting beyond the highest sequence seen (earlier data missed by the capture)."""
+    """Sequence gaps: a segment starting beyond the highest sequence seen (earlier data missed by capture)."""
     dup_acks: int
     """Pure ACKs repeating the previous ACK with no window change (RFC 5681 duplicate ACK)."""
     zero_windows: int
@@ -151,7 +153,7 @@ class DirectionStats:
     keepalive_probes: int
     """Keep-alive probes (seq = SND.NXT - 1, 0 or 1 byte, after idle)."""
     max_idle_ns: int
-    """Longest silence between two consecutive packets of the connection that ended with this side's packet."""
+    """Longest silence between two consecutive packets of the connection ended by this side's packet."""
     wscale: int | None
     """Window scale announced in the SYN, None when absent or unseen."""
     mss: int | None
@@ -214,7 +216,7 @@ class Connection:
     events: tuple[Event, ...]
     """Notable events in capture order."""
     established: bool
-    """A complete three-way handshake was seen (or implied by data in both directions for mid-stream captures)."""
+    """A complete three-way handshake was seen (or implied by data both ways in mid-stream captures)."""
     midstream: bool
     """The capture starts after the handshake (no SYN seen)."""
     port_reuse: bool
