@@ -143,7 +143,7 @@ class DirectionStats:
     retransmissions: int
     """Segments carrying sequence space already sent."""
     out_of_order: int
-    """Segments that arrived (at the capture point) below the highest sequence seen, into a hole never seen."""
+    """Segments that arrived (at the capture point) below the highest sequence seen, into a hole not seen."""
     lost_segments: int
     """Sequence gaps: a segment starting beyond the highest sequence seen (earlier data missed by capture)."""
     dup_acks: int
