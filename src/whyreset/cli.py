@@ -12,6 +12,7 @@ working.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -110,7 +111,10 @@ def analyze(
     zeek = ZeekLogs(zeek_dir, use_json=zeek_json, show_payload=show_payload) if zeek_dir is not None else None
     try:
         for path in files:
-            with _progress_for(path, err, enabled=_want_progress(progress, path, as_json)) as on_progress:
+            with (
+                _progress_for(path, err, enabled=_want_progress(progress, path, as_json)) as on_progress,
+                _cyclic_gc_paused(),
+            ):
                 if as_json:
                     outcome = _stream_json(path, options, on_progress, zeek)
                 else:
@@ -194,6 +198,23 @@ def _tell_problems(err: Console, path: str, outcome: _Outcome) -> None:
         err.print(safe_text(f"whyreset: {path}: {outcome.failure_message}", "red"))
     for warning in outcome.warnings:
         err.print(safe_text(f"whyreset: warning: {warning}", "yellow"))
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while one input is analysed, collect once after it.
+
+    The pipeline allocates millions of small acyclic objects (freed by reference counting); the collector's
+    repeated scans of everything alive cost ~15-20 % of the run on a large capture and reclaim nothing.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+        gc.collect()
 
 
 def _want_progress(requested: bool | None, path: str, as_json: bool) -> bool:
