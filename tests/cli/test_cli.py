@@ -304,3 +304,54 @@ def test_one_pass_prints_the_same_records(mixed_pcap: Path) -> None:
     assert status == ExitStatus.FINDINGS
     by_uid = {record["uid"]: record for record in json_records(default)}
     assert {record["uid"]: record for record in json_records(one_pass)} == by_uid
+
+
+def test_gzip_pcapng_and_tcpdump_text_inputs_give_the_same_connections(
+    mixed_pcap: Path, tmp_path: Path
+) -> None:
+    """Read any capture: the same traffic as gzip'd pcap, pcapng and tcpdump text, the same connections."""
+    import gzip
+
+    from whyreset.ingest import craft
+
+    _, out, _ = run("analyze", "--json", str(mixed_pcap))
+    expected = [(r["orig_h"], r["orig_p"], r["resp_h"], r["resp_p"], r["outcome"]) for r in json_records(out)]
+
+    gz = tmp_path / "mixed.pcap.gz"
+    gz.write_bytes(gzip.compress(mixed_pcap.read_bytes()))
+    ng = tmp_path / "mixed.pcapng"
+    from cli_captures import T0
+
+    records = []
+    data = mixed_pcap.read_bytes()
+    offset = 24
+    while offset < len(data):  # re-frame the pcap's records as pcapng enhanced packet blocks
+        seconds, fraction, caplen, _wire = (
+            int.from_bytes(data[offset + i : offset + i + 4], "little") for i in (0, 4, 8, 12)
+        )
+        records.append((seconds * 1_000_000_000 + fraction, data[offset + 16 : offset + 16 + caplen], 0))
+        offset += 16 + caplen
+    assert records[0][0] == T0
+    craft.write_pcapng(ng, records, interfaces=[craft.Interface(craft.LINKTYPE_ETHERNET, tsresol=9)])
+    inputs = [gz, ng]
+    if shutil.which("tcpdump"):
+        text = tmp_path / "mixed.txt"
+        dump = subprocess.run(
+            ["tcpdump", "-r", str(mixed_pcap), "-nn", "-tt", "-v"], capture_output=True, timeout=60
+        )
+        text.write_bytes(dump.stdout)
+        inputs.append(text)
+    for path in inputs:
+        status, out, err = run("analyze", "--json", str(path))
+        assert status == ExitStatus.FINDINGS, (path.name, err)
+        got = [(r["orig_h"], r["orig_p"], r["resp_h"], r["resp_p"], r["outcome"]) for r in json_records(out)]
+        assert got == expected, path.name
+
+
+def test_progress_is_never_drawn_over_json(mixed_pcap: Path) -> None:
+    from whyreset.cli import _want_progress
+
+    assert _want_progress(True, str(mixed_pcap), as_json=True) is False
+    assert _want_progress(True, str(mixed_pcap), as_json=False) is True
+    assert _want_progress(None, "-", as_json=False) is False
+    assert _want_progress(None, str(mixed_pcap), as_json=False) is False  # small file (or no terminal)
