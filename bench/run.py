@@ -33,6 +33,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TIME = "/usr/bin/time"
+READER_ONLY = (
+    "import sys\n"
+    "from whyreset.ingest import iter_capture\n"
+    "for chunk in iter_capture(sys.argv[1], chunk_records=65536): pass\n"
+)
+"""ingest.iter_capture alone, to show how much of whyreset's time and peak memory is reading the file."""
 TARGET_TSHARK_SPEEDUP = 5.0
 TARGET_MB_PER_MILLION = 300.0
 
@@ -77,7 +83,8 @@ def measure(tool: str, argv: list[str]) -> Measure:
         fields = Path(report.name).read_text().split()
     # /usr/bin/time prints "Command exited with non-zero status N" before the format line when the tool fails.
     seconds, max_rss_kb = float(fields[-2]), int(fields[-1])
-    command = " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv)) + " > /dev/null"
+    shown = (Path(argv[0]).name if i == 0 else a.strip().replace("\n", "; ") for i, a in enumerate(argv))
+    command = " ".join(shown) + " > /dev/null"
     return Measure(tool, command, seconds, max_rss_kb / 1024, result.returncode)
 
 
@@ -86,6 +93,7 @@ def run_all(capture: Path, repeat: int) -> list[Measure]:
     tools: list[tuple[str, list[str]]] = [
         ("whyreset", [*whyreset, str(capture)]),
         ("whyreset --one-pass", [*whyreset, "--one-pass", str(capture)]),
+        ("whyreset reader only", [sys.executable, "-c", READER_ONLY, str(capture)]),
     ]
     if shutil.which("tshark"):
         tools.append(("tshark conv,tcp", ["tshark", "-q", "-z", "conv,tcp", "-r", str(capture)]))
@@ -167,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per tool (the best is kept)")
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--profile", action="store_true", help="also profile the pipeline with cProfile")
+    parser.add_argument(
+        "--stages", action="store_true", help="append bench/stages.py's breakdown to the results"
+    )
     args = parser.parse_args(argv)
     if not Path(TIME).exists():
         parser.error(f"{TIME} is needed to measure peak memory (apt-get install time)")
@@ -174,6 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.capture}: {packets:,} packets")
     measures = run_all(args.capture, args.repeat)
     report = markdown(args.capture, packets, measures)
+    if args.stages:
+        breakdown = subprocess.run(
+            [sys.executable, str(HERE / "stages.py"), str(args.capture)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        report += "\nWhere whyreset's time goes (bench/stages.py, one process, stages timed separately):\n\n"
+        report += "```\n" + breakdown + "```\n"
     print(report)
     args.results.write_text(report)
     if args.profile:
