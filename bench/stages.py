@@ -4,12 +4,14 @@
 
 Stages: read (ingest.iter_capture alone), read + track (core tracker), context (diagnosis first pass),
 diagnose (rules and verdict per connection), records (JSON objects) and encode (json.dumps). Each stage's time
-is its own (the tracking time excludes reading). Peak RSS is the process's high-water mark at the end.
+is its own (the tracking time excludes reading). Every connection is held in memory (as ``--one-pass`` does);
+the cyclic GC is paused as in the CLI. Peak RSS is the process's high-water mark at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import sys
@@ -24,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("capture", type=Path)
     args = parser.parse_args(argv)
     path = str(args.capture)
+    gc.disable()  # as the CLI does while it analyses an input (see whyreset.cli._cyclic_gc_paused)
 
     from whyreset.analysis import CHUNK_RECORDS, load_diagnoser
     from whyreset.core.tracker import ConnectionTracker
