@@ -16,7 +16,7 @@ import gc
 import importlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
@@ -229,13 +229,11 @@ def _want_progress(requested: bool | None, path: str, as_json: bool) -> bool:
 
 
 @contextmanager
-def _progress_for(
-    path: str, console: object, *, enabled: bool
-) -> Iterator[Callable[[int, int | None], None] | None]:
+def _progress_for(path: str, console: Console, *, enabled: bool) -> Iterator[ProgressCallback | None]:
+    """A transient progress bar on stderr, by bytes read (both passes of a two-pass read fill one bar)."""
     if not enabled:
         yield None
         return
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -245,7 +243,6 @@ def _progress_for(
         TransferSpeedColumn,
     )
 
-    assert isinstance(console, Console)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

@@ -129,3 +129,18 @@ def test_stream_matches_analyze_on_a_generated_mix(tmp_path: Path) -> None:
     whole = {record["uid"]: record for record in analyze(str(path)).records()}
     assert streamed.keys() == whole.keys()
     assert [uid for uid in whole if streamed[uid] != whole[uid]] == []
+
+
+def test_progress_bar_draws_on_a_terminal(mixed_pcap: Path) -> None:
+    from rich.console import Console
+
+    from whyreset.cli import _progress_for
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100)
+    with _progress_for(str(mixed_pcap), console, enabled=True) as on_progress:
+        assert on_progress is not None
+        analyze(str(mixed_pcap), progress=on_progress)
+    assert mixed_pcap.name in screen.getvalue()
+    with _progress_for(str(mixed_pcap), console, enabled=False) as on_progress:
+        assert on_progress is None
