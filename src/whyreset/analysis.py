@@ -334,6 +334,11 @@ class AnalysisStream:
     Standard input, file objects, diagnosers without an incremental context, and ``allow_two_passes=False``
     are analysed in one pass and held in memory (as `analyze` does), then yielded in index order.
 
+    ``live=True`` reads once and yields each connection as soon as the tracker finishes it, diagnosed against
+    the context gathered *so far* (for a pipe from a running tcpdump): rules that look at what happened later
+    in the capture (a listener answering again, later refusals, a burst of resets still to come) see less, so
+    a diagnosis can differ from the one the complete capture gives.
+
     Pairs come in the order connections end (``Connection.index`` gives the order of first packets). After
     the iteration: `report`, `failure`, `warnings`, `diagnosed`, `connections`, `abnormal` and `status`.
     """
@@ -345,9 +350,11 @@ class AnalysisStream:
         diagnose: bool = True,
         progress: ProgressCallback | None = None,
         allow_two_passes: bool = True,
+        live: bool = False,
     ):
         self.source = source
         self._allow_two_passes = allow_two_passes
+        self._live_mode = live
         self.name = source_name(source)
         self._diagnose = diagnose
         self._progress = progress
@@ -372,7 +379,10 @@ class AnalysisStream:
             if warning is not None:
                 self.warnings.append(warning)
         rereadable = isinstance(self.source, str | os.PathLike) and os.path.isfile(self.source)
-        if diagnoser is not None and diagnoser.can_stream and rereadable and self._allow_two_passes:
+        streamable = diagnoser is not None and diagnoser.can_stream
+        if diagnoser is not None and streamable and self._live_mode:
+            pairs = self._live(diagnoser)
+        elif diagnoser is not None and streamable and rereadable and self._allow_two_passes:
             self.two_pass = True
             pairs = self._two_passes(diagnoser)
         elif diagnoser is None:
@@ -393,6 +403,19 @@ class AnalysisStream:
         self.diagnosed = True
         state = _ReadState()
         for conn in iter_connections(self.source, state, progress=self._scaled_progress(1)):
+            yield conn, diagnoser.diagnose(conn, context)
+        self._finish(state)
+
+    def _live(self, diagnoser: Diagnoser) -> Iterator[tuple[Connection, Finding | None]]:
+        context = diagnoser.new_context()
+        self.diagnosed = True
+        state = _ReadState()
+        icmp_folded = 0
+        for conn in iter_connections(self.source, state, progress=self._progress):
+            if len(state.icmp_errors) > icmp_folded:
+                context.add_icmp(state.icmp_errors[icmp_folded:])
+                icmp_folded = len(state.icmp_errors)
+            context.observe(conn)
             yield conn, diagnoser.diagnose(conn, context)
         self._finish(state)
 

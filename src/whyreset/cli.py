@@ -28,7 +28,7 @@ from whyreset import __version__
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from whyreset.analysis import ExitStatus, ProgressCallback
+    from whyreset.analysis import AnalysisStream, ExitStatus, ProgressCallback
     from whyreset.report.zeek import ZeekLogs
 
 STDIN = "-"
@@ -70,6 +70,12 @@ def main() -> None:
     help="Read each capture once, holding its connections in memory (faster; memory grows with the capture).",
 )
 @click.option(
+    "--live",
+    is_flag=True,
+    help="Print each connection as soon as it ends (for a pipe from a running tcpdump); its diagnosis uses "
+    "what the capture has shown so far.",
+)
+@click.option(
     "--max-listed", default=50, show_default=True, type=click.IntRange(min=0), help="Abnormal rows shown."
 )
 @click.option(
@@ -86,6 +92,7 @@ def analyze(
     show_payload: bool,
     no_diagnose: bool,
     one_pass: bool,
+    live: bool,
     max_listed: int,
     progress: bool | None,
 ) -> None:
@@ -106,7 +113,7 @@ def analyze(
         raise click.UsageError("standard input (-) can be read only once")
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    options = _Options(list_all, max_listed, show_payload, not no_diagnose, not one_pass)
+    options = _Options(list_all, max_listed, show_payload, not no_diagnose, not one_pass, live)
     statuses: list[ExitStatus] = []
     zeek = ZeekLogs(zeek_dir, use_json=zeek_json, show_payload=show_payload) if zeek_dir is not None else None
     try:
@@ -134,6 +141,7 @@ class _Options:
     show_payload: bool
     diagnose: bool
     two_passes: bool
+    live: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,15 +157,14 @@ def _stream_json(
     path: str, options: _Options, on_progress: ProgressCallback | None, zeek: ZeekLogs | None
 ) -> _Outcome:
     """JSON lines written as connections end: memory stays bounded on large files (see AnalysisStream)."""
-    from whyreset.analysis import AnalysisStream
     from whyreset.report.jsonout import connection_record, write_json_line
 
-    stream = AnalysisStream(
-        path, diagnose=options.diagnose, progress=on_progress, allow_two_passes=options.two_passes
-    )
+    stream = _stream(path, options, on_progress)
     for connection, finding in stream:
         record = connection_record(connection, finding, source=stream.name, show_payload=options.show_payload)
         write_json_line(record, sys.stdout)
+        if options.live:
+            sys.stdout.flush()  # someone is watching the pipe
         if zeek is not None:
             zeek.write(connection, finding)
     sys.stdout.flush()
@@ -173,21 +180,37 @@ def _summarise(
     out: Console,
 ) -> _Outcome:
     """The terminal summary: counts over every connection, the first abnormal ones in detail."""
-    from whyreset.analysis import AnalysisStream
-    from whyreset.report.terminal import InputHeader, Summary, render_summary
+    from whyreset.report.jsonout import is_abnormal
+    from whyreset.report.terminal import InputHeader, Summary, connection_block, render_summary
 
-    stream = AnalysisStream(
-        path, diagnose=options.diagnose, progress=on_progress, allow_two_passes=options.two_passes
-    )
-    summary = Summary(list_all=options.list_all, max_listed=options.max_listed)
+    stream = _stream(path, options, on_progress)
+    # Live: connections are printed as they end, and the summary that follows only counts them.
+    summary = Summary(list_all=options.list_all, max_listed=0 if options.live else options.max_listed)
+    printed = 0
     for connection, finding in stream:
         summary.add(connection, finding)
+        wanted = options.list_all or (is_abnormal(connection, finding) and printed < options.max_listed)
+        if options.live and wanted:
+            out.print(connection_block(connection, finding, options.show_payload))
+            printed += 1
         if zeek is not None:
             zeek.write(connection, finding)
     failure = stream.failure.message if stream.failure is not None else None
     header = InputHeader(stream.name, stream.report, stream.diagnosed, failure, tuple(stream.warnings))
     render_summary(out, header, summary, show_payload=options.show_payload)
     return _Outcome(stream.status, failure, tuple(stream.warnings))
+
+
+def _stream(path: str, options: _Options, on_progress: ProgressCallback | None) -> AnalysisStream:
+    from whyreset.analysis import AnalysisStream
+
+    return AnalysisStream(
+        path,
+        diagnose=options.diagnose,
+        progress=on_progress,
+        allow_two_passes=options.two_passes,
+        live=options.live,
+    )
 
 
 def _tell_problems(err: Console, path: str, outcome: _Outcome) -> None:

@@ -355,3 +355,44 @@ def test_progress_is_never_drawn_over_json(mixed_pcap: Path) -> None:
     assert _want_progress(True, str(mixed_pcap), as_json=False) is True
     assert _want_progress(None, "-", as_json=False) is False
     assert _want_progress(None, str(mixed_pcap), as_json=False) is False  # small file (or no terminal)
+
+
+def test_live_prints_a_connection_before_the_input_ends(tmp_path: Path) -> None:
+    """--live on a pipe: a connection that is over is printed while the writer still holds the pipe open."""
+    import select
+
+    from whyreset.ingest import craft
+
+    t0 = 1_700_000_000_000_000_000
+    second = 1_000_000_000
+    c, s = "10.9.0.1", "10.9.0.2"
+
+    def record(t_ns: int, ip: bytes) -> bytes:
+        return craft.pcap_record(t_ns, craft.frame(craft.LINKTYPE_ETHERNET, ip))
+
+    refused = [
+        record(t0, craft.tcp_packet(c, s, 42000, 81, seq=7, flags="S")),
+        record(t0 + 1000, craft.tcp_packet(s, c, 81, 42000, seq=0, ack=8, flags="RA")),
+    ]
+    # Capture time moves 30 s on: the refused connection is over for the tracker.
+    later = [record(t0 + 30 * second, craft.tcp_packet(c, s, 42001, 80, seq=1, flags="S"))]
+    process = subprocess.Popen(
+        [PYTHON, "-m", "whyreset", "analyze", "--json", "--live", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        process.stdin.write(craft.pcap_header() + b"".join(refused + later))
+        process.stdin.flush()
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        assert ready, "nothing printed while the pipe was still open"
+        first = json.loads(process.stdout.readline())
+        assert first["resp_p"] == 81 and first["outcome"] == "not_established"
+    finally:
+        process.stdin.close()
+        rest = process.stdout.read()
+        process.wait(30)
+    assert [json.loads(line)["resp_p"] for line in rest.splitlines()] == [80]
+    assert process.returncode == ExitStatus.FINDINGS
