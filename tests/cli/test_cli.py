@@ -396,3 +396,53 @@ def test_live_prints_a_connection_before_the_input_ends(tmp_path: Path) -> None:
         process.wait(30)
     assert [json.loads(line)["resp_p"] for line in rest.splitlines()] == [80]
     assert process.returncode == ExitStatus.FINDINGS
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and capturing need root")
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
+@pytest.mark.skipif(shutil.which("ip") is None, reason="iproute2 (ip) is not installed")
+def test_real_tcpdump_pipe(tmp_path: Path) -> None:
+    """``tcpdump -w - -U | whyreset analyze --live --json -`` on real sockets in a private namespace."""
+    closed_port, server_port = 7101, 7102
+    script = tmp_path / "sockets.py"
+    script.write_text(SOCKETS_SCRIPT)
+    with private_netns() as netns:
+        capture = ["tcpdump", "--immediate-mode", "-i", "lo", "-U", "-n", "-w", "-"]
+        capture_filter = f"tcp port {closed_port} or tcp port {server_port}"
+        tcpdump = subprocess.Popen(
+            ["ip", "netns", "exec", netns, *capture, capture_filter],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=False,
+        )
+        assert tcpdump.stdout is not None and tcpdump.stderr is not None
+        analyzer = subprocess.Popen(
+            [PYTHON, "-m", "whyreset", "analyze", "--json", "--live", "-"],
+            stdin=tcpdump.stdout,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        tcpdump.stdout.close()  # the analyser holds the read end now
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and b"listening on" not in tcpdump.stderr.readline():
+                pass
+            time.sleep(0.5)
+            ports = [str(closed_port), str(server_port)]
+            sockets = subprocess.run(
+                ["ip", "netns", "exec", netns, sys.executable, str(script), *ports],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert sockets.returncode == 0, sockets.stderr
+            time.sleep(0.5)
+        finally:
+            tcpdump.send_signal(signal.SIGINT)
+            tcpdump.wait(10)
+            out, err = analyzer.communicate(timeout=60)
+    assert analyzer.returncode == ExitStatus.FINDINGS, err.decode()
+    by_port = {record["resp_p"]: record for record in json_records(out.decode())}
+    assert by_port[closed_port]["conn_state"] == "REJ"
+    assert by_port[server_port]["outcome"] == "reset" and by_port[server_port]["rst"]["sender"] == "resp"
