@@ -53,6 +53,7 @@ def main() -> None:
 @click.option(
     "--zeek",
     "zeek_dir",
+    metavar="DIR",
     type=click.Path(file_okay=False, writable=True),
     help="Write conn.log and whyreset.log (Zeek TSV) into DIR.",
 )
