@@ -19,8 +19,8 @@ import os
 import struct
 import sys
 import time
-from collections.abc import Callable, Iterator
-from typing import IO, Any, BinaryIO, NoReturn
+from collections.abc import Iterator
+from typing import IO, Any, NoReturn
 
 from whyreset.errors import CaptureError, CorruptCaptureError, UnknownFormatError, UnsupportedLinkTypeError
 from whyreset.ingest.columnar import SUPPORTED_LINKTYPES, decode_batch, empty_capture
@@ -36,6 +36,7 @@ from whyreset.ingest.source import (
     RawStream,
     map_regular_file,
 )
+from whyreset.ingest.tcpdump_text import iter_text_capture, looks_like_tcpdump_text
 from whyreset.model import Capture, PacketTable, ReadReport
 
 DEFAULT_CHUNK_RECORDS = 262144
@@ -170,34 +171,21 @@ def _looks_like_text(prefix: bytes) -> bool:
         if exc.start < len(sample) - 3:  # only a multi-byte character cut at the end of the sample is fine
             return False
         text = sample[: exc.start].decode("utf-8")
-    return bool(text) and all(char.isprintable() or char in "\t\r\n\f\v" for char in text)
+    # isspace() admits the no-break spaces that pastes from web pages and chat tools carry.
+    if bool(text) and all(char.isprintable() or char.isspace() for char in text):
+        return True
+    return looks_like_tcpdump_text(sample)
 
 
 def _read_text(stream: ByteStream, report: ReadReport, chunk_records: int) -> Iterator[Capture]:
-    reader = _text_reader()
-    if reader is None:
-        _fail(report, UnknownFormatError("the input looks like text, but the tcpdump text reader is missing"))
     compressed = report.format.endswith("+gzip")
     text_stream = io.BufferedReader(PrefixedRawIO(stream), buffer_size=1 << 16)
-    for chunk in reader(text_stream, report, chunk_records):
+    for chunk in iter_text_capture(text_stream, report, chunk_records):
         if compressed and not report.format.endswith("+gzip"):
             report.format += "+gzip"
         yield chunk
 
 
-TextReader = Callable[[BinaryIO, ReadReport, int], Iterator[Capture]]
-
-
-def _text_reader() -> TextReader | None:
-    """The tcpdump text reader, imported on first use (it is a separate module, possibly absent)."""
-    try:
-        from whyreset.ingest import tcpdump_text
-    except ModuleNotFoundError as exc:
-        if exc.name != "whyreset.ingest.tcpdump_text":
-            raise
-        return None
-    reader: TextReader | None = getattr(tcpdump_text, "iter_text_capture", None)
-    return reader
 
 
 # ----------------------------------------------------------------------------------------- the walk
