@@ -57,12 +57,16 @@ def _id(path: Path) -> str:
     return path.name.removesuffix(".truth.json")
 
 
-def _capture(truth: Truth) -> Path:
-    """The capture the truth's connections are judged on: the loopback, else the client's, else the first."""
+def _capture_point(truth: Truth) -> str:
+    """The capture point the truth's connections are judged on: the loopback, else the client's, else the first."""
     for point in (*PREFERRED_POINTS, *truth.captures):
         if point in truth.captures:
-            return CORPUS / truth.captures[point]
+            return point
     raise AssertionError(f"{truth.scenario} has no capture")
+
+
+def _capture(truth: Truth) -> Path:
+    return CORPUS / truth.captures[_capture_point(truth)]
 
 
 def test_index_lists_every_truth_file_with_seed_and_kernel() -> None:
@@ -104,7 +108,7 @@ def _analyze(truth: Truth) -> list[ConnectionCheck]:
         pytest.xfail(f"the capture pipeline (ingest + core) is not importable yet: {exc}")
     if analysis.failure is not None:
         pytest.fail(f"the capture could not be read: {analysis.failure.message}")
-    return check_truth(truth, analysis.connections, analysis.findings)
+    return check_truth(truth, analysis.connections, analysis.findings, _capture_point(truth))
 
 
 @pytest.mark.parametrize("path", _cases(MODEL_DISAGREEMENTS))

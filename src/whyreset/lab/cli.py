@@ -150,12 +150,12 @@ def analyze_run(run: LabRun) -> tuple[list[ConnectionCheck], str | None]:
     except ImportError as exc:
         return [], f"capture analysis not available: {exc}"
     checks: list[ConnectionCheck] = []
-    for pcap in run.pcaps.values():
+    for point, pcap in run.pcaps.items():
         try:
             analysis = analyze_path(pcap)
         except (WhyresetError, ImportError, NotImplementedError) as exc:
             return [], f"capture analysis failed: {exc}"
-        found = check_truth(run.truth, analysis.connections, analysis.findings)
+        found = check_truth(run.truth, analysis.connections, analysis.findings, point)
         checks = (
             found
             if not checks

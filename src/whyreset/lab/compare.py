@@ -8,7 +8,7 @@ RST) is compared by the diagnosis, not by the address: it matches any sender add
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from whyreset.ids import CauseId, Outcome, Side, TcpState
@@ -67,6 +67,8 @@ class ConnectionCheck:
     """Diagnosed cause (None: no finding, or a finding without a cause)."""
     diagnosed: bool = False
     """A finding exists for this connection."""
+    expected_rst: tuple[str, ...] | None = None
+    """RST senders this capture point must show, when the truth says (else every RST of the truth)."""
 
     @property
     def outcome_ok(self) -> bool:
@@ -74,12 +76,10 @@ class ConnectionCheck:
 
     @property
     def rst_ok(self) -> bool:
-        if not self.found or len(self.rst_senders) != len(self.truth.rst_senders):
+        expected = self.truth.rst_senders if self.expected_rst is None else self.expected_rst
+        if not self.found or len(self.rst_senders) != len(expected):
             return False
-        return all(
-            want in ("path", seen)
-            for want, seen in zip(self.truth.rst_senders, self.rst_senders, strict=True)
-        )
+        return all(want in ("path", seen) for want, seen in zip(expected, self.rst_senders, strict=True))
 
     @property
     def states_ok(self) -> bool:
@@ -130,9 +130,32 @@ def check_connection(
     return ConnectionCheck(truth=truth, found=False)
 
 
+RST_VIEWS_KEY = "rst_senders_seen_at"
+"""Truth ``extra`` key: capture point -> the RST senders that capture shows. A capture on one link sees only the
+RSTs that cross it (a middlebox resets each end on its own link; a black hole eats an RST before the far link)."""
+
+
+def expected_rst_senders(truth: Truth, point: str | None) -> tuple[str, ...] | None:
+    """The RST senders a capture point must show for the truth's faulty connection(s), when the truth says."""
+    views = truth.extra.get(RST_VIEWS_KEY)
+    if point is None or not isinstance(views, dict) or point not in views:
+        return None
+    return tuple(str(sender) for sender in views[point])
+
+
 def check_truth(
-    truth: Truth, connections: Iterable[_Connection], findings: Mapping[str, _Finding]
+    truth: Truth,
+    connections: Iterable[_Connection],
+    findings: Mapping[str, _Finding],
+    point: str | None = None,
 ) -> list[ConnectionCheck]:
-    """One check per truth connection, against one capture's analysis."""
+    """One check per truth connection, against the analysis of the capture taken at ``point``."""
     listed = list(connections)
-    return [check_connection(item, listed, findings) for item in truth.connections]
+    at_point = expected_rst_senders(truth, point)
+    checks = []
+    for item in truth.connections:
+        check = check_connection(item, listed, findings)
+        if at_point is not None and item.rst_senders:
+            check = replace(check, expected_rst=at_point)
+        checks.append(check)
+    return checks

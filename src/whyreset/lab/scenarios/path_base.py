@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from whyreset.ids import Side
+from whyreset.lab.compare import RST_VIEWS_KEY
 from whyreset.lab.scenario import Need, Scenario
 
 if TYPE_CHECKING:
@@ -30,9 +31,6 @@ PATH_NEEDS = frozenset({Need.ROOT, Need.NETNS, Need.IPTABLES, Need.TCPDUMP, Need
 CAPTURE_FILTER = "tcp or icmp or (icmp6 and ip6[40] < 128)"
 """TCP and ICMP/ICMPv6 *errors* (types below 128): neighbour discovery and MLD chatter stay out of the
 pcaps."""
-RST_VIEWS_KEY = "rst_senders_seen_at"
-"""Key of the truth's ``extra``: capture point -> the RST senders that capture must show (see
-`declare_rst_views`)."""
 SAFETY_TIMEOUT_S = 8.0
 """Socket timeout of every application socket: a scenario never blocks longer, whatever the kernel does."""
 
