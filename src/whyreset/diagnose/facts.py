@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import itertools
 from bisect import bisect_left
-from dataclasses import dataclass
-from statistics import median
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple, TypeVar, cast
 
 from whyreset.core.connection import Connection, ResetInfo, RstAcceptability
 from whyreset.ids import Side, TcpState
@@ -27,11 +28,14 @@ INITIAL_TTLS = (32, 64, 128, 255)
 32)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Seg:
-    """One captured segment of the connection, with sequence numbers relative to each side's base."""
+class Seg(NamedTuple):
+    """One captured segment of the connection, with sequence numbers relative to each side's base.
 
-    index: int
+    A named tuple rather than a frozen dataclass: a diagnosis builds one per packet of every abnormal
+    connection, and a tuple is built five times faster (the flag tests and the sequence end are stored, not
+    recomputed, for the same reason: rules read them hundreds of times per connection)."""
+
+    index: int  # type: ignore[assignment]  # the row, shadowing tuple.index() on purpose
     """Row in ``Connection.packets``."""
     frame: int
     ts_ns: int
@@ -49,27 +53,12 @@ class Seg:
     ttl: int
     ip_id: int
     window: int
-
-    @property
-    def syn(self) -> bool:
-        return bool(self.flags & SYN)
-
-    @property
-    def fin(self) -> bool:
-        return bool(self.flags & FIN)
-
-    @property
-    def rst(self) -> bool:
-        return bool(self.flags & RST)
-
-    @property
-    def has_ack(self) -> bool:
-        return bool(self.flags & ACK)
-
-    @property
-    def end_seq(self) -> int:
-        """Relative sequence number just past this segment (SYN and FIN count one)."""
-        return self.rel_seq + self.length + int(self.syn) + int(self.fin)
+    syn: bool
+    fin: bool
+    rst: bool
+    has_ack: bool
+    end_seq: int
+    """Relative sequence number just past this segment (SYN and FIN count one)."""
 
 
 def initial_ttl(ttl: int) -> int:
@@ -179,17 +168,14 @@ class Facts:
     resets: tuple[ResetFacts, ...]
     median_gap_ns: int
     """Median gap between consecutive packets of the connection (0 with fewer than three packets)."""
+    ending_reset: ResetFacts | None = None
+    """The first RST the receiver accepted: the one that ended the connection."""
+    memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
+    """Derived facts several rules share (the forgery check of an RST, an abort's shape, a stalled
+    transfer), computed by the first rule that asks (see `memoized`)."""
 
     def side(self, side: Side) -> SideFacts:
         return self.orig if side is Side.ORIG else self.resp
-
-    @property
-    def ending_reset(self) -> ResetFacts | None:
-        """The first RST the receiver accepted: the one that ended the connection."""
-        for reset in self.resets:
-            if reset.accepted:
-                return reset
-        return None
 
     @property
     def unaccepted_resets(self) -> tuple[ResetFacts, ...]:
@@ -210,61 +196,72 @@ def _unwrap(value: int, base: int) -> int:
     return rel - SEQ_MOD if rel >= HALF_SEQ else rel
 
 
-def _bases(conn: Connection) -> dict[Side, int]:
+def _bases(conn: Connection, flags: list[int], seqs: list[int], from_orig: list[bool]) -> dict[Side, int]:
     """Per side, the number its relative sequence numbers count from (ISN, or first seq - 1)."""
-    flags = conn.packets["flags"]
-    seqs = conn.packets["seq"]
-    from_orig = conn.from_orig
     bases: dict[Side, int] = {}
-    for side, mask in ((Side.ORIG, from_orig), (Side.RESP, ~from_orig)):
+    for side, own in ((Side.ORIG, True), (Side.RESP, False)):
         isn = conn.stats(side).isn
         if isn is not None:
             bases[side] = int(isn)
             continue
-        rows = [i for i in range(len(flags)) if bool(mask[i]) and not int(flags[i]) & RST]
-        if not rows:
-            rows = [i for i in range(len(flags)) if bool(mask[i])]
-        syn_rows = [i for i in rows if int(flags[i]) & SYN]
-        first = syn_rows[0] if syn_rows else (rows[0] if rows else None)
-        if first is None:
-            bases[side] = 0
-        elif int(flags[first]) & SYN:
-            bases[side] = int(seqs[first])
+        rows = [i for i, o in enumerate(from_orig) if o is own]
+        plain = [i for i in rows if not flags[i] & RST] or rows
+        syn_rows = [i for i in plain if flags[i] & SYN]
+        if syn_rows:
+            bases[side] = seqs[syn_rows[0]]
+        elif plain:
+            bases[side] = (seqs[plain[0]] - 1) % SEQ_MOD
         else:
-            bases[side] = (int(seqs[first]) - 1) % SEQ_MOD
+            bases[side] = 0
     return bases
 
 
 def _segments(conn: Connection) -> tuple[Seg, ...]:
+    # Plain Python ints from each column once: numpy scalars cost a call per field on these tiny tables.
     table = conn.packets
-    bases = _bases(conn)
-    cols = {
-        name: table[name].tolist() for name in ("frame", "ts_ns", "flags", "seq", "ack", "payload_len", "ttl")
-    }
-    ip_ids = table["ip_id"].tolist()
-    windows = table["window"].tolist()
+    flags_col = table["flags"].tolist()
+    seq_col = table["seq"].tolist()
     from_orig = conn.from_orig.tolist()
+    bases = _bases(conn, flags_col, seq_col, from_orig)
+    orig_base, resp_base = bases[Side.ORIG], bases[Side.RESP]
+    rows = zip(
+        table["frame"].tolist(),
+        table["ts_ns"].tolist(),
+        flags_col,
+        seq_col,
+        table["ack"].tolist(),
+        table["payload_len"].tolist(),
+        table["ttl"].tolist(),
+        table["ip_id"].tolist(),
+        table["window"].tolist(),
+        from_orig,
+        strict=True,
+    )
     segs: list[Seg] = []
-    for i in range(len(table)):
-        side = Side.ORIG if from_orig[i] else Side.RESP
-        flags = int(cols["flags"][i])
-        seq, ack = int(cols["seq"][i]), int(cols["ack"][i])
-        rel_ack = _unwrap(ack, bases[side.other]) if flags & ACK else None
+    for i, (frame, ts, flags, seq, ack, length, ttl, ip_id, window, is_orig) in enumerate(rows):
+        own_base, peer_base = (orig_base, resp_base) if is_orig else (resp_base, orig_base)
+        rel_seq = _unwrap(seq, own_base)
+        syn, fin = bool(flags & SYN), bool(flags & FIN)
         segs.append(
             Seg(
-                index=i,
-                frame=int(cols["frame"][i]),
-                ts_ns=int(cols["ts_ns"][i]),
-                side=side,
-                flags=flags,
-                rel_seq=_unwrap(seq, bases[side]),
-                rel_ack=rel_ack,
-                seq=seq,
-                ack=ack,
-                length=int(cols["payload_len"][i]),
-                ttl=int(cols["ttl"][i]),
-                ip_id=int(ip_ids[i]),
-                window=int(windows[i]),
+                i,
+                frame,
+                ts,
+                Side.ORIG if is_orig else Side.RESP,
+                flags,
+                rel_seq,
+                _unwrap(ack, peer_base) if flags & ACK else None,
+                seq,
+                ack,
+                length,
+                ttl,
+                ip_id,
+                window,
+                syn,
+                fin,
+                bool(flags & RST),
+                bool(flags & ACK),
+                rel_seq + length + syn + fin,
             )
         )
     return tuple(segs)
@@ -278,7 +275,7 @@ def _side_facts(conn: Connection, side: Side, segs: tuple[Seg, ...]) -> SideFact
     ttl_counts: dict[int, int] = {}
     for seg in normal:
         ttl_counts[seg.ttl] = ttl_counts.get(seg.ttl, 0) + 1
-    ttl_usual = max(ttl_counts, key=lambda t: ttl_counts[t]) if ttl_counts else None
+    ttl_usual = max(ttl_counts, key=ttl_counts.__getitem__) if ttl_counts else None
     data = tuple(s for s in normal if s.length > 0 and (first_rst is None or s.index < first_rst))
     indices, snd_prefix, ack_prefix = _prefixes(own)
     return SideFacts(
@@ -309,9 +306,7 @@ def _handshake_times(orig: SideFacts, resp: SideFacts) -> tuple[int | None, int 
     for seg in orig.segs:
         if seg.syn and seg.ts_ns <= synack.ts_ns:
             first_syn_ts = seg.ts_ns
-    ack = next(
-        (s for s in orig.segs if s.index > synack.index and not s.syn and s.has_ack and not s.rst), None
-    )
+    ack = next((s for s in orig.segs if s.index > synack.index and not s.syn and s.has_ack and not s.rst), None)
     syn_to_synack = synack.ts_ns - first_syn_ts
     synack_to_ack = ack.ts_ns - synack.ts_ns if ack is not None else None
     return syn_to_synack, synack_to_ack
@@ -357,9 +352,7 @@ def _accepted(info: ResetInfo, seg: Seg, receiver: SideFacts, sender: SideFacts)
     return False
 
 
-def _reset_facts(
-    conn: Connection, segs: tuple[Seg, ...], sides: dict[Side, SideFacts]
-) -> tuple[ResetFacts, ...]:
+def _reset_facts(conn: Connection, segs: tuple[Seg, ...], sides: dict[Side, SideFacts]) -> tuple[ResetFacts, ...]:
     by_frame = {s.frame: s for s in segs if s.rst}
     out: list[ResetFacts] = []
     for info in conn.resets:
@@ -375,9 +368,7 @@ def _reset_facts(
             if not seg.has_ack and trigger.has_ack:
                 answers = seg.seq == trigger.ack
             elif seg.has_ack and not trigger.has_ack:
-                answers = (
-                    seg.ack == (trigger.seq + trigger.length + int(trigger.syn) + int(trigger.fin)) % SEQ_MOD
-                )
+                answers = seg.ack == (trigger.seq + trigger.length + int(trigger.syn) + int(trigger.fin)) % SEQ_MOD
         out.append(
             ResetFacts(
                 info=info,
@@ -392,6 +383,18 @@ def _reset_facts(
     return tuple(out)
 
 
+def _median_gap(segs: tuple[Seg, ...]) -> int:
+    """Median gap between consecutive packets (statistics.median's value, without its overhead)."""
+    gaps = sorted(b.ts_ns - a.ts_ns for a, b in itertools.pairwise(segs))
+    count = len(gaps)
+    if count < 2:
+        return 0
+    middle = count // 2
+    if count % 2:
+        return gaps[middle]
+    return int((gaps[middle - 1] + gaps[middle]) / 2)
+
+
 def compute_facts(conn: Connection) -> Facts:
     """Derive the rules' facts from a connection (pure, no I/O)."""
     segs = _segments(conn)
@@ -403,7 +406,7 @@ def compute_facts(conn: Connection) -> Facts:
         rtt = syn_to_synack + synack_to_ack
     if rtt is None:
         rtt = _data_rtt(segs)
-    gaps = [b.ts_ns - a.ts_ns for a, b in itertools.pairwise(segs)]
+    resets = _reset_facts(conn, segs, {Side.ORIG: orig, Side.RESP: resp})
     return Facts(
         conn=conn,
         segs=segs,
@@ -412,6 +415,20 @@ def compute_facts(conn: Connection) -> Facts:
         rtt_ns=rtt,
         syn_to_synack_ns=syn_to_synack,
         synack_to_ack_ns=synack_to_ack,
-        resets=_reset_facts(conn, segs, {Side.ORIG: orig, Side.RESP: resp}),
-        median_gap_ns=int(median(gaps)) if len(gaps) >= 2 else 0,
+        resets=resets,
+        median_gap_ns=_median_gap(segs),
+        ending_reset=next((r for r in resets if r.accepted), None),
     )
+
+
+T = TypeVar("T")
+
+
+def memoized(facts: Facts, key: object, compute: Callable[[], T]) -> T:
+    """``compute()`` once per connection: rules share derived facts through ``facts.memo``."""
+    memo = facts.memo
+    if key in memo:
+        return cast(T, memo[key])
+    value = compute()
+    memo[key] = value
+    return value
