@@ -104,12 +104,10 @@ def analyse(table: PacketTable, demux: Demux) -> BatchAnalysis:
 
     isn_abs_by_group = np.full(2 * len(starts), -1, np.int64)
     isn_raw_group = np.full(2 * len(starts), -1, np.int64)
-    isn_abs_by_group[group_of_dstart] = np.where(
-        first_syn >= 0, rows["seq"][by_dir][np.maximum(first_syn, 0)], -1
+    isn_abs_by_group[group_of_dstart] = np.where(first_syn >= 0, rows["seq"][by_dir][np.maximum(first_syn, 0)], -1)
+    isn_raw_group[group_of_dstart] = (rows["seq"][by_dir][dstarts].astype(np.int64) - seq_u[dstarts] + isn_u) % (
+        1 << 32
     )
-    isn_raw_group[group_of_dstart] = (
-        rows["seq"][by_dir][dstarts].astype(np.int64) - seq_u[dstarts] + isn_u
-    ) % (1 << 32)
 
     rel_ack = _relative_acks(rows["ack"][by_dir], has_ack, dstarts, dkey, isn_raw_group)
 
@@ -165,9 +163,7 @@ def analyse(table: PacketTable, demux: Demux) -> BatchAnalysis:
     )
 
 
-def _relative_acks(
-    ack: Array, has_ack: Array, dstarts: IntArray, dkey: IntArray, isn_raw_group: IntArray
-) -> IntArray:
+def _relative_acks(ack: Array, has_ack: Array, dstarts: IntArray, dkey: IntArray, isn_raw_group: IntArray) -> IntArray:
     """Acknowledgment numbers unwrapped per direction and made relative to the peer's ISN.
 
     Rows without the ACK bit carry meaningless ack fields, so they take the previous ACK's value before

@@ -139,9 +139,7 @@ def index_batch(analysis: BatchAnalysis) -> BatchIndex:
     first_syn = first_per_key(syn & ~rst, key, keys)
     first_fin = first_per_key(fin & ~rst, key, keys)
     peer_syn = first_syn[peer_key]
-    syn_proof = first_per_key(
-        ack & ~syn & (analysis.rel_ack >= 1) & (peer_syn >= 0) & (row > peer_syn), key, keys
-    )
+    syn_proof = first_per_key(ack & ~syn & (analysis.rel_ack >= 1) & (peer_syn >= 0) & (row > peer_syn), key, keys)
     fin_end = np.where(first_fin >= 0, analysis.seg_end[np.maximum(first_fin, 0)], 0)
     peer_fin = first_fin[peer_key]
     fin_proof = first_per_key(
@@ -176,9 +174,7 @@ def index_batch(analysis: BatchAnalysis) -> BatchIndex:
         for side in (True, False)
     }
     last_row = {
-        side: group_running_max(
-            np.where(fo == side, row, -1), starts, exclusive=False, initial=np.full(count, -1)
-        )
+        side: group_running_max(np.where(fo == side, row, -1), starts, exclusive=False, initial=np.full(count, -1))
         for side in (True, False)
     }
     return BatchIndex(
@@ -214,9 +210,7 @@ def index_batch(analysis: BatchAnalysis) -> BatchIndex:
     )
 
 
-def _zeek_shapes(
-    fed: Array, key: IntArray, flags: IntArray, payload: IntArray, rel_seq: IntArray, fo: Array
-) -> bytes:
+def _zeek_shapes(fed: Array, key: IntArray, flags: IntArray, payload: IntArray, rel_seq: IntArray, fo: Array) -> bytes:
     """`zeek.shape_code` for every fed row, vectorised.
 
     "Repeats" compares a single-flag SYN, FIN or RST with the previous fed row of the same kind from the same

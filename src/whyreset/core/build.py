@@ -30,9 +30,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 from whyreset.core.analysis import BatchAnalysis
-from whyreset.core.batchindex import index_batch, rows_by_connection
+from whyreset.core.batchindex import RowsByConnection, index_batch, rows_by_connection
 from whyreset.core.connection import (
     Connection,
+    Deferred,
+    DeferredDetails,
     DirectionStats,
     Event,
     EventKind,
@@ -42,7 +44,7 @@ from whyreset.core.connection import (
 )
 from whyreset.core.demux import INFERRED_BY, Demux
 from whyreset.core.seqmath import IntArray, group_ids
-from whyreset.core.walk import Mark, RstFacts, WalkTemplate, walk
+from whyreset.core.walk import ACCEPTED, Mark, RstFacts, WalkTemplate, walk
 from whyreset.core.zeek import ZeekRows, ZeekShortcut, community_id, summarise, zeek_uid
 from whyreset.ids import Outcome, Side, TcpState
 from whyreset.model import ACK, FIN, RST, SYN, Array, IcmpError, PacketTable, format_addr
@@ -97,7 +99,10 @@ def batch_stats(analysis: BatchAnalysis) -> BatchStats:
         np.maximum.at(out, key[mask], values[mask])
         return out
 
-    data = (payload > 0) & ((flags & RST) == 0)
+    rst = (flags & RST) != 0
+    data = (payload > 0) & ~rst
+    # An RST's acknowledgment says nothing reliable about delivery: it may be forged (off-path, or a
+    # middlebox), and a receiver that refuses the RST (RFC 5961) never acted on it. Only other segments count.
     has_ack = (flags & ACK) != 0
     header = np.where(table["ip_version"] == 6, IPV6_HEADER, IPV4_HEADER) + _tcp_header_length(table)
     return BatchStats(
@@ -106,7 +111,7 @@ def batch_stats(analysis: BatchAnalysis) -> BatchStats:
         frame_bytes=(total(table["frame_len"])).tolist(),
         ip_bytes=(total(header + payload)).tolist(),
         data_end=(maximum(analysis.rel_seq + payload, data, 1)).tolist(),
-        max_ack=(maximum(analysis.rel_ack, has_ack, 0)).tolist(),
+        max_ack=(maximum(analysis.rel_ack, has_ack & ~rst, 0)).tolist(),
         retransmissions=(count(analysis.retransmission)).tolist(),
         out_of_order=(count(analysis.out_of_order)).tolist(),
         lost=(count(analysis.lost_segment)).tolist(),
@@ -162,26 +167,69 @@ class Batch:
         self.fo_list: list[bool] = self.fo.tolist()
         self._addresses: dict[tuple[int, int], str] = {}
         self.ttl_lists = _ttl_lists(table["ttl"], self.index.key, 2 * len(analysis.starts))
-        self.rst_rows = rows_by_connection((self.flags & RST) != 0, self.index.conn, len(analysis.starts))
+        not_rst = (self.flags & RST) == 0
+        self.non_rst_ttls = _ttl_lists(table["ttl"][not_rst], self.index.key[not_rst], 2 * len(analysis.starts))
         gaps = analysis.gap_before_ns
-        self.idle_rows = rows_by_connection(gaps >= IDLE_GAP_MIN_NS, self.index.conn, len(analysis.starts))
-
-    def bounds(self, conn: int) -> tuple[int, int]:
-        starts = self.analysis.starts
-        stop = int(starts[conn + 1]) if conn + 1 < len(starts) else self.n
-        return int(starts[conn]), stop
-
-    def event(self, kind: EventKind, row: int, detail: dict[str, object] | None = None) -> Event:
-        return _new_event(
-            kind,
-            Side.ORIG if self.fo_list[row] else Side.RESP,
-            self.frame_list[row],
-            self.ts_list[row],
-            self.rel_seq_list[row],
-            self.rel_ack_list[row] if self.flags_list[row] & ACK else None,
-            self.payload_list[row],
-            dict(detail) if detail else {},
+        count = len(analysis.starts)
+        self.idle_rows = rows_by_connection(gaps >= IDLE_GAP_MIN_NS, self.index.conn, count)
+        starts = analysis.starts
+        self.starts_list: list[int] = starts.tolist()
+        self.stops_list: list[int] = [*self.starts_list[1:], self.n]
+        self.inferred_by_list: list[int] = demux.inferred_by.tolist()
+        self.first_row_facts: list[tuple[int, int, int, int, int, int, int]] = list(
+            zip(
+                *(
+                    table[name][starts].tolist()
+                    for name in ("src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport", "ip_version")
+                ),
+                strict=True,
+            )
         )
+        self._per_key_lists(table)
+        index = self.index
+        self.source = LazySource(
+            frame=self.frame,
+            ts=self.ts,
+            rel_seq=self.rel_seq,
+            rel_ack=self.rel_ack,
+            flags=self.flags,
+            payload=self.payload,
+            from_orig=self.fo,
+            gap_before_ns=gaps,
+            retransmission=analysis.retransmission,
+            out_of_order=analysis.out_of_order,
+            first_data_row=index.first_data_row,
+            last_data_row=index.last_data_row,
+            data_after_fin_row=index.data_after_fin_row,
+            first_pure_syn_row=index.first_pure_syn_row,
+            retransmission_rows=index.retransmission_rows,
+            keepalive_rows=index.keepalive_rows,
+            zero_window_rows=index.zero_window_rows,
+            idle_rows=self.idle_rows,
+        )
+
+    def _per_key_lists(self, table: PacketTable) -> None:
+        """SYN options, first FIN frame and RST frames per direction key, for the whole batch at once."""
+        syn_rows = np.asarray(self.index.first_syn_row, np.int64)
+        has_syn = syn_rows >= 0
+        syn_at = np.maximum(syn_rows, 0)
+        self.wscale_list: list[int] = np.where(has_syn, table["opt_wscale"][syn_at], -1).tolist()
+        self.mss_list: list[int] = np.where(has_syn, table["opt_mss"][syn_at], 0).tolist()
+        fin_rows = np.asarray(self.index.first_fin_row, np.int64)
+        self.fin_frame_list: list[int] = np.where(
+            fin_rows >= 0, self.frame[np.maximum(fin_rows, 0)].astype(np.int64), -1
+        ).tolist()
+        rst_rows = np.flatnonzero((self.flags & RST) != 0)
+        by_key: dict[int, list[int]] = {}
+        for key, frame in zip(self.index.key[rst_rows].tolist(), self.frame[rst_rows].tolist(), strict=True):
+            by_key.setdefault(key, []).append(frame)
+        self.rst_frames: dict[int, tuple[int, ...]] = {key: tuple(frames) for key, frames in by_key.items()}
+
+    def canonical_tuple(self, conn: int) -> tuple[int, ...]:
+        """The connection's 4-tuple, lower endpoint first (the same for both directions)."""
+        src_hi, src_lo, dst_hi, dst_lo, sport, dport, _ = self.first_row_facts[conn]
+        src, dst = (src_hi, src_lo, sport), (dst_hi, dst_lo, dport)
+        return (*min(src, dst), *max(src, dst))
 
     def address(self, hi: int, lo: int) -> str:
         text = self._addresses.get((hi, lo))
@@ -261,9 +309,7 @@ def _new_event(
 ) -> Event:
     """`Event(...)` filled through its slot descriptors (see `_slot_builder`); about ten per connection."""
     event: Event = object.__new__(Event)
-    for setter, value in zip(
-        _EVENT_SETTERS, (kind, side, frame, ts_ns, rel_seq, rel_ack, length, detail), strict=True
-    ):
+    for setter, value in zip(_EVENT_SETTERS, (kind, side, frame, ts_ns, rel_seq, rel_ack, length, detail), strict=True):
         setter(event, value)
     return event
 
@@ -298,57 +344,59 @@ def build_connection(
     icmp_errors: Sequence[IcmpError],
     rst_payloads: Mapping[int, bytes],
 ) -> Connection:
-    """Rebuild connection number ``conn`` of the batch, to be published as ``Connection.index = index``."""
-    start, stop = batch.bounds(conn)
-    table = batch.table
+    """Rebuild connection number ``conn`` of the batch, to be published as ``Connection.index = index``.
+
+    What every reader needs (outcome, Zeek fields, counters, RSTs) is made now; the event list and the state
+    timelines are left `Deferred` (made on first read from the batch's arrays, see `_Details`).
+    """
+    start, stop = batch.starts_list[conn], batch.stops_list[conn]
+    src_hi, src_lo, dst_hi, dst_lo, sport, dport, ip_version = batch.first_row_facts[conn]
+    src, dst = batch.address(src_hi, src_lo), batch.address(dst_hi, dst_lo)
     first_from_orig = batch.fo_list[start]
-    src = batch.address(int(table["src_hi"][start]), int(table["src_lo"][start]))
-    dst = batch.address(int(table["dst_hi"][start]), int(table["dst_lo"][start]))
-    sport, dport = int(table["sport"][start]), int(table["dport"][start])
     orig_h, orig_p, resp_h, resp_p = (src, sport, dst, dport) if first_from_orig else (dst, dport, src, sport)
     walk = _Walk(batch, conn, start, stop, rst_payloads)
-    walk.run()
-    orig_stats = _direction_stats(batch, conn, True, walk)
-    resp_stats = _direction_stats(batch, conn, False, walk)
-    icmp_events = _icmp_events(icmp_errors, orig_h, orig_p, resp_h, resp_p)
-    events = sorted(walk.events + _bulk_events(batch, conn, walk) + icmp_events, key=_event_order)
+    template = walk.run()
+    icmp_events = _icmp_events(icmp_errors, orig_h, orig_p, resp_h, resp_p) if icmp_errors else []
+    deferred = Deferred(_Details(batch.source, walk, template, icmp_events))
     zeek = summarise(_zeek_rows(batch, conn, start, stop, first_from_orig))
     cid = community_id(orig_h, resp_h, orig_p, resp_p)
     first_frame, last_frame = batch.frame_list[start], batch.frame_list[stop - 1]
     ts_first, ts_last = batch.ts_list[start], batch.ts_list[stop - 1]
-    window = slice(start, stop)
+    key = 2 * conn
+    resets = walk.stamp_resets(template) if template.resets else ()
     return _new_connection(
         index=index,
         uid=zeek_uid(cid, ts_first, first_frame),
         community_id=cid,
-        ip_version=int(table["ip_version"][start]),
+        ip_version=ip_version,
         orig_h=orig_h,
         orig_p=orig_p,
         resp_h=resp_h,
         resp_p=resp_p,
-        orig_inferred_by=INFERRED_BY[int(batch.demux.inferred_by[conn])],
+        orig_inferred_by=INFERRED_BY[batch.inferred_by_list[conn]],
         ts_first_ns=ts_first,
         ts_last_ns=ts_last,
         first_frame=first_frame,
         last_frame=last_frame,
-        orig=orig_stats,
-        resp=resp_stats,
-        orig_states=tuple(walk.timeline[True]),
-        resp_states=tuple(walk.timeline[False]),
+        orig=_direction_stats(batch, key, walk.isn[True], walk.rst_acked[True]),
+        resp=_direction_stats(batch, key + 1, walk.isn[False], walk.rst_acked[False]),
+        orig_states=deferred,
+        resp_states=deferred,
         outcome=walk.outcome(),
         conn_state=zeek.conn_state,
         history=zeek.history,
-        resets=tuple(walk.resets),
-        events=tuple(events),
+        resets=resets,
+        events=deferred,
         established=walk.established,
         midstream=walk.midstream,
         port_reuse=port_reuse,
-        truncated_packets=int(batch.stats.truncated[2 * conn] + batch.stats.truncated[2 * conn + 1]),
+        truncated_packets=batch.stats.truncated[key] + batch.stats.truncated[key + 1],
         packets=batch.rows_of(start, stop),
-        from_orig=batch.fo[window],
+        from_orig=batch.fo[start:stop],
         zeek_orig_bytes=zeek.orig_bytes,
         zeek_resp_bytes=zeek.resp_bytes,
         missed_bytes=zeek.missed_bytes,
+        icmp_errors=tuple(icmp_errors),
     )
 
 
@@ -408,9 +456,7 @@ _KIND_ORDER[EventKind.IDLE_GAP] = -1  # the silence comes before what ended it
 class _Walk:
     """One connection's control walk: its marks, the memoised template, the template stamped with rows."""
 
-    def __init__(
-        self, batch: Batch, conn: int, start: int, stop: int, rst_payloads: Mapping[int, bytes]
-    ) -> None:
+    def __init__(self, batch: Batch, conn: int, start: int, stop: int, rst_payloads: Mapping[int, bytes]) -> None:
         self.batch = batch
         self.conn = conn
         self.start = start
@@ -424,9 +470,10 @@ class _Walk:
         self.syn_options = {side: index.first_syn_row[self.keys[side]] for side in (True, False)}
         self.initial = {True: self._initial(True), False: self._initial(False)}
         self.both_ways_row = self._data_both_ways_row()
-        self.timeline: dict[bool, list[StateChange]] = {True: [], False: []}
-        self.events: list[Event] = []
-        self.resets: list[ResetInfo] = []
+        self.rows: list[int] = []
+        self.replies: dict[int, int] = {}
+        self.rst_acked = {True: 0, False: 0}
+        """Per side: the highest relative ACK of that side's data carried by a trusted RST of the peer."""
         self.accepted_rst_row = -1
         self.fin_acked_row: dict[bool, int] = {True: -1, False: -1}
         self.reached_sync = {True: False, False: False}
@@ -441,11 +488,7 @@ class _Walk:
         if index.first_synack_row[key] >= 0:
             return TcpState.LISTEN
         first_own = index.first_row[key]
-        if (
-            first_own >= 0
-            and index.first_pure_syn_row[peer_key] >= 0
-            and self.batch.flags_list[first_own] & RST
-        ):
+        if first_own >= 0 and index.first_pure_syn_row[peer_key] >= 0 and self.batch.flags_list[first_own] & RST:
             return TcpState.CLOSED  # answered the SYN with an RST: no socket, or a closed port
         return TcpState.UNKNOWN
 
@@ -458,7 +501,8 @@ class _Walk:
 
     # -- marks, template, stamping --------------------------------------------------------------------
 
-    def run(self) -> None:
+    def run(self) -> WalkTemplate:
+        """Walk the control rows (memoised by shape); the template is stamped later, when read."""
         batch = self.batch
         index = batch.index
         syn_proofs = {index.syn_proof_row[self.keys[side]] for side in (True, False)}
@@ -467,7 +511,6 @@ class _Walk:
         if self.both_ways_row >= 0:
             rows.add(self.both_ways_row)
         self.rows = sorted(rows)
-        self.replies: dict[int, int] = {}
         flags_list, fo_list = batch.flags_list, batch.fo_list
         marks = []
         for position, row in enumerate(self.rows):
@@ -483,7 +526,8 @@ class _Walk:
             proofs = (row in syn_proofs, row in fin_proofs, row == self.both_ways_row)
             marks.append(Mark(side, flags, *proofs, facts, syn_reply))
         template = walk(self.initial[True], self.initial[False], tuple(marks))
-        self._stamp(template)
+        self._resolve(template)
+        return template
 
     def _rst_facts(self, position: int, row: int, side: bool, flags: int) -> RstFacts:
         peer = not side
@@ -499,38 +543,36 @@ class _Walk:
             reply >= 0,
         )
 
-    def _stamp(self, template: WalkTemplate) -> None:
-        batch = self.batch
-        frame_list, ts_list = batch.frame_list, batch.ts_list
+    def _resolve(self, template: WalkTemplate) -> None:
+        """The rows of the marks the outcome and the RTT read."""
         rows = self.rows
-        first = (frame_list[self.start], ts_list[self.start])
-        for side in (True, False):
-            line = [_new_state_change(self.initial[side], *first)]
-            line += [
-                _new_state_change(state, frame_list[rows[m]], ts_list[rows[m]])
-                for state, m in template.timeline[side]
-            ]
-            self.timeline[side] = line
-        for op in template.events:
-            if op.on_reply:
-                cause = "rst_frame" if batch.flags_list[rows[op.mark]] & RST else "syn_frame"
-                detail: dict[str, object] = {cause: frame_list[rows[op.mark]]}
-                self.events.append(batch.event(op.kind, self.replies[op.mark], detail))
-            else:
-                self.events.append(
-                    batch.event(op.kind, rows[op.mark], dict(op.detail) if op.detail else None)
-                )
+
+        def row_of(mark: int) -> int:
+            return rows[mark] if mark >= 0 else -1
+
+        self.accepted_rst_row = row_of(template.accepted_rst_mark)
+        self.fin_acked_row = {side: row_of(template.fin_acked_mark[side]) for side in (True, False)}
+        self.reached_sync = template.reached_sync
+        self.syn_ack_row = row_of(template.syn_ack_mark)
+        self.handshake_ack_row = row_of(template.handshake_ack_mark)
+
+    def stamp_resets(self, template: WalkTemplate) -> tuple[ResetInfo, ...]:
+        """The template's RST verdicts on this connection's RST rows."""
+        batch = self.batch
         table = batch.table
+        resets = []
         for reset in template.resets:
-            row = rows[reset.mark]
+            row = self.rows[reset.mark]
             flags = batch.flags_list[row]
             side = batch.fo_list[row]
-            frame = frame_list[row]
-            self.resets.append(
+            frame = batch.frame_list[row]
+            if flags & ACK and self._trusted_rst(reset.acceptability, row, side):
+                self.rst_acked[not side] = max(self.rst_acked[not side], batch.rel_ack_list[row])
+            resets.append(
                 _new_reset(
                     sender=Side.ORIG if side else Side.RESP,
                     frame=frame,
-                    ts_ns=ts_list[row],
+                    ts_ns=batch.ts_list[row],
                     seq=int(table["seq"][row]),
                     ack=int(table["ack"][row]) if flags & ACK else None,
                     rel_seq=batch.rel_seq_list[row] if self.isn[side] is not None else None,
@@ -542,15 +584,14 @@ class _Walk:
                     payload_text=printable_text(self.rst_payloads.get(frame)),
                 )
             )
+        return tuple(resets)
 
-        def row_of(mark: int) -> int:
-            return rows[mark] if mark >= 0 else -1
-
-        self.accepted_rst_row = row_of(template.accepted_rst_mark)
-        self.fin_acked_row = {side: row_of(template.fin_acked_mark[side]) for side in (True, False)}
-        self.reached_sync = dict(template.reached_sync)
-        self.syn_ack_row = row_of(template.syn_ack_mark)
-        self.handshake_ack_row = row_of(template.handshake_ack_mark)
+    def _trusted_rst(self, acceptability: RstAcceptability, row: int, side: bool) -> bool:
+        """An RST whose acknowledgment tells what its sender received: its receiver accepted it, and its TTL is
+        one the sender's own (non-RST) packets carry (a forged RST's ack is the forger's guess)."""
+        if acceptability not in ACCEPTED:
+            return False
+        return int(self.batch.table["ttl"][row]) in self.batch.non_rst_ttls[self.keys[side]]
 
     def _acceptability(self, row: int, side: bool) -> RstAcceptability:
         """RFC 5961 verdict for an RST from ``side`` whose receiver is not in SYN_SENT."""
@@ -598,9 +639,7 @@ class _Walk:
         fo_list = batch.fo_list
         for reply in range(row + 1, self.stop):
             if fo_list[reply] == receiver:
-                pure_ack = (
-                    batch.flags_list[reply] & (SYN | FIN | RST | ACK) == ACK and not batch.payload_list[reply]
-                )
+                pure_ack = batch.flags_list[reply] & (SYN | FIN | RST | ACK) == ACK and not batch.payload_list[reply]
                 prompt = batch.ts_list[reply] - batch.ts_list[row] <= CHALLENGE_ACK_WINDOW_NS
                 return reply if pure_ack and prompt else -1
         return -1
@@ -618,9 +657,7 @@ class _Walk:
             answered = index.first_row[self.keys[False]] >= 0
             return Outcome.TIMEOUT if syns > 1 and not answered else Outcome.NOT_ESTABLISHED
         both_fins_acked = self.fin_acked_row[True] >= 0 and self.fin_acked_row[False] >= 0
-        if both_fins_acked and (
-            self.accepted_rst_row < 0 or max(self.fin_acked_row.values()) < self.accepted_rst_row
-        ):
+        if both_fins_acked and (self.accepted_rst_row < 0 or max(self.fin_acked_row.values()) < self.accepted_rst_row):
             return Outcome.CLEAN
         if self.accepted_rst_row >= 0:
             return Outcome.RESET
@@ -634,99 +671,206 @@ class _Walk:
         """The last packets are one side's retransmissions (two or more), never answered."""
         batch = self.batch
         last_side = batch.fo_list[self.stop - 1]
-        other_last = int(
-            (batch.index.last_row_resp if last_side else batch.index.last_row_orig)[self.stop - 1]
-        )
+        other_last = int((batch.index.last_row_resp if last_side else batch.index.last_row_orig)[self.stop - 1])
         tail = slice(max(other_last + 1, self.start), self.stop)
         carries = (batch.payload[tail] > 0) | ((batch.flags[tail] & FIN) != 0)
         repeated = carries & (batch.rel_seq[tail] < batch.analysis.next_expected[tail])
         return int(repeated.sum()) >= 2
 
 
-def _bulk_events(batch: Batch, conn: int, walk: _Walk) -> list[Event]:
-    """Events at rows the batch index located (data, retransmissions, keep-alives, windows, gaps)."""
-    index = batch.index
-    events: list[Event] = []
-    for side in (True, False):
-        key = walk.keys[side]
-        first, last = int(index.first_data_row[key]), int(index.last_data_row[key])
-        if first >= 0:
-            events.append(batch.event(EventKind.FIRST_DATA, first))
-            events.append(batch.event(EventKind.LAST_DATA, last))
-        after_fin = int(index.data_after_fin_row[key])
-        if after_fin >= 0:
-            events.append(batch.event(EventKind.DATA_AFTER_FIN, after_fin))
-    events += [batch.event(EventKind.RETRANSMISSION, row) for row in index.retransmission_rows[conn]]
-    events += [batch.event(EventKind.KEEPALIVE_PROBE, row) for row in index.keepalive_rows[conn]]
-    events += [batch.event(EventKind.ZERO_WINDOW, row) for row in index.zero_window_rows[conn]]
-    events += _idle_gaps(batch, conn, walk)
-    return events
+@dataclass(frozen=True, slots=True)
+class LazySource:
+    """The part of a batch that deferred details read: numpy arrays and a few per-key lists, never the
+    per-row Python lists of `Batch` (a connection kept for later must not pin those)."""
+
+    frame: Array
+    ts: Array
+    rel_seq: IntArray
+    rel_ack: IntArray
+    flags: IntArray
+    payload: IntArray
+    from_orig: Array
+    gap_before_ns: IntArray
+    retransmission: Array
+    out_of_order: Array
+    first_data_row: list[int]
+    last_data_row: list[int]
+    data_after_fin_row: list[int]
+    first_pure_syn_row: list[int]
+    retransmission_rows: RowsByConnection
+    keepalive_rows: RowsByConnection
+    zero_window_rows: RowsByConnection
+    idle_rows: RowsByConnection
 
 
-def _idle_gaps(batch: Batch, conn: int, walk: _Walk) -> list[Event]:
-    rows = batch.idle_rows[conn]
-    if not rows:
-        return []
-    rtt = _handshake_rtt(batch, walk)
-    threshold = max(IDLE_GAP_MIN_NS, IDLE_GAP_RTT_FACTOR * rtt) if rtt is not None else IDLE_GAP_MIN_NS
-    analysis = batch.analysis
-    events = []
-    for row in rows:
-        gap = int(analysis.gap_before_ns[row])
-        # A silence that ends with a retransmission is a retransmission timeout (reported as such), not
-        # idleness.
-        if gap >= threshold and not (analysis.retransmission[row] or analysis.out_of_order[row]):
-            events.append(batch.event(EventKind.IDLE_GAP, row, {"gap_ns": gap, "rtt_ns": rtt}))
-    return events
+class _Details(DeferredDetails):
+    """One connection's deferred fields: its state timelines and events, stamped from the walk template."""
+
+    __slots__ = (
+        "conn",
+        "handshake_ack_row",
+        "icmp_events",
+        "initial",
+        "replies",
+        "rows",
+        "source",
+        "start",
+        "stop",
+        "syn_ack_row",
+        "template",
+    )
+
+    def __init__(self, source: LazySource, walk: _Walk, template: WalkTemplate, icmp: list[Event]) -> None:
+        self.source = source
+        self.conn = walk.conn
+        self.start = walk.start
+        self.stop = walk.stop
+        self.initial = (walk.initial[True], walk.initial[False])
+        self.rows = walk.rows
+        self.replies = walk.replies
+        self.template = template
+        self.icmp_events = icmp
+        self.syn_ack_row = walk.syn_ack_row
+        self.handshake_ack_row = walk.handshake_ack_row
+
+    def final_state(self, from_orig: bool) -> TcpState:
+        timeline = self.template.timeline[from_orig]
+        return timeline[-1][0] if timeline else self.initial[0 if from_orig else 1]
+
+    def materialise(self) -> dict[str, object]:
+        rows = _LocalRows(self.source, self.start, self.stop)
+        states = [self._timeline(rows, side) for side in (True, False)]
+        events = self._walk_events(rows) + self._bulk_events(rows) + self.icmp_events
+        events.sort(key=_event_order)
+        return {"orig_states": states[0], "resp_states": states[1], "events": tuple(events)}
+
+    def _timeline(self, rows: _LocalRows, side: bool) -> tuple[StateChange, ...]:
+        first = (rows.frame[0], rows.ts[0])
+        line = [_new_state_change(self.initial[0 if side else 1], *first)]
+        for state, mark in self.template.timeline[side]:
+            local = self.rows[mark] - self.start
+            line.append(_new_state_change(state, rows.frame[local], rows.ts[local]))
+        return tuple(line)
+
+    def _walk_events(self, rows: _LocalRows) -> list[Event]:
+        events = []
+        for op in self.template.events:
+            row = self.rows[op.mark]
+            if op.on_reply:
+                cause = "rst_frame" if rows.flags[row - self.start] & RST else "syn_frame"
+                events.append(rows.event(op.kind, self.replies[op.mark], {cause: rows.frame[row - self.start]}))
+            else:
+                events.append(rows.event(op.kind, row, dict(op.detail) if op.detail else None))
+        return events
+
+    def _bulk_events(self, rows: _LocalRows) -> list[Event]:
+        """Events at rows the batch index located (data, retransmissions, keep-alives, windows, gaps)."""
+        source, conn = self.source, self.conn
+        events: list[Event] = []
+        for key in (2 * conn, 2 * conn + 1):
+            first, last = source.first_data_row[key], source.last_data_row[key]
+            if first >= 0:
+                events.append(rows.event(EventKind.FIRST_DATA, first))
+                events.append(rows.event(EventKind.LAST_DATA, last))
+            after_fin = source.data_after_fin_row[key]
+            if after_fin >= 0:
+                events.append(rows.event(EventKind.DATA_AFTER_FIN, after_fin))
+        events += [rows.event(EventKind.RETRANSMISSION, row) for row in source.retransmission_rows[conn]]
+        events += [rows.event(EventKind.KEEPALIVE_PROBE, row) for row in source.keepalive_rows[conn]]
+        events += [rows.event(EventKind.ZERO_WINDOW, row) for row in source.zero_window_rows[conn]]
+        return events + self._idle_gaps(rows)
+
+    def _idle_gaps(self, rows: _LocalRows) -> list[Event]:
+        source = self.source
+        gap_rows = source.idle_rows[self.conn]
+        if not gap_rows:
+            return []
+        rtt = self._handshake_rtt(rows)
+        threshold = max(IDLE_GAP_MIN_NS, IDLE_GAP_RTT_FACTOR * rtt) if rtt is not None else IDLE_GAP_MIN_NS
+        events = []
+        for row in gap_rows:
+            gap = int(source.gap_before_ns[row])
+            # A silence that ends with a retransmission is a retransmission timeout (reported as such), not
+            # idleness.
+            if gap >= threshold and not (source.retransmission[row] or source.out_of_order[row]):
+                events.append(rows.event(EventKind.IDLE_GAP, row, {"gap_ns": gap, "rtt_ns": rtt}))
+        return events
+
+    def _handshake_rtt(self, rows: _LocalRows) -> int | None:
+        """SYN to handshake ACK: the round trip seen from the capture point; None without a full handshake."""
+        syn = self.source.first_pure_syn_row[2 * self.conn]
+        if syn < 0 or self.handshake_ack_row < 0 or self.syn_ack_row < 0:
+            return None
+        return rows.ts[self.handshake_ack_row - self.start] - rows.ts[syn - self.start]
 
 
-def _handshake_rtt(batch: Batch, walk: _Walk) -> int | None:
-    """SYN to handshake ACK: the round trip seen from the capture point; None without a full handshake."""
-    syn = int(batch.index.first_pure_syn_row[walk.keys[True]])
-    if syn < 0 or walk.handshake_ack_row < 0 or walk.syn_ack_row < 0:
-        return None
-    return int(batch.ts[walk.handshake_ack_row]) - int(batch.ts[syn])
+class _LocalRows:
+    """One connection's rows of a `LazySource` as Python lists (indexing a list beats a numpy scalar)."""
+
+    __slots__ = ("flags", "fo", "frame", "payload", "rel_ack", "rel_seq", "start", "ts")
+
+    def __init__(self, source: LazySource, start: int, stop: int) -> None:
+        self.start = start
+        self.frame: list[int] = source.frame[start:stop].tolist()
+        self.ts: list[int] = source.ts[start:stop].tolist()
+        self.rel_seq: list[int] = source.rel_seq[start:stop].tolist()
+        self.rel_ack: list[int] = source.rel_ack[start:stop].tolist()
+        self.flags: list[int] = source.flags[start:stop].tolist()
+        self.payload: list[int] = source.payload[start:stop].tolist()
+        self.fo: list[bool] = source.from_orig[start:stop].tolist()
+
+    def event(self, kind: EventKind, row: int, detail: dict[str, object] | None = None) -> Event:
+        """The event at batch row ``row``."""
+        at = row - self.start
+        return _new_event(
+            kind,
+            Side.ORIG if self.fo[at] else Side.RESP,
+            self.frame[at],
+            self.ts[at],
+            self.rel_seq[at],
+            self.rel_ack[at] if self.flags[at] & ACK else None,
+            self.payload[at],
+            dict(detail) if detail else {},
+        )
 
 
-def _direction_stats(batch: Batch, conn: int, side: bool, walk: _Walk) -> DirectionStats:
+def _direction_stats(batch: Batch, group: int, isn: int | None, rst_acked: int) -> DirectionStats:
+    """The counters of direction ``group`` (2 * conn, + 1 for the responder), read from the batch lists.
+
+    ``rst_acked`` is the highest acknowledgment of this side's data carried by a trusted RST of the peer (the
+    batch's ACK maxima leave RSTs out: see `batch_stats`).
+    """
     stats = batch.stats
-    group = 2 * conn + (0 if side else 1)
-    peer_group = group ^ 1
-    data_bytes = max(0, int(stats.data_end[group]) - 1)
-    bytes_acked = max(0, min(data_bytes, int(stats.max_ack[peer_group]) - 1))
-    syn_row = walk.syn_options[side]
-    table = batch.table
-    first_fin = int(batch.index.first_fin_row[group])
-    rsts = [row for row in batch.rst_rows[conn] if bool(batch.fo[row]) == side]
-    wscale = int(table["opt_wscale"][syn_row]) if syn_row >= 0 else -1
-    mss = int(table["opt_mss"][syn_row]) if syn_row >= 0 else 0
+    data_bytes = max(0, stats.data_end[group] - 1)
+    bytes_acked = max(0, min(data_bytes, max(stats.max_ack[group ^ 1], rst_acked) - 1))
+    wscale = batch.wscale_list[group]
+    mss = batch.mss_list[group]
+    fin_frame = batch.fin_frame_list[group]
     return _new_direction_stats(
-        packets=int(stats.packets[group]),
-        payload_bytes=int(stats.payload_bytes[group]),
-        frame_bytes=int(stats.frame_bytes[group]),
-        ip_bytes=int(stats.ip_bytes[group]),
-        isn=walk.isn[side],
+        packets=stats.packets[group],
+        payload_bytes=stats.payload_bytes[group],
+        frame_bytes=stats.frame_bytes[group],
+        ip_bytes=stats.ip_bytes[group],
+        isn=isn,
         data_bytes=data_bytes,
         bytes_acked=bytes_acked,
         unacked_bytes=data_bytes - bytes_acked,
-        retransmissions=int(stats.retransmissions[group]),
-        out_of_order=int(stats.out_of_order[group]),
-        lost_segments=int(stats.lost[group]),
-        dup_acks=int(stats.dup_acks[group]),
-        zero_windows=int(stats.zero_windows[group]),
-        keepalive_probes=int(stats.keepalives[group]),
-        max_idle_ns=int(stats.max_idle[group]),
+        retransmissions=stats.retransmissions[group],
+        out_of_order=stats.out_of_order[group],
+        lost_segments=stats.lost[group],
+        dup_acks=stats.dup_acks[group],
+        zero_windows=stats.zero_windows[group],
+        keepalive_probes=stats.keepalives[group],
+        max_idle_ns=stats.max_idle[group],
         wscale=wscale if wscale >= 0 else None,
         mss=mss if mss > 0 else None,
         ttls=batch.ttl_lists[group],
-        fin_frame=int(batch.frame[first_fin]) if first_fin >= 0 else None,
-        rst_frames=tuple(int(batch.frame[row]) for row in rsts),
+        fin_frame=fin_frame if fin_frame >= 0 else None,
+        rst_frames=batch.rst_frames.get(group, ()),
     )
 
 
-def _icmp_events(
-    errors: Sequence[IcmpError], orig_h: str, orig_p: int, resp_h: str, resp_p: int
-) -> list[Event]:
+def _icmp_events(errors: Sequence[IcmpError], orig_h: str, orig_p: int, resp_h: str, resp_p: int) -> list[Event]:
     events = []
     for error in errors:
         quoted = (error.quoted_src, error.quoted_sport, error.quoted_dst, error.quoted_dport)

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from whyreset.ids import Outcome, Side, TcpState
-from whyreset.model import Array, PacketTable
+from whyreset.model import Array, IcmpError, PacketTable
 
 
 class RstAcceptability(StrEnum):
@@ -233,6 +233,9 @@ class Connection:
     """Zeek's resp_bytes."""
     missed_bytes: int = 0
     """Zeek's missed_bytes: bytes in content gaps (acknowledged by the peer, never seen in the capture)."""
+    icmp_errors: tuple[IcmpError, ...] = ()
+    """The ICMP errors matched to this connection (also listed as ICMP_ERROR events); reading this does not
+    build the event list."""
 
     @property
     def duration_ns(self) -> int:
@@ -245,8 +248,11 @@ class Connection:
         return self.orig_states if side is Side.ORIG else self.resp_states
 
     def final_state(self, side: Side) -> TcpState:
-        timeline = self.states(side)
-        return timeline[-1].state if timeline else TcpState.UNKNOWN
+        name = "orig_states" if side is Side.ORIG else "resp_states"
+        raw = _SLOTS[name].__get__(self, Connection)
+        if isinstance(raw, Deferred):
+            return raw.details.final_state(side is Side.ORIG)
+        return raw[-1].state if raw else TcpState.UNKNOWN
 
     def address(self, side: Side) -> tuple[str, int]:
         return (self.orig_h, self.orig_p) if side is Side.ORIG else (self.resp_h, self.resp_p)
@@ -254,3 +260,66 @@ class Connection:
     @property
     def first_reset(self) -> ResetInfo | None:
         return self.resets[0] if self.resets else None
+
+
+class DeferredDetails:
+    """What a builder leaves on a `Connection` to make its detailed fields later (see `Deferred`)."""
+
+    def materialise(self) -> dict[str, object]:
+        """The values of the deferred fields, by field name (called at most once per connection)."""
+        raise NotImplementedError
+
+    def final_state(self, from_orig: bool) -> TcpState:
+        """The endpoint's last state, without building the timeline."""
+        raise NotImplementedError
+
+
+class Deferred:
+    """Placeholder stored in a `Connection` slot until the field is first read.
+
+    The core rebuilds tens of thousands of connections per second, and most of them are never looked at in
+    detail: their events and state timelines are made on first read instead (the result is the same object
+    an eager build gives, stored in the slot for later reads). The builder must not let `details` hold
+    anything large (the whole chunk): it lives as long as the connection is not fully read.
+    """
+
+    __slots__ = ("details",)
+
+    def __init__(self, details: DeferredDetails) -> None:
+        self.details = details
+
+
+DEFERRED_FIELDS = ("orig_states", "resp_states", "events")
+_SLOTS: dict[str, Any] = {name: Connection.__dict__[name] for name in DEFERRED_FIELDS}
+
+
+class _ResolvingSlot:
+    """Wraps a slot of `Connection`: reading a `Deferred` placeholder builds the deferred fields first."""
+
+    __slots__ = ("name", "slot")
+
+    def __init__(self, name: str, slot: Any) -> None:
+        self.name = name
+        self.slot = slot
+
+    def __get__(self, instance: Connection | None, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = self.slot.__get__(instance, owner)
+        if isinstance(value, Deferred):
+            values = value.details.materialise()
+            for name in DEFERRED_FIELDS:
+                if isinstance(_SLOTS[name].__get__(instance, owner), Deferred):
+                    _SLOTS[name].__set__(instance, values[name])
+            value = values[self.name]
+        return value
+
+    def __set__(self, instance: Connection, value: Any) -> None:
+        self.slot.__set__(instance, value)
+
+    def __delete__(self, instance: Connection) -> None:
+        self.slot.__delete__(instance)
+
+
+for _name in DEFERRED_FIELDS:
+    setattr(Connection, _name, _ResolvingSlot(_name, _SLOTS[_name]))

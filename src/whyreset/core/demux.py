@@ -98,9 +98,7 @@ def demultiplex(table: PacketTable, reuse_gap_ns: int = DEFAULT_REUSE_GAP_NS) ->
     for key in keys:
         new_flow[1:] |= key[1:] != key[:-1]
     sorted_sender_a = sender_is_a[order]
-    starts, flow_of_conn, reuse_index = _split_port_reuse(
-        table, order, new_flow, sorted_sender_a, reuse_gap_ns
-    )
+    starts, flow_of_conn, reuse_index = _split_port_reuse(table, order, new_flow, sorted_sender_a, reuse_gap_ns)
     orig_is_a, inferred_by = _assign_roles(table, order, starts, sorted_sender_a)
     return Demux(order, starts, sorted_sender_a, orig_is_a, inferred_by, reuse_index, flow_of_conn)
 
@@ -113,9 +111,7 @@ def _split_port_reuse(
     ts = table["ts_ns"][order]
     pure_syn = (flags & (SYN | ACK | RST)) == SYN
     ends_connection = (flags & (FIN | RST)) != 0
-    closes_before = np.concatenate(
-        ([0], np.cumsum(ends_connection))
-    )  # FIN/RST rows strictly before position i
+    closes_before = np.concatenate(([0], np.cumsum(ends_connection)))  # FIN/RST rows strictly before position i
     flow_id = np.cumsum(new_flow) - 1
     flow_starts = np.flatnonzero(new_flow)
     # Candidates: pure SYNs that are not their flow's first row. Most are retransmissions (same ISN as
@@ -172,17 +168,13 @@ def _split_port_reuse(
     return starts, flow_of_conn, reuse_index.astype(np.int64)
 
 
-def _first_syn_seq(
-    pure_syn: Array, sender_a: Array, seq: Array, start: int, stop: int, from_a: bool
-) -> int | None:
+def _first_syn_seq(pure_syn: Array, sender_a: Array, seq: Array, start: int, stop: int, from_a: bool) -> int | None:
     """Sequence number of the first pure SYN sent by side ``from_a`` in rows [start, stop), or None."""
     window = np.flatnonzero(pure_syn[start:stop] & (sender_a[start:stop] == from_a))
     return int(seq[start + window[0]]) if len(window) else None
 
 
-def _assign_roles(
-    table: PacketTable, order: IntArray, starts: IntArray, sender_a: Array
-) -> tuple[Array, IntArray]:
+def _assign_roles(table: PacketTable, order: IntArray, starts: IntArray, sender_a: Array) -> tuple[Array, IntArray]:
     n = len(order)
     flags = table["flags"][order]
     count = len(starts)

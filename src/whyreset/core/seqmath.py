@@ -59,9 +59,7 @@ def unwrap_groups(values: Array, starts: IntArray) -> IntArray:
     return base + cum
 
 
-def group_running_max(
-    values: IntArray, starts: IntArray, exclusive: bool, initial: IntArray | None = None
-) -> IntArray:
+def group_running_max(values: IntArray, starts: IntArray, exclusive: bool, initial: IntArray | None = None) -> IntArray:
     """Running maximum within each group.
 
     With ``exclusive``, row i gets the maximum of the rows before it in its group (``initial`` for the

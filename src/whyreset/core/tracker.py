@@ -113,9 +113,7 @@ class ConnectionTracker:
         last_rows = np.append(starts[1:], n) - 1
         last_ts = analysis.table["ts_ns"][last_rows].astype(np.int64)
         now = self._now_ns if self._now_ns is not None else int(last_ts.max())
-        candidates, superseded = self._over_candidates(
-            analysis.table["flags"], starts, demux.flow, last_ts, now, final
-        )
+        candidates, superseded = self._over_candidates(analysis.table["flags"], starts, demux.flow, last_ts, now, final)
         batch = Batch(analysis, demux)
         finished, keep = self._rebuild(batch, first_frames, last_ts, now, candidates, superseded, final)
         self._keep_rows(table, demux.order, starts, keep)
@@ -145,7 +143,7 @@ class ConnectionTracker:
         reuse_list, superseded_list = demux.reuse_index.tolist(), superseded.tolist()
         for conn in np.flatnonzero(candidates).tolist():
             keep[conn] = False
-            four_tuple = _canonical_tuple(analysis.table, start_rows[conn])
+            four_tuple = batch.canonical_tuple(conn)
             connection = build_connection(
                 batch,
                 conn,
@@ -228,12 +226,6 @@ def _no_cyclic_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _canonical_tuple(table: PacketTable, row: int) -> tuple[int, ...]:
-    src = (int(table["src_hi"][row]), int(table["src_lo"][row]), int(table["sport"][row]))
-    dst = (int(table["dst_hi"][row]), int(table["dst_lo"][row]), int(table["dport"][row]))
-    return (*min(src, dst), *max(src, dst))
 
 
 def _has_ended(connection: Connection) -> bool:

@@ -151,9 +151,7 @@ class ZeekEmulator:
         elif state is ZeekState.CLOSED and flags & RST and peer.state is not ZeekState.CLOSED:
             endpoint.set_state(ZeekState.RESET)
 
-    def _history(
-        self, row: int, is_orig: bool, flags: int, rel_seq: int, length: int, endpoint: _Endpoint
-    ) -> None:
+    def _history(self, row: int, is_orig: bool, flags: int, rel_seq: int, length: int, endpoint: _Endpoint) -> None:
         bits = bool(flags & SYN) + bool(flags & FIN) + bool(flags & RST)
         if bits > 1:
             if flags & FIN and flags & RST:
@@ -196,12 +194,7 @@ class ZeekEmulator:
                 endpoint.set_state(ZeekState.PARTIAL)
 
     def _established(self, endpoint: _Endpoint, peer: _Endpoint, flags: int) -> None:
-        if (
-            flags & SYN
-            and endpoint.state is ZeekState.PARTIAL
-            and peer.state is ZeekState.INACTIVE
-            and not flags & ACK
-        ):
+        if flags & SYN and endpoint.state is ZeekState.PARTIAL and peer.state is ZeekState.INACTIVE and not flags & ACK:
             endpoint.set_state(ZeekState.SYN_SENT)
         if flags & FIN and not flags & RST:
             endpoint.set_state(ZeekState.CLOSED)
@@ -327,13 +320,7 @@ EMULATION_CACHE_LIMIT = 65_536
 
 def shape_code(from_orig: bool, flags: int, has_payload: bool, repeats: bool) -> int:
     """One fed row of the memo key in a byte: SYN/FIN/RST/ACK bits, data, repeated sequence number, side."""
-    return (
-        (flags & (SYN | FIN | RST))
-        | ((flags & ACK) >> 1)
-        | (has_payload << 4)
-        | (repeats << 5)
-        | (from_orig << 6)
-    )
+    return (flags & (SYN | FIN | RST)) | ((flags & ACK) >> 1) | (has_payload << 4) | (repeats << 5) | (from_orig << 6)
 
 
 def emulate(fed: Sequence[tuple[int, bool, int, int, int]]) -> Emulation:
@@ -345,9 +332,7 @@ def emulate(fed: Sequence[tuple[int, bool, int, int, int]]) -> Emulation:
     return emulate_shape(_shape(fed), lambda: fed)
 
 
-def emulate_shape(
-    shape: bytes, load_fed: Callable[[], Sequence[tuple[int, bool, int, int, int]]]
-) -> Emulation:
+def emulate_shape(shape: bytes, load_fed: Callable[[], Sequence[tuple[int, bool, int, int, int]]]) -> Emulation:
     """`emulate` for a connection whose memo key (`shape_code` per fed row) is already known."""
     known = _EMULATIONS.get(shape)
     if known is not None:
@@ -441,9 +426,7 @@ def _bulk_letters(
     letters: list[tuple[int, int, str]] = []
     plain = (flags & (SYN | FIN | RST)) == 0
     has_ack = (flags & ACK) != 0
-    zeek_end = (
-        rows.rel_seq + np.where(flags & RST, 0, rows.payload) + ((flags & SYN) != 0) + ((flags & FIN) != 0)
-    )
+    zeek_end = rows.rel_seq + np.where(flags & RST, 0, rows.payload) + ((flags & SYN) != 0) + ((flags & FIN) != 0)
     for is_orig, letter_case in ((True, str.upper), (False, str.lower)):
         mine = rows.from_orig == is_orig
         own_state = before_orig if is_orig else before_resp
@@ -463,8 +446,7 @@ def _bulk_letters(
         )
         letters += [(int(r), 1, letter_case("W")) for r in scaled_positions(zero)]
         letters += [
-            (int(r), 2, letter_case("T"))
-            for r in scaled_positions(_retransmitted(rows, mine, zeek_end, own_state))
+            (int(r), 2, letter_case("T")) for r in scaled_positions(_retransmitted(rows, mine, zeek_end, own_state))
         ]
     return letters + _gap_letters(rows)
 
