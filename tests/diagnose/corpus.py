@@ -28,6 +28,9 @@ class Case:
     truth_cause: str | None
     connection: Connection | None
     finding: Finding | None
+    rst_senders_seen: tuple[str, ...] | None = None
+    """The RST senders this capture point shows, when the truth says (a capture sees only the RSTs that cross
+    its link: the lab's ``rst_senders_seen_at``)."""
 
     @property
     def got(self) -> str | None:
@@ -61,14 +64,16 @@ def truth_files() -> list[Path]:
 def cases_of(truth_path: Path) -> list[Case]:
     truth = json.loads(truth_path.read_text())
     out: list[Case] = []
+    views = truth.get("extra", {}).get("rst_senders_seen_at", {})
     for point, name in truth["captures"].items():
+        seen = tuple(views[point]) if point in views else None
         connections, findings, _ = diagnose_capture(CORPUS / name)
         by_tuple = {(endpoint(c.orig_h, c.orig_p), endpoint(c.resp_h, c.resp_p)): c for c in connections}
         for conn_truth in truth["connections"]:
             key = (conn_truth["orig"], conn_truth["resp"])
             conn = by_tuple.get(key)
             finding = findings.get(conn.uid) if conn is not None else None
-            out.append(Case(truth["scenario"], point, key[0], key[1], conn_truth["cause"], conn, finding))
+            out.append(Case(truth["scenario"], point, key[0], key[1], conn_truth["cause"], conn, finding, seen))
     return out
 
 

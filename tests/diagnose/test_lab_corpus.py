@@ -3,11 +3,13 @@
 For every connection of every scenario, from every capture point that saw it, the primary cause must be the
 truth's cause, and negatives must give no finding.
 
-Two honest exceptions, both physical limits of a capture rather than tuning targets:
+Three honest exceptions, both physical limits of a capture rather than tuning targets:
 
 * **blind vantage points**: a capture next to the server of a black-holed path sees a healthy connection that
   simply goes quiet (the client's retransmissions and probes never reach it), and a SYN dropped or rejected by
   a router never reaches the server's capture at all. There the finding must be None (no false cause);
+* **links no RST crosses**: the lab records which RST senders each capture point shows
+  (``rst_senders_seen_at``); a capture that shows none of them and no RST at all has nothing to diagnose;
 * **wire-identical pairs**: close() with unread data, SO_LINGER {1, 0} and a client abort after a full
   response put byte-for-byte the same RST on the wire (tcp_send_active_reset, seq = SND.NXT, ack = RCV.NXT);
   only the kernel's reset reason differs. There the truth must be the primary cause or the first alternative.
@@ -71,6 +73,10 @@ def blind(case: Case) -> bool:
     connection."""
     conn = case.connection
     assert conn is not None
+    if case.rst_senders_seen == () and not conn.resets:
+        # The truth says no RST of the fault crosses this capture's link (the rebooted host's old capture, the
+        # far side of a black hole that ate a forged RST): the capture holds nothing to diagnose.
+        return True
     return (
         case.capture_point == "server"
         and case.truth_cause in TIMEOUT_CAUSES

@@ -62,9 +62,7 @@ class CatalogueEntry:
     @property
     def produces(self) -> tuple[tuple[Errno, Operation], ...]:
         """The (errno, operation) pairs its parties can see: how a pasted error line maps back to causes."""
-        return tuple(
-            (r.view.errno, r.view.operation) for r in self.roles if r.view.errno and r.view.operation
-        )
+        return tuple((r.view.errno, r.view.operation) for r in self.roles if r.view.errno and r.view.operation)
 
 
 def _see(errno: Errno | None, op: Operation | None, why: str) -> AppView:
@@ -149,8 +147,7 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
                 _see(
                     Errno.EHOSTUNREACH,
                     C,
-                    "connect() fails with EHOSTUNREACH ('No route to "
-                    "host'), or ECONNREFUSED for port unreachable",
+                    "connect() fails with EHOSTUNREACH ('No route to host'), or ECONNREFUSED for port unreachable",
                 ),
             ),
         ),
@@ -195,14 +192,12 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
             ),
         ),
         fix=(
-            "Check that the host is up and routable and that no firewall drops the SYNs (tcpdump on the "
-            "server).",
+            "Check that the host is up and routable and that no firewall drops the SYNs (tcpdump on the server).",
             "If the port is overloaded: raise the backlog (net.core.somaxconn and the listen() backlog) and "
             "accept faster.",
             "Use a connect timeout well below the kernel's ~2 minutes, and retry with backoff.",
         ),
-        decisive_capture="a capture next to the server shows whether the SYNs arrive; ListenDrops on the "
-        "server",
+        decisive_capture="a capture next to the server shows whether the SYNs arrive; ListenDrops on the server",
         look_alikes=(CauseId.BACKLOG_OVERFLOW, CauseId.ICMP_UNREACHABLE),
         seeds=("001",),
         rule=handshake.syn_unanswered,
@@ -299,8 +294,7 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         "discards its own unsent data; this takes precedence over SO_LINGER. Typical: a server reads one "
         "request "
         "of two and closes, or rejects a request without reading its body.",
-        signature="peer data acknowledged by the closer, then an RST+ACK from the closer with no FIN before "
-        "it",
+        signature="peer data acknowledged by the closer, then an RST+ACK from the closer with no FIN before it",
         evidence=(
             "the RST (seq = its SND.NXT, ack covering the unread data)",
             "the peer's data that the closer received after it last sent anything",
@@ -328,8 +322,7 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         "`ss -K`, or an orphan whose linger / FIN_WAIT2 timer expired (TCP_LINGER2 < 0). The kernel sends "
         "RST+ACK "
         "(seq = SND.NXT) instead of FIN and throws away everything not yet acknowledged.",
-        signature="RST+ACK with no FIN first and no unread peer data; the closer's unacknowledged data is "
-        "lost",
+        signature="RST+ACK with no FIN first and no unread peer data; the closer's unacknowledged data is lost",
         evidence=("the RST and what was pending (unacknowledged bytes each way)", "no FIN from the closer"),
         kernel_reasons=(
             "TCP_STATE (SO_LINGER 0 close)",
@@ -406,11 +399,9 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
             "timeout "
             "(e.g. server 75 s, client 60 s; Node/Express 5 s -> client 4 s).",
             "Retry idempotent requests once on a reused connection (what browsers and Go's net/http do).",
-            "Or have the server send `Connection: close`/`Keep-Alive: timeout=N` so the client knows when it "
-            "ends.",
+            "Or have the server send `Connection: close`/`Keep-Alive: timeout=N` so the client knows when it ends.",
         ),
-        decisive_capture="the two timeouts' values; the idle time before the FIN matches the server's "
-        "timeout",
+        decisive_capture="the two timeouts' values; the idle time before the FIN matches the server's timeout",
         look_alikes=(CauseId.DATA_AFTER_CLOSE, CauseId.PEER_LOST_STATE),
         seeds=("001",),
         rule=close.keepalive_race,
@@ -441,8 +432,7 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
             Role("peer", False, _see(None, None, "nothing: the process or host that had it was gone")),
         ),
         fix=(
-            "Enable TCP keep-alive (or application heartbeats) so half-open connections are found while "
-            "idle.",
+            "Enable TCP keep-alive (or application heartbeats) so half-open connections are found while idle.",
             "On failover (VIP move), make clients reconnect; retry only idempotent requests.",
             "Investigate the peer's restarts (uptime, OOM kills, deploys).",
         ),
@@ -475,8 +465,7 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
             "Drain before stopping: stop accepting at the load balancer, then accept and serve what is "
             "queued "
             "before closing the listener (graceful shutdown).",
-            "Hand the listening socket over on restart (systemd socket activation, SO_REUSEPORT with "
-            "overlap).",
+            "Hand the listening socket over on restart (systemd socket activation, SO_REUSEPORT with overlap).",
             "Clients: retry idempotent requests on connection reset.",
         ),
         decisive_capture="the server's restart time; several connections reset within the same millisecond",
@@ -502,8 +491,7 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         ),
         fix=(
             "Find why the peer stopped answering (host down, path cut, middlebox dropped the state).",
-            "If a middlebox drops idle state, set keep-alive time below its idle timeout so it never "
-            "expires.",
+            "If a middlebox drops idle state, set keep-alive time below its idle timeout so it never expires.",
         ),
         decisive_capture="a capture next to the peer shows whether the probes arrive",
         look_alikes=(CauseId.IDLE_STATE_DROPPED, CauseId.RETRANSMISSION_TIMEOUT),
@@ -531,8 +519,7 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
             Role("peer", False, _see(None, None, "nothing: the data never reached it")),
         ),
         fix=(
-            "Set TCP_USER_TIMEOUT (or application timeouts) to detect a dead peer in seconds, not 15 "
-            "minutes.",
+            "Set TCP_USER_TIMEOUT (or application timeouts) to detect a dead peer in seconds, not 15 minutes.",
             "Find the break: peer down, route or firewall change, MTU black hole (large segments only).",
         ),
         decisive_capture="a capture next to the peer shows whether the data arrives",
@@ -550,8 +537,7 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         "dropped (or would be answered by RST, see middlebox_reset); the sender retransmits into the void "
         "until "
         "it times out.",
-        signature="long idle, then data retransmitted with no answer (usually ends in a retransmission "
-        "timeout)",
+        signature="long idle, then data retransmitted with no answer (usually ends in a retransmission timeout)",
         evidence=(
             "the idle time before the unanswered data",
             "the peer had answered before the idle period",
@@ -682,10 +668,8 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
             Role("closer", True, _see(None, None, "nothing: waits in FIN_WAIT2")),
         ),
         fix=(
-            "Close the socket when read() returns 0 (EOF), in every code path (try/finally, "
-            "with-statements).",
-            "Return HTTP client connections to the pool / release response bodies so the library can close "
-            "them.",
+            "Close the socket when read() returns 0 (EOF), in every code path (try/finally, with-statements).",
+            "Return HTTP client connections to the pool / release response bodies so the library can close them.",
             "Monitor `ss -tan state close-wait | wc -l`.",
         ),
         decisive_capture="`ss -tanp state close-wait` on the leaking host names the process",
@@ -733,9 +717,7 @@ def causes_for_kernel_reason(reason: str) -> tuple[CauseId, ...]:
     live mode can propose when a tracepoint reports that reason. Several causes share some reasons."""
     wanted = reason.strip().upper()
     return tuple(
-        entry.cause
-        for entry in ENTRIES
-        if any(wanted in _reason_names(text) for text in entry.kernel_reasons)
+        entry.cause for entry in ENTRIES if any(wanted in _reason_names(text) for text in entry.kernel_reasons)
     )
 
 

@@ -18,11 +18,10 @@ Build it in a first pass (`build_context`, or `DiagnosisContext.observe` per con
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right, insort
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from whyreset.core.connection import Connection, EventKind
 from whyreset.ids import Side
@@ -44,6 +43,10 @@ class ServerReset:
     uid: str
 
 
+def _reset_time(reset: ServerReset) -> int:
+    return reset.ts_ns
+
+
 @dataclass(slots=True)
 class DiagnosisContext:
     """Capture-wide facts gathered over every connection before any is diagnosed."""
@@ -51,11 +54,11 @@ class DiagnosisContext:
     host_ttls: dict[str, Counter[int]] = field(default_factory=dict)
     """address -> TTL -> count over that host's ordinary (non-RST) packets."""
     listening: dict[Endpoint, list[int]] = field(default_factory=dict)
-    """server endpoint -> timestamps of SYN-ACKs it sent."""
+    """server endpoint -> timestamps of SYN-ACKs it sent (sorted: queries bisect)."""
     refusals: dict[Endpoint, list[int]] = field(default_factory=dict)
-    """server endpoint -> timestamps of RSTs that answered a SYN (connection refused)."""
+    """server endpoint -> timestamps of RSTs that answered a SYN (connection refused), sorted."""
     silent_resets: dict[Endpoint, list[ServerReset]] = field(default_factory=dict)
-    """server endpoint -> connections it reset after the handshake without sending data."""
+    """server endpoint -> connections it reset after the handshake without sending data, by time."""
     icmp_by_flow: dict[tuple[str, int, str, int], list[IcmpError]] = field(default_factory=dict)
     """(quoted src, sport, dst, dport) -> ICMP errors quoting that flow."""
     first_ts_ns: int | None = None
@@ -63,28 +66,59 @@ class DiagnosisContext:
     connections: int = 0
 
     def observe(self, conn: Connection) -> None:
-        """Fold one connection into the context."""
+        """Fold one connection into the context (one pass over its packets, as plain Python values: numpy
+        calls on a dozen rows cost more than the loop)."""
         self.connections += 1
-        self.first_ts_ns = (
-            conn.ts_first_ns if self.first_ts_ns is None else min(self.first_ts_ns, conn.ts_first_ns)
+        if self.first_ts_ns is None or conn.ts_first_ns < self.first_ts_ns:
+            self.first_ts_ns = conn.ts_first_ns
+        if self.last_ts_ns is None or conn.ts_last_ns > self.last_ts_ns:
+            self.last_ts_ns = conn.ts_last_ns
+        packets = conn.packets
+        orig_ttls: list[int] = []
+        resp_ttls: list[int] = []
+        synacks: list[int] = []
+        first_resp_rst: int | None = None
+        resp_syn = resp_fin = False
+        rows = zip(
+            conn.from_orig.tolist(),
+            packets["flags"].tolist(),
+            packets["ttl"].tolist(),
+            packets["ts_ns"].tolist(),
+            strict=True,
         )
-        self.last_ts_ns = (
-            conn.ts_last_ns if self.last_ts_ns is None else max(self.last_ts_ns, conn.ts_last_ns)
-        )
-        flags = conn.packets["flags"].astype(np.int64)
-        ttls = conn.packets["ttl"]
-        ts = conn.packets["ts_ns"]
-        from_orig = conn.from_orig.astype(bool)
-        not_rst = (flags & RST) == 0
-        for host, mask in ((conn.orig_h, from_orig), (conn.resp_h, ~from_orig)):
-            self.host_ttls.setdefault(host, Counter()).update(ttls[mask & not_rst].tolist())
+        for from_orig, flags, ttl, ts in rows:
+            if from_orig:
+                if not flags & RST:
+                    orig_ttls.append(ttl)
+                continue
+            resp_syn = resp_syn or bool(flags & SYN)
+            resp_fin = resp_fin or bool(flags & FIN)
+            if (flags & (SYN | ACK)) == (SYN | ACK):
+                synacks.append(ts)
+            if flags & RST:
+                if first_resp_rst is None:
+                    first_resp_rst = ts
+                continue
+            resp_ttls.append(ttl)
+        self._count_ttls(conn.orig_h, orig_ttls)
+        self._count_ttls(conn.resp_h, resp_ttls)
         server = (conn.resp_h, conn.resp_p)
-        synack = (~from_orig) & ((flags & (SYN | ACK)) == (SYN | ACK))
-        if synack.any():
-            self.listening.setdefault(server, []).extend(int(t) for t in ts[synack])
-        self._observe_refusal(conn, server, flags, from_orig, ts)
-        self._observe_silent_reset(conn, server, flags, from_orig)
+        if synacks:
+            known = self.listening.setdefault(server, [])
+            for ts in synacks:
+                insort(known, ts)
+        if first_resp_rst is not None and not conn.established and not resp_syn:
+            # A plain refusal: the responder reset without ever answering with a SYN-ACK.
+            insort(self.refusals.setdefault(server, []), first_resp_rst)
+        self._observe_silent_reset(conn, server, resp_fin)
         self._observe_icmp_events(conn)
+
+    def _count_ttls(self, host: str, ttls: list[int]) -> None:
+        counts = self.host_ttls.get(host)
+        if counts is None:
+            counts = self.host_ttls[host] = Counter()
+        for ttl in ttls:
+            counts[ttl] += 1
 
     def _observe_icmp_events(self, conn: Connection) -> None:
         """ICMP errors the core attached to the connection (so that `observe` alone, without the capture's
@@ -116,28 +150,13 @@ class DiagnosisContext:
                 )
             )
 
-    def _observe_refusal(
-        self, conn: Connection, server: Endpoint, flags: np.ndarray, from_orig: np.ndarray, ts: np.ndarray
-    ) -> None:
-        resp_rst = (~from_orig) & ((flags & RST) != 0)
-        if conn.established or not resp_rst.any():
-            return
-        if ((~from_orig) & ((flags & SYN) != 0)).any():
-            return  # the responder answered with a SYN-ACK at some point: not a plain refusal
-        self.refusals.setdefault(server, []).extend(int(t) for t in ts[resp_rst][:1])
-
-    def _observe_silent_reset(
-        self, conn: Connection, server: Endpoint, flags: np.ndarray, from_orig: np.ndarray
-    ) -> None:
-        if not conn.established or conn.resp.data_bytes > 0 or not conn.resets:
+    def _observe_silent_reset(self, conn: Connection, server: Endpoint, resp_fin: bool) -> None:
+        if not conn.established or conn.resp.data_bytes > 0 or not conn.resets or resp_fin:
             return
         first = conn.resets[0]
-        if first.sender.value != "resp":
+        if first.sender is not Side.RESP:
             return
-        resp_fin = (~from_orig) & ((flags & FIN) != 0)
-        if resp_fin.any():
-            return
-        self.silent_resets.setdefault(server, []).append(ServerReset(first.ts_ns, conn.uid))
+        insort(self.silent_resets.setdefault(server, []), ServerReset(first.ts_ns, conn.uid), key=_reset_time)
 
     def add_icmp(self, errors: Iterable[IcmpError]) -> None:
         for error in errors:
@@ -163,26 +182,25 @@ class DiagnosisContext:
         return bool(self.listening.get(server))
 
     def synacks_after(self, server: Endpoint, ts_ns: int) -> int:
-        return sum(1 for t in self.listening.get(server, []) if t > ts_ns)
+        times = self.listening.get(server, [])
+        return len(times) - bisect_right(times, ts_ns)
 
     def refusals_after(self, server: Endpoint, ts_ns: int) -> int:
-        return sum(1 for t in self.refusals.get(server, []) if t > ts_ns)
+        times = self.refusals.get(server, [])
+        return len(times) - bisect_right(times, ts_ns)
 
     def reset_burst(self, server: Endpoint, ts_ns: int, uid: str) -> list[ServerReset]:
         """Other connections the same server reset silently within `CLUSTER_WINDOW_NS` of ``ts_ns``."""
-        return [
-            r
-            for r in self.silent_resets.get(server, [])
-            if r.uid != uid and abs(r.ts_ns - ts_ns) <= CLUSTER_WINDOW_NS
-        ]
+        resets = self.silent_resets.get(server, [])
+        start = bisect_left(resets, ts_ns - CLUSTER_WINDOW_NS, key=_reset_time)
+        stop = bisect_right(resets, ts_ns + CLUSTER_WINDOW_NS, key=_reset_time)
+        return [r for r in resets[start:stop] if r.uid != uid]
 
     def capture_end_ns(self, conn: Connection) -> int:
         return self.last_ts_ns if self.last_ts_ns is not None else conn.ts_last_ns
 
 
-def build_context(
-    connections: Iterable[Connection], icmp_errors: Iterable[IcmpError] = ()
-) -> DiagnosisContext:
+def build_context(connections: Iterable[Connection], icmp_errors: Iterable[IcmpError] = ()) -> DiagnosisContext:
     """First pass over a capture's connections (and its ICMP errors)."""
     context = DiagnosisContext()
     for conn in connections:

@@ -186,9 +186,7 @@ def _decider(errnos: set[Errno]) -> str:
             "to the peer shows the RST leaving it. `whyreset analyze` on that capture names the cause."
         )
     if Errno.ECONNREFUSED in errnos:
-        return (
-            "capture the SYN and its answer next to the client, and on the server to tell host from firewall"
-        )
+        return "capture the SYN and its answer next to the client, and on the server to tell host from firewall"
     if Errno.ETIMEDOUT in errnos:
         return "capture next to both ends: where the SYNs, data or keep-alive probes stop being answered"
     if Errno.EOF in errnos:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 from whyreset.ids import TcpState
 
@@ -189,18 +190,14 @@ MESSAGES: tuple[RuntimeMessage, ...] = (
         R,
         "java.net.SocketException: Connection timed out",
         r"SocketException: Connection timed out|SocketTimeoutException: Read timed out",
-        "kernel gave up (retransmissions or keep-alive); SO_TIMEOUT gives 'SocketTimeoutException: Read "
-        "timed out'",
+        "kernel gave up (retransmissions or keep-alive); SO_TIMEOUT gives 'SocketTimeoutException: Read timed out'",
     ),
-    _m(
-        "java", HOSTUNREACH, C, "java.net.NoRouteToHostException: No route to host", r"NoRouteToHostException"
-    ),
+    _m("java", HOSTUNREACH, C, "java.net.NoRouteToHostException: No route to host", r"NoRouteToHostException"),
     _m(
         "java",
         EOF,
         R,
-        "read() returns -1 (EOF); HTTP clients: org.apache.http.NoHttpResponseException: "
-        "<host> failed to respond",
+        "read() returns -1 (EOF); HTTP clients: org.apache.http.NoHttpResponseException: <host> failed to respond",
         r"NoHttpResponseException|failed to respond",
     ),
     # ---- Python: OSError subclasses (str() is '[Errno N] text') and the HTTP libraries that wrap them.
@@ -510,9 +507,7 @@ MESSAGES: tuple[RuntimeMessage, ...] = (
 )
 
 
-def message_for(
-    runtime: str, errno: Errno, operation: Operation, *, client: bool | None = None
-) -> str | None:
+def message_for(runtime: str, errno: Errno, operation: Operation, *, client: bool | None = None) -> str | None:
     """The first known message of ``runtime`` for (errno, operation), honouring nginx's client/server
     split."""
     for candidate in _candidates(runtime, errno, operation, client):
@@ -524,9 +519,7 @@ def message_for(
     return None
 
 
-def _candidates(
-    runtime: str, errno: Errno, operation: Operation, client: bool | None
-) -> list[RuntimeMessage]:
+def _candidates(runtime: str, errno: Errno, operation: Operation, client: bool | None) -> list[RuntimeMessage]:
     found = [m for m in MESSAGES if m.runtime == runtime and m.errno is errno and m.operation is operation]
     if client is not None:
         found = [m for m in found if m.client_side is None or m.client_side is client]
@@ -556,9 +549,7 @@ class AppView:
     explanation: str
     """Why, in terms of the kernel (e.g. ``RST accepted in CLOSE_WAIT: EPIPE on the next write``)."""
 
-    def render(
-        self, runtime: str, *, client: bool, local: str | None = None, remote: str | None = None
-    ) -> str:
+    def render(self, runtime: str, *, client: bool, local: str | None = None, remote: str | None = None) -> str:
         """The runtime's message for this view, or the plain explanation when the application saw no error.
 
         ``local`` / ``remote`` (``addr:port`` of the viewing application's socket and of its peer) replace the
@@ -594,7 +585,65 @@ def render_views(
     views: dict[str, AppView], client_side: str = "orig", endpoints: dict[str, str] | None = None
 ) -> dict[str, dict[str, str]]:
     """runtime -> side -> message, for a mapping side -> `AppView` (``client_side`` names the connecting side;
-    ``endpoints`` maps each side to its ``addr:port`` to show real addresses in the messages)."""
+    ``endpoints`` maps each side to its ``addr:port`` to show real addresses in the messages).
+
+    Every connection with the same views gets the same messages but its own addresses: the messages are
+    rendered once per (views, client side) as templates (`_templates`), and only the address slots are filled
+    per connection."""
+    key = tuple(views.items())
+    if endpoints is None or any(side not in endpoints for side in views) or len(endpoints) != 2:
+        return _render_each(views, client_side, endpoints)
+    slots: dict[str, dict[str, str]] = {}
+    for side in views:
+        remote = next(a for s, a in endpoints.items() if s != side)
+        host, _, port = remote.rpartition(":")
+        slots[side] = {
+            "local": endpoints[side],
+            "remote": remote,
+            "remote_host": host.strip("[]"),
+            "remote_port": port,
+        }
+    out: dict[str, dict[str, str]] = {}
+    for runtime, messages in _templates(key, client_side):
+        out[runtime] = {side: text.format_map(slots[side]) if has_slots else text for side, text, has_slots in messages}
+    return out
+
+
+_LOCAL_MARK = "\x01L\x01"
+_HOST_MARK = "\x01H\x01"
+_PORT_MARK = "\x01P\x01"
+
+
+@lru_cache(maxsize=4096)
+def _templates(
+    views: tuple[tuple[str, AppView], ...], client_side: str
+) -> tuple[tuple[str, tuple[tuple[str, str, bool], ...]], ...]:
+    """Per runtime, per side: (side, text, whether it has address slots), rendered once with marker addresses
+    turned into ``str.format`` slots."""
+    remote_mark = f"{_HOST_MARK}:{_PORT_MARK}"
+    out: list[tuple[str, tuple[tuple[str, str, bool], ...]]] = []
+    for runtime in RUNTIMES:
+        messages: list[tuple[str, str, bool]] = []
+        for side, view in views:
+            text = view.render(runtime, client=side == client_side, local=_LOCAL_MARK, remote=remote_mark)
+            has_slots = _LOCAL_MARK in text or _HOST_MARK in text or _PORT_MARK in text
+            if has_slots:
+                text = (
+                    text.replace("{", "{{")
+                    .replace("}", "}}")
+                    .replace(remote_mark, "{remote}")
+                    .replace(_LOCAL_MARK, "{local}")
+                    .replace(_HOST_MARK, "{remote_host}")
+                    .replace(_PORT_MARK, "{remote_port}")
+                )
+            messages.append((side, text, has_slots))
+        out.append((runtime, tuple(messages)))
+    return tuple(out)
+
+
+def _render_each(
+    views: dict[str, AppView], client_side: str, endpoints: dict[str, str] | None
+) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for runtime in RUNTIMES:
         out[runtime] = {}

@@ -72,9 +72,7 @@ def infer_vantage(facts: Facts) -> Vantage:
         )
     name = "client (originator)" if near is Side.ORIG else "server (responder)"
     how = "handshake RTT split" if near_by_split is not None else "TTLs"
-    return Vantage(
-        near, False, orig_hops, resp_hops, rtt, f"captured next to the {name}, by the {how}; {hop_text}"
-    )
+    return Vantage(near, False, orig_hops, resp_hops, rtt, f"captured next to the {name}, by the {how}; {hop_text}")
 
 
 def _near_by_split(facts: Facts) -> Side | None:

@@ -160,9 +160,7 @@ def _undetermined_reason(facts: Facts, candidates: list[Candidate]) -> str:
             f"{reset.info.acceptability.value}) ended the connection"
         )
         if conn.midstream:
-            parts.append(
-                "the capture starts mid-connection, so what each side had sent and received before is unknown"
-            )
+            parts.append("the capture starts mid-connection, so what each side had sent and received before is unknown")
         if reset.trigger is None:
             parts.append("no packet from the other side precedes it")
     elif conn.outcome is Outcome.NOT_ESTABLISHED:
@@ -175,9 +173,7 @@ def _undetermined_reason(facts: Facts, candidates: list[Candidate]) -> str:
         parts.append(f"the connection ended as {conn.outcome.value} without an RST the rules recognise")
     if candidates:
         best = candidates[0]
-        parts.append(
-            f"the best match, {best.cause.value}, has only {best.score:.2f} support (needs {MIN_PRIMARY})"
-        )
+        parts.append(f"the best match, {best.cause.value}, has only {best.score:.2f} support (needs {MIN_PRIMARY})")
     else:
         parts.append("no cause's signature matches")
     return "; ".join(parts)
@@ -222,9 +218,7 @@ def _unacked(facts: Facts, side: Side) -> int:
 
 
 def _symptoms(facts: Facts, views: dict[Side, AppView]) -> dict[str, dict[str, str]]:
-    complete = {
-        side.value: views.get(side, AppView(None, None, "no error visible from the capture")) for side in Side
-    }
+    complete = {side.value: views.get(side, AppView(None, None, "no error visible from the capture")) for side in Side}
     endpoints = {side.value: _endpoint(*facts.conn.address(side)) for side in Side}
     return render_views(complete, client_side=Side.ORIG.value, endpoints=endpoints)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from whyreset.diagnose.context import DiagnosisContext
-from whyreset.diagnose.facts import Facts, ResetFacts, Seg, SideFacts
+from whyreset.diagnose.facts import Facts, ResetFacts, Seg, SideFacts, memoized
 from whyreset.diagnose.finding import EvidenceItem
 from whyreset.diagnose.rules.common import (
     NS_PER_MS,
@@ -78,6 +78,11 @@ class AbortShape:
 
 
 def _abort_shape(f: Facts) -> AbortShape | None:
+    """The ending RST as an abort by an endpoint that sent no FIN (shared by three rules: computed once)."""
+    return memoized(f, "abort_shape", lambda: _measure_abort(f))
+
+
+def _measure_abort(f: Facts) -> AbortShape | None:
     reset = f.ending_reset
     if reset is None:
         return None
@@ -247,9 +252,7 @@ def _linger_abort(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts
     wait = reset.seg.ts_ns - fin.ts_ns
     evidence = [
         seg_item(f, fin, f"FIN from {who(f, closer)}: its application closed"),
-        EvidenceItem(
-            f"{who(f, peer)} acknowledged the FIN but had not closed its side (no FIN, no more data)"
-        ),
+        EvidenceItem(f"{who(f, peer)} acknowledged the FIN but had not closed its side (no FIN, no more data)"),
         describe_rst(f, reset),
         EvidenceItem(
             f"{ms(wait)} after its FIN the closer reset instead of waiting for the peer's FIN: an orphan "
@@ -269,8 +272,7 @@ def _linger_abort(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts
         summary,
         tuple(evidence),
         {peer: victim_view_for_reset(reset, f.side(peer), after_sender_fin=True), closer: SILENT},
-        "TCPAbortOnLinger on the closer's host (reset reason TCP_ABORT_ON_LINGER); TCP_LINGER2 set on its "
-        "socket",
+        "TCPAbortOnLinger on the closer's host (reset reason TCP_ABORT_ON_LINGER); TCP_LINGER2 set on its socket",
     )
 
 
@@ -304,21 +306,16 @@ def benign_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | Non
         score = 0.3
     score -= forgery(f, ctx, v, reset).score * 0.6
     exchanged = f.orig.data or f.resp.data
-    what = (
-        "after the exchange completed" if exchanged else "right after the handshake, with no data (a probe)"
-    )
+    what = "after the exchange completed" if exchanged else "right after the handshake, with no data (a probe)"
     evidence = [
         describe_rst(f, reset),
-        EvidenceItem(
-            "every byte in both directions was acknowledged and no request was pending when the RST was sent"
-        ),
+        EvidenceItem("every byte in both directions was acknowledged and no request was pending when the RST was sent"),
     ]
     summary = f"{who(f, closer.side)} reset the connection {what}: nothing was lost"
     peer_view = AppView(
         None,
         None,
-        "usually nothing (it already had everything); a read after the last byte "
-        "returns ECONNRESET instead of EOF",
+        "usually nothing (it already had everything); a read after the last byte returns ECONNRESET instead of EOF",
     )
     return Candidate(
         CauseId.BENIGN_RESET,
@@ -344,9 +341,7 @@ def _data_after_fin(f: Facts, reset: ResetFacts) -> tuple[Seg, Seg] | None:
         return None
     fin_covers = fin.rel_ack if fin.rel_ack is not None else 0
     late = [
-        s
-        for s in peer.data
-        if s.index < reset.seg.index and (s.index > fin.index or s.rel_seq + s.length > fin_covers)
+        s for s in peer.data if s.index < reset.seg.index and (s.index > fin.index or s.rel_seq + s.length > fin_covers)
     ]
     if not late:
         return None
@@ -354,11 +349,7 @@ def _data_after_fin(f: Facts, reset: ResetFacts) -> tuple[Seg, Seg] | None:
     # A half-closed socket (shutdown(SHUT_WR)) would acknowledge that data and carry on: the closer must not
     # have.
     accepted = closer.highest_ack_before(reset.seg.index)
-    if (
-        accepted is not None
-        and accepted >= first.rel_seq + first.length
-        and reset.seg.rel_seq != first.rel_ack
-    ):
+    if accepted is not None and accepted >= first.rel_seq + first.length and reset.seg.rel_seq != first.rel_ack:
         return None
     return fin, first
 
@@ -386,9 +377,7 @@ def data_after_close(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate |
     score = 0.7 if reset.answers_trigger or not reset.seg.has_ack else 0.55
     if delay >= LEAK_MIN_NS:
         evidence.append(
-            EvidenceItem(
-                f"the peer kept writing {ms(delay)} after the FIN: it sat in CLOSE_WAIT without closing"
-            )
+            EvidenceItem(f"the peer kept writing {ms(delay)} after the FIN: it sat in CLOSE_WAIT without closing")
         )
     summary = (
         f"{who(f, peer)} wrote after {who(f, closer)} had closed the connection (FIN); the closed side's "
@@ -428,9 +417,7 @@ def keepalive_race(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
         return None
     peer_fin = f.side(peer).fin
     if peer_fin is not None and peer_fin.index < reset.seg.index and not crossed:
-        return (
-            None  # the peer answered the FIN with its own goodbye and FIN (e.g. TLS close_notify): no reuse
-        )
+        return None  # the peer answered the FIN with its own goodbye and FIN (e.g. TLS close_notify): no reuse
     # Servers time out idle keep-alive connections; a client closing while the server pushes is rarer.
     role = 0.1 if closer is Side.RESP else -0.15
     # Without an idle period before the FIN this is a server closing mid-conversation (data_after_close), not
@@ -462,8 +449,7 @@ def keepalive_race(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
         summary,
         tuple(evidence),
         views,
-        "compare the client's idle timeout with the server's keep-alive timeout: the client's must be "
-        "shorter",
+        "compare the client's idle timeout with the server's keep-alive timeout: the client's must be shorter",
     )
 
 
@@ -484,11 +470,7 @@ def _leak(f: Facts, ctx: DiagnosisContext, closer: SideFacts) -> Candidate | Non
     if leaker.fin is not None:
         return None
     ack = next(
-        (
-            s
-            for s in leaker.segs
-            if s.index > fin.index and s.rel_ack is not None and s.rel_ack >= fin.end_seq
-        ),
+        (s for s in leaker.segs if s.index > fin.index and s.rel_ack is not None and s.rel_ack >= fin.end_seq),
         None,
     )
     if ack is None:
@@ -524,8 +506,7 @@ def _leak(f: Facts, ctx: DiagnosisContext, closer: SideFacts) -> Candidate | Non
     if waited < NS_PER_S:
         evidence.append(
             EvidenceItem(
-                f"the capture ends {ms(end - fin.ts_ns)} after the FIN: a longer capture "
-                "would make this certain"
+                f"the capture ends {ms(end - fin.ts_ns)} after the FIN: a longer capture would make this certain"
             )
         )
     summary = (

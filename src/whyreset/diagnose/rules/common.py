@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from whyreset.diagnose.context import DiagnosisContext
-from whyreset.diagnose.facts import Facts, ResetFacts, Seg, SideFacts, hops, initial_ttl
+from whyreset.diagnose.facts import Facts, ResetFacts, Seg, SideFacts, hops, initial_ttl, memoized
 from whyreset.diagnose.finding import EvidenceItem
 from whyreset.diagnose.symptoms import AppView, Errno, Operation, errno_for_reset
 from whyreset.diagnose.vantage import Vantage
@@ -151,9 +151,7 @@ def is_idle_gap(f: Facts, gap_ns: int) -> bool:
 def unacked_at(sender: SideFacts, receiver: SideFacts, index: int) -> int:
     """Bytes ``sender`` had sent before packet ``index`` that ``receiver`` had not acknowledged by then."""
     # Payload only: an unacknowledged FIN is not lost data.
-    sent = max(
-        (s.rel_seq + s.length for s in sender.segs if s.index < index and s.length and not s.rst), default=0
-    )
+    sent = max((s.rel_seq + s.length for s in sender.segs if s.index < index and s.length and not s.rst), default=0)
     if sent == 0:
         return 0
     acked = receiver.highest_ack_before(index)
@@ -175,9 +173,7 @@ def closing_reset(f: Facts) -> ResetFacts | None:
     return None
 
 
-def victim_view_for_reset(
-    reset: ResetFacts, receiver: SideFacts, *, after_sender_fin: bool = False
-) -> AppView:
+def victim_view_for_reset(reset: ResetFacts, receiver: SideFacts, *, after_sender_fin: bool = False) -> AppView:
     """The errno rule applied to the RST's receiver, with the call that most likely reported it.
 
     ``after_sender_fin``: the RST's sender had sent a FIN before it, so the receiver processed that FIN first
@@ -187,9 +183,7 @@ def victim_view_for_reset(
         state = TcpState.CLOSE_WAIT
     errno = errno_for_reset(state)
     if errno is Errno.ECONNREFUSED:
-        return AppView(
-            errno, Operation.CONNECT, "RST accepted in SYN_SENT: connect() fails with ECONNREFUSED"
-        )
+        return AppView(errno, Operation.CONNECT, "RST accepted in SYN_SENT: connect() fails with ECONNREFUSED")
     if errno is Errno.EPIPE:
         return AppView(
             Errno.EOF,
@@ -203,14 +197,11 @@ def victim_view_for_reset(
     return AppView(
         errno,
         Operation.READ,
-        f"RST accepted in {state.value}: the pending or next read fails "
-        "with ECONNRESET; a write after that gets EPIPE",
+        f"RST accepted in {state.value}: the pending or next read fails with ECONNRESET; a write after that gets EPIPE",
     )
 
 
-SILENT = AppView(
-    None, None, "nothing: its application had already closed the socket (the kernel acted alone)"
-)
+SILENT = AppView(None, None, "nothing: its application had already closed the socket (the kernel acted alone)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +216,14 @@ class ForgeryCheck:
 
 
 def forgery(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts) -> ForgeryCheck:
-    """TTL, IP ID, timing and both-directions evidence that an RST came from a middlebox."""
+    """TTL, IP ID, timing and both-directions evidence that an RST came from a middlebox (once per RST: most
+    rules weigh it)."""
+    # ctx and v live as long as the diagnosis that holds these facts: their ids cannot be reused meanwhile.
+    key = ("forgery", reset.seg.index, id(ctx), id(v))
+    return memoized(f, key, lambda: _forgery(f, ctx, v, reset))
+
+
+def _forgery(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts) -> ForgeryCheck:
     seg = reset.seg
     sender = f.side(seg.side)
     items: list[EvidenceItem] = []
@@ -265,9 +263,7 @@ def forgery(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts) -> F
             )
         elif diff == 1:
             score += 0.2
-            items.append(
-                seg_item(f, seg, f"RST TTL {seg.ttl} is one off the sender's usual {sender.ttl_usual}")
-            )
+            items.append(seg_item(f, seg, f"RST TTL {seg.ttl} is one off the sender's usual {sender.ttl_usual}"))
         else:
             consistent.append(seg_item(f, seg, f"RST TTL {seg.ttl} equals the sender's own packets' TTL"))
     elif profile and seg.ttl not in profile:
@@ -278,8 +274,7 @@ def forgery(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts) -> F
                 seg_item(
                     f,
                     seg,
-                    f"RST TTL {seg.ttl} never seen on this host's other packets in the "
-                    f"capture (usually {common})",
+                    f"RST TTL {seg.ttl} never seen on this host's other packets in the capture (usually {common})",
                 )
             )
     score += _payload_reason(f, reset, items)
@@ -340,9 +335,7 @@ def _ip_id_anomaly(f: Facts, seg: Seg, sender: SideFacts, items: list[EvidenceIt
     distance = min((seg.ip_id - expected) % 65536, (expected - seg.ip_id) % 65536)
     if distance > 1024:
         items.append(
-            seg_item(
-                f, seg, f"RST IP ID {seg.ip_id} is far from the sender's IP ID sequence (last {expected})"
-            )
+            seg_item(f, seg, f"RST IP ID {seg.ip_id} is far from the sender's IP ID sequence (last {expected})")
         )
         return 0.15
     return 0.0

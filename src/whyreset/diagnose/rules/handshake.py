@@ -41,9 +41,7 @@ def _handshake_ack(f: Facts) -> Seg | None:
     synacks = _synacks(f)
     if not synacks:
         return None
-    return next(
-        (s for s in f.orig.segs if s.index > synacks[0].index and s.has_ack and not s.syn and not s.rst), None
-    )
+    return next((s for s in f.orig.segs if s.index > synacks[0].index and s.has_ack and not s.syn and not s.rst), None)
 
 
 def refused(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
@@ -96,9 +94,7 @@ def icmp_unreachable(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate |
         return None
     first = errors[0]
     established = bool(_synacks(f))
-    reporter = (
-        "the server host itself" if first.reporter == f.conn.resp_h else f"router/firewall {first.reporter}"
-    )
+    reporter = "the server host itself" if first.reporter == f.conn.resp_h else f"router/firewall {first.reporter}"
     errno = errno_for_icmp(first.ip_version, first.icmp_type, first.icmp_code)
     evidence = [
         EvidenceItem(
@@ -123,10 +119,7 @@ def icmp_unreachable(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate |
             "kernel keeps retransmitting and finally reports ETIMEDOUT (or the soft error)",
         )
         score = 0.7
-    summary = (
-        f"{reporter} answered with ICMP destination unreachable (code {first.icmp_code}) "
-        "instead of the TCP peer"
-    )
+    summary = f"{reporter} answered with ICMP destination unreachable (code {first.icmp_code}) instead of the TCP peer"
     return Candidate(
         CauseId.ICMP_UNREACHABLE,
         score,
@@ -188,8 +181,7 @@ def syn_unanswered(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
     view = AppView(
         Errno.ETIMEDOUT,
         Operation.CONNECT,
-        "connect() times out (kernel ETIMEDOUT after "
-        "tcp_syn_retries, or the application's own connect timeout first)",
+        "connect() times out (kernel ETIMEDOUT after tcp_syn_retries, or the application's own connect timeout first)",
     )
     summary = f"nothing answered the SYNs to {f.conn.resp_h}:{f.conn.resp_p}"
     return Candidate(
@@ -262,21 +254,17 @@ def _dropped_final_ack(f: Facts, v: Vantage, ack: Seg, retransmitted: list[Seg])
     view = AppView(
         Errno.ETIMEDOUT,
         Operation.READ,
-        "connect() succeeded, but the first request is slow (waits "
-        "for the accept queue to drain) or times out",
+        "connect() succeeded, but the first request is slow (waits for the accept queue to drain) or times out",
     )
     return Candidate(
         CauseId.BACKLOG_OVERFLOW,
         score,
         Side.RESP,
-        "the server's accept queue was full: it dropped "
-        "the client's handshake ACK and retransmitted its SYN-ACK",
+        "the server's accept queue was full: it dropped the client's handshake ACK and retransmitted its SYN-ACK",
         tuple(evidence),
         {
             Side.ORIG: view,
-            Side.RESP: AppView(
-                None, None, "nothing: accept() never returned this connection while the queue was full"
-            ),
+            Side.RESP: AppView(None, None, "nothing: accept() never returned this connection while the queue was full"),
         },
         "ListenOverflows in /proc/net/netstat on the server; a capture next to the server rules out "
         "the ACK being lost on the way",
@@ -413,9 +401,7 @@ def listener_closed(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | 
         )
     if refused_after:
         score += 0.25 if accepted_after == 0 else 0.1
-        evidence.append(
-            EvidenceItem(f"later SYNs to the port were refused ({refused_after}): the listener was gone")
-        )
+        evidence.append(EvidenceItem(f"later SYNs to the port were refused ({refused_after}): the listener was gone"))
     summary = (
         f"the server's listening socket on port {f.conn.resp_p} closed while this connection waited in its "
         "accept queue; the kernel reset it"

@@ -113,14 +113,10 @@ def middlebox_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | 
         evidence.append(seg_item(f, reset.seg, f"RST payload: {reset.info.payload_text!r}"))
     sender = reset.seg.side
     summary = (
-        f"a device on the path forged an RST in the name of {who(f, sender)} (TTL/timing do not match that "
-        "endpoint)"
+        f"a device on the path forged an RST in the name of {who(f, sender)} (TTL/timing do not match that endpoint)"
     )
     victims = {
-        side: victim_view_for_reset(r, f.side(side))
-        for r in f.resets
-        if r.accepted
-        for side in (r.seg.side.other,)
+        side: victim_view_for_reset(r, f.side(side)) for r in f.resets if r.accepted for side in (r.seg.side.other,)
     }
     if not victims:
         victims = {sender.other: victim_view_for_reset(reset, f.side(sender.other))}
@@ -155,8 +151,7 @@ def injected_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
             seg_item(
                 f,
                 challenge,
-                f"the receiver {kind} {ms(challenge.ts_ns - reset.seg.ts_ns)} later:"
-                " it did not accept the RST",
+                f"the receiver {kind} {ms(challenge.ts_ns - reset.seg.ts_ns)} later: it did not accept the RST",
             )
         )
     check = forgery(f, ctx, v, reset)
@@ -175,8 +170,7 @@ def injected_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
     if len(rejected) > 1:
         evidence.append(
             EvidenceItem(
-                f"{len(rejected)} unacceptable RSTs in all (a spoofer guessing sequence numbers "
-                "sends several)"
+                f"{len(rejected)} unacceptable RSTs in all (a spoofer guessing sequence numbers sends several)"
             )
         )
     summary = (

@@ -13,7 +13,7 @@ import itertools
 from dataclasses import dataclass
 
 from whyreset.diagnose.context import DiagnosisContext
-from whyreset.diagnose.facts import Facts, Seg, SideFacts
+from whyreset.diagnose.facts import Facts, Seg, SideFacts, memoized
 from whyreset.diagnose.finding import EvidenceItem
 from whyreset.diagnose.rules.common import (
     NS_PER_S,
@@ -86,12 +86,9 @@ def _keepalive_timeout(f: Facts, ctx: DiagnosisContext, side: SideFacts) -> Cand
         side.side: AppView(
             Errno.ETIMEDOUT,
             Operation.READ,
-            "the kernel gave up after tcp_keepalive_probes: "
-            "the blocked read (or next call) fails with ETIMEDOUT",
+            "the kernel gave up after tcp_keepalive_probes: the blocked read (or next call) fails with ETIMEDOUT",
         ),
-        other.side: AppView(
-            None, None, "nothing: it was unreachable (crashed, powered off, cable or path gone)"
-        ),
+        other.side: AppView(None, None, "nothing: it was unreachable (crashed, powered off, cable or path gone)"),
     }
     return Candidate(
         CauseId.KEEPALIVE_TIMEOUT,
@@ -131,9 +128,7 @@ def _stall(f: Facts, side: SideFacts) -> Stall | None:
     if len(covering) < 2:
         return None
     first = covering[0]
-    ack_advance = [
-        s for s in other.segs if s.index > first.index and s.rel_ack is not None and s.rel_ack > floor
-    ]
+    ack_advance = [s for s in other.segs if s.index > first.index and s.rel_ack is not None and s.rel_ack > floor]
     if ack_advance:
         return None
     spoke_before = any(s.index < first.index and not s.syn for s in other.segs)
@@ -199,9 +194,7 @@ def _stall_candidate(f: Facts, ctx: DiagnosisContext, v: Vantage, stall: Stall, 
             "a capture on the far side of the middlebox shows the data never arriving; compare the "
             "idle time with the middlebox's session idle timeout",
         )
-    summary = (
-        f"{who(f, sender)} retransmitted unacknowledged data until it gave up: the peer or the path was gone"
-    )
+    summary = f"{who(f, sender)} retransmitted unacknowledged data until it gave up: the peer or the path was gone"
     score = 0.75 - (0.3 if icmp else 0.0)
     return Candidate(
         CauseId.RETRANSMISSION_TIMEOUT,
@@ -210,12 +203,15 @@ def _stall_candidate(f: Facts, ctx: DiagnosisContext, v: Vantage, stall: Stall, 
         summary,
         tuple(evidence),
         views,
-        "a capture next to the peer shows whether the data arrives; ICMP errors or the peer's uptime "
-        "tell which",
+        "a capture next to the peer shows whether the data arrives; ICMP errors or the peer's uptime tell which",
     )
 
 
 def _stalls(f: Facts) -> list[Stall]:
+    return memoized(f, "stalls", lambda: _find_stalls(f))
+
+
+def _find_stalls(f: Facts) -> list[Stall]:
     found = [s for s in (_stall(f, f.orig), _stall(f, f.resp)) if s is not None]
     return sorted(found, key=lambda s: s.transmissions[0].index)
 
