@@ -23,9 +23,8 @@ unanswered retransmissions by one side), ``open``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import numpy as np
 
@@ -44,8 +43,17 @@ from whyreset.core.connection import (
 )
 from whyreset.core.demux import INFERRED_BY, Demux
 from whyreset.core.seqmath import IntArray, group_ids
+from whyreset.core.slots import slot_builder
 from whyreset.core.walk import ACCEPTED, Mark, RstFacts, WalkTemplate, walk
-from whyreset.core.zeek import ZeekRows, ZeekShortcut, community_id, summarise, zeek_uid
+from whyreset.core.zeek import (
+    ZeekRows,
+    ZeekShortcut,
+    ZeekSummary,
+    community_id,
+    summarise,
+    summarise_plain,
+    zeek_uid,
+)
 from whyreset.ids import Outcome, Side, TcpState
 from whyreset.model import ACK, FIN, RST, SYN, Array, IcmpError, PacketTable, format_addr
 
@@ -167,8 +175,6 @@ class Batch:
         self.fo_list: list[bool] = self.fo.tolist()
         self._addresses: dict[tuple[int, int], str] = {}
         self.ttl_lists = _ttl_lists(table["ttl"], self.index.key, 2 * len(analysis.starts))
-        not_rst = (self.flags & RST) == 0
-        self.non_rst_ttls = _ttl_lists(table["ttl"][not_rst], self.index.key[not_rst], 2 * len(analysis.starts))
         gaps = analysis.gap_before_ns
         count = len(analysis.starts)
         self.idle_rows = rows_by_connection(gaps >= IDLE_GAP_MIN_NS, self.index.conn, count)
@@ -186,6 +192,8 @@ class Batch:
             )
         )
         self._per_key_lists(table)
+        self.first_gap_list: list[int] = analysis.first_gap_ack_row.tolist()
+        self.holes_missed_list: list[int] = analysis.holes_missed.tolist()
         index = self.index
         self.source = LazySource(
             frame=self.frame,
@@ -267,61 +275,13 @@ class _LazyRows(PacketTable):
         return self._stop - self._start
 
 
-T = TypeVar("T")
-
-
-def _slot_builder(cls: type[T]) -> Callable[..., T]:
-    """A keyword constructor for a frozen slots dataclass that fills the slots through their descriptors.
-
-    A frozen dataclass's ``__init__`` pays one ``object.__setattr__`` per field; the rebuild makes a dozen
-    objects per connection, so this is the hot path. Every field must be given; the object is the same as
-    the one ``cls(**fields)`` makes (equality, hashing and repr come from the class).
-    """
-    names: tuple[str, ...] = getattr(cls, "__slots__")  # noqa: B009 - dataclass(slots=True) classes
-    setters = [(name, getattr(cls, name).__set__) for name in names]
-    new = object.__new__
-
-    def build(**values: Any) -> T:
-        instance: T = new(cls)
-        for name, setter in setters:
-            setter(instance, values[name])
-        return instance
-
-    return build
-
-
-_new_connection = _slot_builder(Connection)
-_new_direction_stats = _slot_builder(DirectionStats)
-_new_reset = _slot_builder(ResetInfo)
-_EVENT_SETTERS = [getattr(Event, name).__set__ for name in getattr(Event, "__slots__")]  # noqa: B009
-_STATE_SETTERS = [getattr(StateChange, name).__set__ for name in getattr(StateChange, "__slots__")]  # noqa: B009
-
-
-def _new_event(
-    kind: EventKind,
-    side: Side,
-    frame: int,
-    ts_ns: int,
-    rel_seq: int,
-    rel_ack: int | None,
-    length: int,
-    detail: dict[str, Any],
-) -> Event:
-    """`Event(...)` filled through its slot descriptors (see `_slot_builder`); about ten per connection."""
-    event: Event = object.__new__(Event)
-    for setter, value in zip(_EVENT_SETTERS, (kind, side, frame, ts_ns, rel_seq, rel_ack, length, detail), strict=True):
-        setter(event, value)
-    return event
-
-
-def _new_state_change(state: TcpState, frame: int, ts_ns: int) -> StateChange:
-    """`StateChange(...)` filled through its slot descriptors (see `_slot_builder`)."""
-    change: StateChange = object.__new__(StateChange)
-    set_state, set_frame, set_ts = _STATE_SETTERS
-    set_state(change, state)
-    set_frame(change, frame)
-    set_ts(change, ts_ns)
-    return change
+_new_connection = slot_builder(Connection)
+_new_shortcut = slot_builder(ZeekShortcut)
+_new_direction_stats = slot_builder(DirectionStats)
+_new_reset = slot_builder(ResetInfo)
+_new_event = slot_builder(Event)
+"""`Event(...)`: about ten per connection whose events are read."""
+_new_state_change = slot_builder(StateChange)
 
 
 def _ttl_lists(ttl: Array, key: IntArray, keys: int) -> list[tuple[int, ...]]:
@@ -358,7 +318,7 @@ def build_connection(
     template = walk.run()
     icmp_events = _icmp_events(icmp_errors, orig_h, orig_p, resp_h, resp_p) if icmp_errors else []
     deferred = Deferred(_Details(batch.source, walk, template, icmp_events))
-    zeek = summarise(_zeek_rows(batch, conn, start, stop, first_from_orig))
+    zeek = _zeek_summary(batch, conn, start, stop, first_from_orig)
     cid = community_id(orig_h, resp_h, orig_p, resp_p)
     first_frame, last_frame = batch.frame_list[start], batch.frame_list[stop - 1]
     ts_first, ts_last = batch.ts_list[start], batch.ts_list[stop - 1]
@@ -400,9 +360,9 @@ def build_connection(
     )
 
 
-def _zeek_rows(batch: Batch, conn: int, start: int, stop: int, first_from_orig: bool) -> ZeekRows:
+def _zeek_summary(batch: Batch, conn: int, start: int, stop: int, first_from_orig: bool) -> ZeekSummary:
+    """Zeek's fields: from the batch's precomputed facts alone, unless some row may give a W or T letter."""
     index = batch.index
-    window = slice(start, stop)
     keys = (2 * conn, 2 * conn + 1)
     fed = index.zeek_fed[conn]
     lo, hi = index.zeek_fed.span(conn)
@@ -415,29 +375,37 @@ def _zeek_rows(batch: Batch, conn: int, start: int, stop: int, first_from_orig: 
     for key, upper in zip(keys, (True, False), strict=True):
         for rows, letter in ((index.zeek_plain_data_row, "D"), (index.zeek_plain_ack_row, "A")):
             if rows[key] >= 0:
-                plain_letters.append((int(rows[key]) - start, 0, letter if upper else letter.lower()))
-    shortcut = ZeekShortcut(
+                plain_letters.append((rows[key] - start, 0, letter if upper else letter.lower()))
+    shortcut = _new_shortcut(
         fed_rows=[row - start for row in fed],
         shape=index.zeek_shapes[lo:hi],
         load_fed=load_fed,
         plain_letters=plain_letters,
-        bulk_candidates=bool(index.zeek_bulk_candidates[conn]),
-        own_last=(int(index.zeek_own_last[keys[0]]), int(index.zeek_own_last[keys[1]])),
-        peer_acked=(int(index.zeek_peer_acked[keys[0]]), int(index.zeek_peer_acked[keys[1]])),
+        bulk_candidates=index.zeek_bulk_candidates[conn],
+        own_last=(index.zeek_own_last[keys[0]], index.zeek_own_last[keys[1]]),
+        peer_acked=(index.zeek_peer_acked[keys[0]], index.zeek_peer_acked[keys[1]]),
     )
-    analysis = batch.analysis
-    return ZeekRows(
-        flags=batch.flags[window],
-        from_orig=batch.fo[window],
-        rel_seq=batch.rel_seq[window],
-        rel_ack=batch.rel_ack[window],
-        payload=batch.payload[window],
-        window=batch.table["window"][window],
-        flipped=not first_from_orig,
-        first_gap_row_orig=_local_row(analysis.first_gap_ack_row[keys[0]], start),
-        first_gap_row_resp=_local_row(analysis.first_gap_ack_row[keys[1]], start),
-        missed_bytes=int(analysis.holes_missed[keys[0]] + analysis.holes_missed[keys[1]]),
-        shortcut=shortcut,
+    gap_orig = _local_row(batch.first_gap_list[keys[0]], start)
+    gap_resp = _local_row(batch.first_gap_list[keys[1]], start)
+    missed = batch.holes_missed_list[keys[0]] + batch.holes_missed_list[keys[1]]
+    if not shortcut.bulk_candidates:
+        gaps = ([(gap_orig, 3, "G")] if gap_orig >= 0 else []) + ([(gap_resp, 3, "g")] if gap_resp >= 0 else [])
+        return summarise_plain(shortcut, not first_from_orig, gaps, missed)
+    window = slice(start, stop)
+    return summarise(
+        ZeekRows(
+            flags=batch.flags[window],
+            from_orig=batch.fo[window],
+            rel_seq=batch.rel_seq[window],
+            rel_ack=batch.rel_ack[window],
+            payload=batch.payload[window],
+            window=batch.table["window"][window],
+            flipped=not first_from_orig,
+            first_gap_row_orig=gap_orig,
+            first_gap_row_resp=gap_resp,
+            missed_bytes=missed,
+            shortcut=shortcut,
+        )
     )
 
 
@@ -591,7 +559,10 @@ class _Walk:
         one the sender's own (non-RST) packets carry (a forged RST's ack is the forger's guess)."""
         if acceptability not in ACCEPTED:
             return False
-        return int(self.batch.table["ttl"][row]) in self.batch.non_rst_ttls[self.keys[side]]
+        window = slice(self.start, self.stop)
+        ttl = self.batch.table["ttl"]
+        own = (self.batch.fo[window] == side) & ((self.batch.flags[window] & RST) == 0)
+        return bool((ttl[window][own] == ttl[row]).any())
 
     def _acceptability(self, row: int, side: bool) -> RstAcceptability:
         """RFC 5961 verdict for an RST from ``side`` whose receiver is not in SYN_SENT."""

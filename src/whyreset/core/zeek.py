@@ -33,6 +33,7 @@ import base64
 import functools
 import hashlib
 import ipaddress
+import operator
 import re
 import struct
 from collections.abc import Callable, Sequence
@@ -43,6 +44,7 @@ from typing import NamedTuple
 import numpy as np
 
 from whyreset.core.seqmath import IntArray
+from whyreset.core.slots import slot_builder
 from whyreset.model import ACK, FIN, RST, SYN, Array
 
 TOO_LARGE_SEQ_DELTA = 1_048_576
@@ -368,11 +370,45 @@ def _shape(fed: Sequence[tuple[int, bool, int, int, int]]) -> bytes:
     return bytes(shape)
 
 
+_new_summary = slot_builder(ZeekSummary)
+_LETTER_ORDER = operator.itemgetter(0, 1)
+"""History letters sort by (row, order within the row), stable otherwise."""
+
+
+def summarise_plain(
+    shortcut: ZeekShortcut, flipped: bool, gap_letters: list[tuple[int, int, str]], missed_bytes: int
+) -> ZeekSummary:
+    """`summarise` for a connection without bulk letters (``not shortcut.bulk_candidates``): no row arrays.
+
+    ``gap_letters`` are the G/g letters (`_gap_letters`).
+    """
+    fed_rows = shortcut.fed_rows
+    run = emulate_shape(shortcut.shape, shortcut.load_fed)
+    letters = [(fed_rows[position], order, code) for position, order, code in run.letters]
+    letters += shortcut.plain_letters
+    letters += gap_letters
+    letters.sort(key=_LETTER_ORDER)
+    history = ("^" if flipped else "") + "".join([code for _, _, code in letters])
+    orig_size = size_from(shortcut.own_last[0], shortcut.peer_acked[0], run.orig)
+    resp_size = size_from(shortcut.own_last[1], shortcut.peer_acked[1], run.resp)
+    return _new_summary(
+        conn_state=conn_state(run.orig.state, run.resp.state, orig_size, resp_size, history),
+        history=history,
+        orig_bytes=orig_size,
+        resp_bytes=resp_size,
+        missed_bytes=missed_bytes,
+        orig_state=run.orig.state,
+        resp_state=run.resp.state,
+    )
+
+
 def summarise(rows: ZeekRows) -> ZeekSummary:
     """Run the emulator over the state-changing rows and merge in the bulk letters."""
+    shortcut = rows.shortcut
+    if shortcut is not None and not shortcut.bulk_candidates:
+        return summarise_plain(shortcut, rows.flipped, _gap_letters(rows), rows.missed_bytes)
     flags = rows.flags.astype(np.int64)
     n = len(flags)
-    shortcut = rows.shortcut
     if shortcut is not None:
         fed_rows = shortcut.fed_rows
         run = emulate_shape(shortcut.shape, shortcut.load_fed)
@@ -381,16 +417,12 @@ def summarise(rows: ZeekRows) -> ZeekSummary:
         fed_rows = [item[0] for item in fed]
         run = emulate(fed)
     letters = [(fed_rows[position], order, code) for position, order, code in run.letters]
-    if shortcut is None or shortcut.bulk_candidates:
-        fed_index = np.asarray(fed_rows, np.int64)
-        fed_orig_state = [pair[0] for pair in run.states_after]
-        fed_resp_state = [pair[1] for pair in run.states_after]
-        before_orig, before_resp = _states_before(fed_index, fed_orig_state, fed_resp_state, n)
-        letters += _bulk_letters(rows, flags, before_orig, before_resp)
-    else:
-        letters += shortcut.plain_letters
-        letters += _gap_letters(rows)
-    letters.sort(key=lambda item: (item[0], item[1]))
+    fed_index = np.asarray(fed_rows, np.int64)
+    fed_orig_state = [pair[0] for pair in run.states_after]
+    fed_resp_state = [pair[1] for pair in run.states_after]
+    before_orig, before_resp = _states_before(fed_index, fed_orig_state, fed_resp_state, n)
+    letters += _bulk_letters(rows, flags, before_orig, before_resp)
+    letters.sort(key=_LETTER_ORDER)
     history = ("^" if rows.flipped else "") + "".join(code for _, _, code in letters)
     if shortcut is None:
         orig_size = _zeek_size(rows, flags, True, run.orig)
@@ -520,14 +552,16 @@ def community_id_packed(src: bytes, dst: bytes, sport: int, dport: int, proto: i
 
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_BASE62_PAIRS = [high + low for high in _BASE62 for low in _BASE62]
+"""Two base62 digits per entry: half the divisions of a digit-by-digit conversion (one uid per connection)."""
 
 
 def zeek_uid(community: str, first_ts_ns: int, first_frame: int) -> str:
     """``C`` + base62 of a 96-bit hash of the connection's identity: stable for a given capture."""
     digest = hashlib.blake2b(f"{community}|{first_ts_ns}|{first_frame}".encode(), digest_size=12).digest()
     value = int.from_bytes(digest, "big")
-    chars = []
+    pairs = []
     while value:
-        value, digit = divmod(value, 62)
-        chars.append(_BASE62[digit])
-    return "C" + "".join(reversed(chars)).rjust(17, "0")
+        value, digits = divmod(value, 3844)
+        pairs.append(_BASE62_PAIRS[digits])
+    return "C" + "".join(reversed(pairs)).lstrip("0").rjust(17, "0")
