@@ -119,20 +119,6 @@ class SideFacts:
         return self.ack_prefix[count]
 
 
-def _prefixes(segs: tuple[Seg, ...]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int | None, ...]]:
-    """(row indices, running SND.NXT, running highest ACK): entry k covers the first k segments."""
-    snd: list[int] = [0]
-    acks: list[int | None] = [None]
-    for seg in segs:
-        snd.append(snd[-1] if seg.rst else max(snd[-1], seg.end_seq))
-        last = acks[-1]
-        if seg.rel_ack is not None and not seg.rst:
-            acks.append(seg.rel_ack if last is None else max(last, seg.rel_ack))
-        else:
-            acks.append(last)
-    return tuple(s.index for s in segs), tuple(snd), tuple(acks)
-
-
 @dataclass(frozen=True, slots=True)
 class ResetFacts:
     """One RST, joined to its packet and to the segment it most likely answers."""
@@ -267,31 +253,51 @@ def _segments(conn: Connection) -> tuple[Seg, ...]:
     return tuple(segs)
 
 
-def _side_facts(conn: Connection, side: Side, segs: tuple[Seg, ...]) -> SideFacts:
-    own = tuple(s for s in segs if s.side is side)
-    resets = tuple(s for s in own if s.rst)
-    first_rst = resets[0].index if resets else None
-    normal = [s for s in own if not s.rst]
+def _side_facts(conn: Connection, side: Side, own: tuple[Seg, ...]) -> SideFacts:
+    """One endpoint's facts from its own segments, in one pass (this runs for every abnormal connection)."""
+    resets: list[Seg] = []
+    data: list[Seg] = []
+    ip_ids: list[int] = []
     ttl_counts: dict[int, int] = {}
-    for seg in normal:
-        ttl_counts[seg.ttl] = ttl_counts.get(seg.ttl, 0) + 1
-    ttl_usual = max(ttl_counts, key=ttl_counts.__getitem__) if ttl_counts else None
-    data = tuple(s for s in normal if s.length > 0 and (first_rst is None or s.index < first_rst))
-    indices, snd_prefix, ack_prefix = _prefixes(own)
+    syn: Seg | None = None
+    fin: Seg | None = None
+    snd_nxt, highest_ack = 0, None
+    # Entry k of the prefixes covers the first k segments (RSTs excluded): SND.NXT and the highest ACK so far.
+    snd_prefix: list[int] = [0]
+    ack_prefix: list[int | None] = [None]
+    for seg in own:
+        if syn is None and seg.syn:
+            syn = seg
+        if seg.rst:
+            resets.append(seg)
+        else:
+            ttl_counts[seg.ttl] = ttl_counts.get(seg.ttl, 0) + 1
+            ip_ids.append(seg.ip_id)
+            if fin is None and seg.fin:
+                fin = seg
+            if seg.length > 0 and not resets:
+                data.append(seg)
+            if seg.end_seq > snd_nxt:
+                snd_nxt = seg.end_seq
+            rel_ack = seg.rel_ack
+            if rel_ack is not None and (highest_ack is None or rel_ack > highest_ack):
+                highest_ack = rel_ack
+        snd_prefix.append(snd_nxt)
+        ack_prefix.append(highest_ack)
     return SideFacts(
         side=side,
         segs=own,
         isn_seen=conn.stats(side).isn is not None,
-        syn=next((s for s in own if s.syn), None),
-        fin=next((s for s in normal if s.fin), None),
-        data=data,
-        resets=resets,
-        ttl_usual=ttl_usual,
+        syn=syn,
+        fin=fin,
+        data=tuple(data),
+        resets=tuple(resets),
+        ttl_usual=max(ttl_counts, key=ttl_counts.__getitem__) if ttl_counts else None,
         ttls=frozenset(ttl_counts),
-        ip_ids=tuple(s.ip_id for s in normal) if conn.ip_version == 4 else (),
-        indices=indices,
-        snd_nxt_prefix=snd_prefix,
-        ack_prefix=ack_prefix,
+        ip_ids=tuple(ip_ids) if conn.ip_version == 4 else (),
+        indices=tuple(s.index for s in own),
+        snd_nxt_prefix=tuple(snd_prefix),
+        ack_prefix=tuple(ack_prefix),
     )
 
 
@@ -398,8 +404,8 @@ def _median_gap(segs: tuple[Seg, ...]) -> int:
 def compute_facts(conn: Connection) -> Facts:
     """Derive the rules' facts from a connection (pure, no I/O)."""
     segs = _segments(conn)
-    orig = _side_facts(conn, Side.ORIG, segs)
-    resp = _side_facts(conn, Side.RESP, segs)
+    orig = _side_facts(conn, Side.ORIG, tuple(s for s in segs if s.side is Side.ORIG))
+    resp = _side_facts(conn, Side.RESP, tuple(s for s in segs if s.side is Side.RESP))
     syn_to_synack, synack_to_ack = _handshake_times(orig, resp)
     rtt: int | None = None
     if syn_to_synack is not None and synack_to_ack is not None:

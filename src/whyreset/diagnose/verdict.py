@@ -182,12 +182,15 @@ def _undetermined_reason(facts: Facts, candidates: list[Candidate]) -> str:
 def impact(facts: Facts) -> Impact:
     """Bytes each side never got acknowledged, and whether the first speaker's last request went
     unanswered."""
-    data = [s for s in facts.segs if s.length > 0 and not s.rst]
-    unanswered = False
-    if data:
-        first_speaker = data[0].side
-        last_request = max((s.index for s in data if s.side is first_speaker), default=-1)
-        unanswered = not any(s.index > last_request and s.side is not first_speaker for s in data)
+    first_speaker: Side | None = None
+    answered = False  # whether the other side sent data after the first speaker's latest
+    for seg in facts.segs:
+        if seg.length == 0 or seg.rst:
+            continue
+        if first_speaker is None:
+            first_speaker = seg.side
+        answered = seg.side is not first_speaker
+    unanswered = first_speaker is not None and not answered
     orig_lost, resp_lost = _unacked(facts, Side.ORIG), _unacked(facts, Side.RESP)
     parts = []
     if orig_lost:
@@ -204,16 +207,20 @@ def _unacked(facts: Facts, side: Side) -> int:
     """Payload bytes ``side`` sent that the other side never acknowledged, counting ordinary ACKs and the ACK
     of the RST that ended the connection, but not the ACK fields of other resets (a forged RST acknowledges
     nothing)."""
-    sender, receiver = facts.side(side), facts.side(side.other)
-    sent = max((s.rel_seq + s.length for s in sender.segs if s.length and not s.rst), default=0)
-    if sent == 0:
+    sent = 0
+    start: int | None = None
+    for seg in facts.side(side).segs:
+        if seg.length and not seg.rst:
+            sent = max(sent, seg.rel_seq + seg.length)
+            start = seg.rel_seq if start is None else min(start, seg.rel_seq)
+    if sent == 0 or start is None:
         return 0
-    acks = [s.rel_ack for s in receiver.segs if s.rel_ack is not None and not s.rst]
+    acked = facts.side(side.other).ack_prefix[-1]  # the highest ACK of its non-RST segments
     ending = facts.ending_reset
     if ending is not None and ending.seg.side is side.other and ending.seg.rel_ack is not None:
-        acks.append(ending.seg.rel_ack)
-    start = min((s.rel_seq for s in sender.segs if s.length and not s.rst), default=1)
-    acked = max(acks, default=start)
+        acked = ending.seg.rel_ack if acked is None else max(acked, ending.seg.rel_ack)
+    if acked is None:
+        acked = start
     return max(0, sent - max(acked, start))
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from whyreset.diagnose.context import DiagnosisContext
 from whyreset.diagnose.facts import Facts, ResetFacts, Seg, SideFacts, hops, initial_ttl, memoized
@@ -82,8 +83,12 @@ def side_name(side: Side) -> str:
 
 
 def who(f: Facts, side: Side) -> str:
-    host, port = f.conn.address(side)
-    return f"{side.value} {host}:{port}"
+    key = ("who", side)
+    name = f.memo.get(key)
+    if name is None:
+        host, port = f.conn.address(side)
+        name = f.memo[key] = f"{side.value} {host}:{port}"
+    return cast(str, name)
 
 
 def seg_item(f: Facts, seg: Seg, text: str, **data: object) -> EvidenceItem:
@@ -92,6 +97,12 @@ def seg_item(f: Facts, seg: Seg, text: str, **data: object) -> EvidenceItem:
 
 
 def describe_rst(f: Facts, reset: ResetFacts) -> EvidenceItem:
+    """The RST as evidence: sender, numbers, TTL against the sender's own, acceptability (once per RST: every
+    rule about it starts with this item)."""
+    return memoized(f, ("describe_rst", reset.seg.index), lambda: _describe_rst(f, reset))
+
+
+def _describe_rst(f: Facts, reset: ResetFacts) -> EvidenceItem:
     seg = reset.seg
     ack = f"ack={seg.rel_ack}" if seg.rel_ack is not None else "no ACK bit"
     usual = f.side(seg.side).ttl_usual
