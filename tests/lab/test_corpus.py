@@ -18,16 +18,7 @@ from whyreset.lab.truthfile import read_truth
 TRUTH_FILES = sorted(CORPUS.glob("*.truth.json"))
 PREFERRED_POINTS = ("loopback", "client")
 
-MODEL_DISAGREEMENTS = {
-    "backlog_overflow.drop": (
-        "the responder never left SYN_RECV (its SYN-ACK is retransmitted after the client's ACK+data) and "
-        "the model says so, yet calls the outcome `open`; the truth says `not_established` (core to settle)"
-    ),
-    "icmp_unreachable.router_reject": (
-        "SYNs retransmitted before the ICMP error came back make the model say `timeout`; the SYN was answered "
-        "(negatively) by ICMP, so the outcome is `not_established` (core to settle)"
-    ),
-}
+MODEL_DISAGREEMENTS: dict[str, str] = {}
 ON_THE_WIRE_AMBIGUOUS = (
     "on the wire this is data acknowledged then an RST with no FIN, exactly like close_with_unread_data: "
     "whether the application had read the data is not visible; the diagnosis should rank the truth's cause"

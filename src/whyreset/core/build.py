@@ -23,6 +23,7 @@ unanswered retransmissions by one side), ``open``.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -342,7 +343,7 @@ def build_connection(
         resp=_direction_stats(batch, key + 1, walk.isn[False], walk.rst_acked[False]),
         orig_states=deferred,
         resp_states=deferred,
-        outcome=walk.outcome(),
+        outcome=walk.outcome(any(event.side is Side.RESP for event in icmp_events)),
         conn_state=zeek.conn_state,
         history=zeek.history,
         resets=resets,
@@ -440,6 +441,8 @@ class _Walk:
         self.both_ways_row = self._data_both_ways_row()
         self.rows: list[int] = []
         self.replies: dict[int, int] = {}
+        self.never_established = False
+        """A side was left in SYN_RECEIVED with no sign of the handshake completing (see `run`)."""
         self.rst_acked = {True: 0, False: 0}
         """Per side: the highest relative ACK of that side's data carried by a trusted RST of the peer."""
         self.accepted_rst_row = -1
@@ -494,8 +497,47 @@ class _Walk:
             proofs = (row in syn_proofs, row in fin_proofs, row == self.both_ways_row)
             marks.append(Mark(side, flags, *proofs, facts, syn_reply))
         template = walk(self.initial[True], self.initial[False], tuple(marks))
+        for side in (True, False):
+            if template.timeline[side] and template.timeline[side][-1][0] is TcpState.SYN_RECEIVED:
+                template = self._settle_syn_received(side, marks, template)
         self._resolve(template)
         return template
+
+    def _settle_syn_received(self, side: bool, marks: list[Mark], template: WalkTemplate) -> WalkTemplate:
+        """``side`` ends in SYN_RECEIVED: its SYN-ACK was retransmitted after the peer's handshake ACK, so that
+        ACK never completed its handshake (lost, or dropped by a full accept queue). A later segment from
+        ``side`` that only an established socket sends (data, FIN, an ACK of the peer's data) shows the
+        handshake completed after all: walk again with that row marked. Without one, the connection was never
+        established (`never_established`)."""
+        row = self._accepting_row(side)
+        if row < 0:
+            self.never_established = True
+            return template
+        if row in self.rows:
+            position = self.rows.index(row)
+            marks[position] = marks[position]._replace(accepts=True)
+        else:
+            position = bisect.bisect(self.rows, row)
+            self.rows.insert(position, row)
+            self.replies = {(mark + 1 if mark >= position else mark): reply for mark, reply in self.replies.items()}
+            flags = self.batch.flags_list[row] & (SYN | FIN | RST | ACK)
+            marks.insert(position, Mark(side, flags, False, False, False, None, False, True))
+        return walk(self.initial[True], self.initial[False], tuple(marks))
+
+    def _accepting_row(self, side: bool) -> int:
+        """First row after ``side``'s last SYN-ACK where ``side`` sends data or a FIN or acknowledges data."""
+        batch = self.batch
+        flags, fo, payload, rel_ack = batch.flags_list, batch.fo_list, batch.payload_list, batch.rel_ack_list
+        last_syn_ack = max(
+            (row for row in self.rows if fo[row] == side and flags[row] & (SYN | ACK | RST) == SYN | ACK),
+            default=self.start - 1,
+        )
+        for row in range(last_syn_ack + 1, self.stop):
+            if fo[row] != side or flags[row] & (SYN | RST):
+                continue
+            if payload[row] > 0 or flags[row] & FIN or (flags[row] & ACK and rel_ack[row] > 1):
+                return row
+        return -1
 
     def _rst_facts(self, position: int, row: int, side: bool, flags: int) -> RstFacts:
         peer = not side
@@ -619,13 +661,17 @@ class _Walk:
 
     @property
     def established(self) -> bool:
+        if self.never_established:
+            return False
         return (self.reached_sync[True] and self.reached_sync[False]) or self.both_ways_row >= 0
 
-    def outcome(self) -> Outcome:
+    def outcome(self, syn_answered_by_icmp: bool = False) -> Outcome:
+        """The outcome (module docstring). ``syn_answered_by_icmp``: an ICMP error quoting the originator's
+        packets came back, so its SYN was answered (negatively) even if nothing came from the responder."""
         index = self.batch.index
         if not self.established:
             syns = index.pure_syn_count[self.keys[True]]
-            answered = index.first_row[self.keys[False]] >= 0
+            answered = index.first_row[self.keys[False]] >= 0 or syn_answered_by_icmp
             return Outcome.TIMEOUT if syns > 1 and not answered else Outcome.NOT_ESTABLISHED
         both_fins_acked = self.fin_acked_row[True] >= 0 and self.fin_acked_row[False] >= 0
         if both_fins_acked and (self.accepted_rst_row < 0 or max(self.fin_acked_row.values()) < self.accepted_rst_row):

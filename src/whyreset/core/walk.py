@@ -61,6 +61,9 @@ class Mark(NamedTuple):
     syn_reply: bool = False
     """For a SYN without ACK: the peer's next segment is a prompt pure ACK (a challenge ACK if it was
     synchronised, RFC 5961 4.2)."""
+    accepts: bool = False
+    """The sender, left in SYN_RECEIVED by a retransmitted SYN-ACK (its handshake ACK was lost or dropped),
+    shows here that it did establish after all: it sends data or a FIN, or acknowledges the peer's data."""
 
 
 class EventOp(NamedTuple):
@@ -150,6 +153,8 @@ class _Simulation:
             self._feed(peer, Input.FIN_ACKED, index)
             self.out.fin_acked_mark[peer] = index
             self._event(EventKind.FIN_ACKED, index)
+        if mark.accepts and self.state[side] is TcpState.SYN_RECEIVED:
+            self._feed(side, Input.RECV_ACK_OF_SYN, index)
         flags = mark.flags
         if flags & SYN and not flags & RST:
             self._syn(index, side, flags, mark.syn_reply)

@@ -1,0 +1,196 @@
+"""Points the connection model settled in phase 2: handshakes answered by ICMP, handshake ACKs a full accept
+queue dropped, RST acknowledgments that prove nothing, and the deferred event/state fields."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from segments import CLIENT, MS, SERVER, Dialogue, S
+
+from whyreset.core.connection import Connection, Deferred, EventKind
+from whyreset.core.tracker import build_connections
+from whyreset.ids import Outcome, Side, TcpState
+from whyreset.model import ACK, SYN, IcmpError
+
+SHARED_CORPUS = Path("/work/shared/corpus")
+
+
+def one(d: Dialogue, icmp_errors: list[IcmpError] | None = None) -> Connection:
+    connections = build_connections(d.table(), icmp_errors=icmp_errors or [])
+    assert len(connections) == 1
+    return connections[0]
+
+
+def unreachable(d: Dialogue, frame: int) -> IcmpError:
+    """A router's ICMP host-unreachable quoting the client's SYN."""
+    return IcmpError(
+        frame=frame,
+        ts_ns=d.ts_ns + 5 * MS,
+        reporter="10.0.0.254",
+        ttl=63,
+        ip_version=4,
+        icmp_type=3,
+        icmp_code=1,
+        quoted_src="10.0.0.1",
+        quoted_dst="10.0.0.2",
+        quoted_sport=40000,
+        quoted_dport=80,
+        quoted_seq=d.client.isn,
+    )
+
+
+# -- a. a SYN answered by an ICMP error is not a timeout
+
+
+def _retransmitted_syns() -> Dialogue:
+    d = Dialogue()
+    d.syn()
+    d.syn(seq=d.client.isn, gap_ns=1 * S)
+    d.syn(seq=d.client.isn, gap_ns=1 * S)
+    return d
+
+
+def test_syns_retransmitted_then_icmp_error_is_not_established() -> None:
+    d = _retransmitted_syns()
+    c = one(d, [unreachable(d, frame=4)])
+    assert c.outcome is Outcome.NOT_ESTABLISHED
+    assert len(c.icmp_errors) == 1
+    assert [e.side for e in c.events if e.kind is EventKind.ICMP_ERROR] == [Side.RESP]
+
+
+def test_syns_never_answered_stay_a_timeout() -> None:
+    assert one(_retransmitted_syns()).outcome is Outcome.TIMEOUT
+
+
+def test_icmp_error_quoting_the_responder_does_not_answer_the_syn() -> None:
+    d = _retransmitted_syns()
+    error = replace(
+        unreachable(d, frame=4), quoted_src="10.0.0.2", quoted_dst="10.0.0.1", quoted_sport=80, quoted_dport=40000
+    )
+    assert one(d, [error]).outcome is Outcome.TIMEOUT
+
+
+# -- b. the handshake ACK a full accept queue dropped
+
+
+def _handshake_ack_dropped() -> Dialogue:
+    """The client's ACK (with its request) reaches a server whose accept queue is full: dropped, the server
+    retransmits its SYN-ACK, the client answers with a duplicate ACK."""
+    d = Dialogue()
+    d.syn()
+    d.syn_ack()
+    d.data(CLIENT, 33)
+    d.data(CLIENT, 33, seq=d.client.isn + 1, gap_ns=200 * MS)
+    d.segment(SERVER, SYN | ACK, seq=d.server.isn, gap_ns=600 * MS)
+    d.ack(CLIENT)
+    return d
+
+
+def test_handshake_ack_dropped_by_a_full_queue_is_not_established() -> None:
+    c = one(_handshake_ack_dropped())
+    assert c.final_state(Side.RESP) is TcpState.SYN_RECEIVED
+    assert not c.established
+    assert c.outcome is Outcome.NOT_ESTABLISHED
+
+
+def test_handshake_completed_later_gives_the_usual_outcome() -> None:
+    d = _handshake_ack_dropped()
+    d.ack(SERVER, gap_ns=1 * S)  # the server acknowledges the request: it did accept the connection
+    d.data(SERVER, 200)
+    c = one(d)
+    assert c.established
+    assert c.final_state(Side.RESP) is TcpState.ESTABLISHED
+    assert c.outcome is Outcome.OPEN
+    assert [s.state for s in c.resp_states][-2:] == [TcpState.SYN_RECEIVED, TcpState.ESTABLISHED]
+
+
+# -- c. an RST's acknowledgment is no proof of delivery
+
+
+def _data_half_acknowledged() -> Dialogue:
+    d = Dialogue()
+    d.handshake()
+    d.data(CLIENT, 500)
+    d.ack(SERVER)
+    d.data(CLIENT, 500)  # never acknowledged by the server's own stack
+    return d
+
+
+def test_forged_rst_ack_does_not_count_as_delivery() -> None:
+    d = _data_half_acknowledged()
+    d.receive(SERVER)
+    d.rst(SERVER, with_ack=True, ttl=250)  # a middlebox's RST: acknowledges everything, wrong TTL
+    c = one(d)
+    assert c.resets and c.resets[0].ttl == 250
+    assert (c.orig.data_bytes, c.orig.bytes_acked, c.orig.unacked_bytes) == (1000, 500, 500)
+
+
+def test_rst_the_receiver_could_not_accept_does_not_count() -> None:
+    d = _data_half_acknowledged()
+    d.receive(SERVER)
+    d.rst(SERVER, with_ack=True, seq=d.server.nxt + 10_000_000)  # own TTL, but far out of the window
+    c = one(d)
+    assert c.resets[0].acceptability.value == "out_of_window"
+    assert c.orig.unacked_bytes == 500
+
+
+def test_accepted_rst_with_the_senders_ttl_counts() -> None:
+    d = _data_half_acknowledged()
+    d.receive(SERVER)
+    d.rst(SERVER, with_ack=True)  # the server's own stack: closed with the data unread, acknowledges it
+    c = one(d)
+    assert c.resets[0].acceptability.value == "exact"
+    assert c.orig.unacked_bytes == 0
+
+
+def test_suricata_bug_2769_keeps_its_lost_bytes() -> None:
+    path = SHARED_CORPUS / "suricata-bug-2769.pcap"
+    if not path.exists():
+        pytest.skip(f"{path} is not available")
+    from whyreset.ingest import read_capture
+
+    capture = read_capture(str(path))
+    (c,) = build_connections(capture.packets)
+    # The responder's last 5,408 bytes are acknowledged only by RSTs carrying another TTL than the
+    # originator's own packets (244 against 116).
+    assert c.resp.unacked_bytes == 5408
+    assert c.resp.bytes_acked + c.resp.unacked_bytes == c.resp.data_bytes
+
+
+# -- deferred fields
+
+
+def test_deferred_fields_are_made_on_first_read_and_equal_an_eager_build() -> None:
+    d = Dialogue()
+    d.handshake()
+    d.data(CLIENT, 100)
+    d.fin(CLIENT)
+    d.fin(SERVER)
+    d.ack(CLIENT)
+    first, second = build_connections(d.table()), build_connections(d.table())
+    c = first[0]
+    raw_events = Connection.__dict__["events"].slot.__get__(c, Connection)
+    assert isinstance(raw_events, Deferred)
+    # The final state is answered without building the timeline.
+    assert c.final_state(Side.ORIG) is TcpState.TIME_WAIT
+    assert isinstance(Connection.__dict__["orig_states"].slot.__get__(c, Connection), Deferred)
+    kinds = [e.kind for e in c.events]
+    assert kinds[:3] == [EventKind.SYN, EventKind.SYN_ACK, EventKind.HANDSHAKE_ACK]
+    assert not isinstance(Connection.__dict__["orig_states"].slot.__get__(c, Connection), Deferred)
+    assert c.final_state(Side.ORIG) is c.orig_states[-1].state
+    assert c == second[0] and repr(c) == repr(second[0])
+    assert replace(c) == c
+
+
+def test_deferred_details_do_not_hold_the_batchs_python_lists() -> None:
+    d = Dialogue()
+    d.handshake()
+    d.data(CLIENT, 100)
+    c = build_connections(d.table())[0]
+    details = Connection.__dict__["events"].slot.__get__(c, Connection).details
+    held = [getattr(details, name) for name in details.__slots__]
+    assert not any(type(value).__name__ == "Batch" for value in held)
+    assert c.events[-1].kind is EventKind.LAST_DATA and c.events[-1].rel_ack == 1
+    assert c.packets["flags"][-1] & ACK
