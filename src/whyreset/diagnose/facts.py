@@ -156,6 +156,8 @@ class Facts:
     """Median gap between consecutive packets of the connection (0 with fewer than three packets)."""
     ending_reset: ResetFacts | None = None
     """The first RST the receiver accepted: the one that ended the connection."""
+    max_gap_ns: int = 0
+    """Longest silence between two consecutive packets of the connection."""
     memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
     """Derived facts several rules share (the forgery check of an RST, an abort's shape, a stalled
     transfer), computed by the first rule that asks (see `memoized`)."""
@@ -202,54 +204,67 @@ def _bases(conn: Connection, flags: list[int], seqs: list[int], from_orig: list[
     return bases
 
 
+_new_tuple = tuple.__new__
+"""Builds a `Seg` from its values without NamedTuple's Python-level ``__new__`` (one call less per packet)."""
+
+
 def _segments(conn: Connection) -> tuple[Seg, ...]:
     # Plain Python ints from each column once: numpy scalars cost a call per field on these tiny tables.
-    table = conn.packets
-    flags_col = table["flags"].tolist()
-    seq_col = table["seq"].tolist()
+    columns = conn.packets.columns
+    flags_col = columns["flags"].tolist()
+    seq_col = columns["seq"].tolist()
     from_orig = conn.from_orig.tolist()
     bases = _bases(conn, flags_col, seq_col, from_orig)
     orig_base, resp_base = bases[Side.ORIG], bases[Side.RESP]
     rows = zip(
-        table["frame"].tolist(),
-        table["ts_ns"].tolist(),
+        columns["frame"].tolist(),
+        columns["ts_ns"].tolist(),
         flags_col,
         seq_col,
-        table["ack"].tolist(),
-        table["payload_len"].tolist(),
-        table["ttl"].tolist(),
-        table["ip_id"].tolist(),
-        table["window"].tolist(),
+        columns["ack"].tolist(),
+        columns["payload_len"].tolist(),
+        columns["ttl"].tolist(),
+        columns["ip_id"].tolist(),
+        columns["window"].tolist(),
         from_orig,
         strict=True,
     )
+    orig, resp = Side.ORIG, Side.RESP
     segs: list[Seg] = []
     for i, (frame, ts, flags, seq, ack, length, ttl, ip_id, window, is_orig) in enumerate(rows):
         own_base, peer_base = (orig_base, resp_base) if is_orig else (resp_base, orig_base)
-        rel_seq = _unwrap(seq, own_base)
-        syn, fin = bool(flags & SYN), bool(flags & FIN)
-        segs.append(
-            Seg(
-                i,
-                frame,
-                ts,
-                Side.ORIG if is_orig else Side.RESP,
-                flags,
-                rel_seq,
-                _unwrap(ack, peer_base) if flags & ACK else None,
-                seq,
-                ack,
-                length,
-                ttl,
-                ip_id,
-                window,
-                syn,
-                fin,
-                bool(flags & RST),
-                bool(flags & ACK),
-                rel_seq + length + syn + fin,
-            )
+        # _unwrap inlined: this loop runs for every packet of every abnormal connection.
+        rel_seq = (seq - own_base) % SEQ_MOD
+        if rel_seq >= HALF_SEQ:
+            rel_seq -= SEQ_MOD
+        has_ack = (flags & ACK) != 0
+        rel_ack: int | None = None
+        if has_ack:
+            rel_ack = (ack - peer_base) % SEQ_MOD
+            if rel_ack >= HALF_SEQ:
+                rel_ack -= SEQ_MOD
+        syn, fin = (flags & SYN) != 0, (flags & FIN) != 0
+        values = (
+            i,
+            frame,
+            ts,
+            orig if is_orig else resp,
+            flags,
+            rel_seq,
+            rel_ack,
+            seq,
+            ack,
+            length,
+            ttl,
+            ip_id,
+            window,
+            syn,
+            fin,
+            (flags & RST) != 0,
+            has_ack,
+            rel_seq + length + syn + fin,
         )
+        segs.append(_new_tuple(Seg, values))
     return tuple(segs)
 
 
@@ -389,16 +404,18 @@ def _reset_facts(conn: Connection, segs: tuple[Seg, ...], sides: dict[Side, Side
     return tuple(out)
 
 
-def _median_gap(segs: tuple[Seg, ...]) -> int:
-    """Median gap between consecutive packets (statistics.median's value, without its overhead)."""
+def _gaps(segs: tuple[Seg, ...]) -> tuple[int, int]:
+    """(median, longest) gap between consecutive packets; the median as statistics.median gives it (0 with
+    fewer than two gaps)."""
     gaps = sorted(b.ts_ns - a.ts_ns for a, b in itertools.pairwise(segs))
     count = len(gaps)
+    longest = gaps[-1] if gaps else 0
     if count < 2:
-        return 0
+        return 0, longest
     middle = count // 2
     if count % 2:
-        return gaps[middle]
-    return int((gaps[middle - 1] + gaps[middle]) / 2)
+        return gaps[middle], longest
+    return int((gaps[middle - 1] + gaps[middle]) / 2), longest
 
 
 def compute_facts(conn: Connection) -> Facts:
@@ -413,6 +430,7 @@ def compute_facts(conn: Connection) -> Facts:
     if rtt is None:
         rtt = _data_rtt(segs)
     resets = _reset_facts(conn, segs, {Side.ORIG: orig, Side.RESP: resp})
+    median_gap, max_gap = _gaps(segs)
     return Facts(
         conn=conn,
         segs=segs,
@@ -422,8 +440,9 @@ def compute_facts(conn: Connection) -> Facts:
         syn_to_synack_ns=syn_to_synack,
         synack_to_ack_ns=synack_to_ack,
         resets=resets,
-        median_gap_ns=_median_gap(segs),
+        median_gap_ns=median_gap,
         ending_reset=next((r for r in resets if r.accepted), None),
+        max_gap_ns=max_gap,
     )
 
 

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from whyreset.core.connection import Connection
-from whyreset.diagnose.catalogue import CATALOGUE, ENTRIES
+from whyreset.diagnose.catalogue import CATALOGUE, ENTRIES, CatalogueEntry
 from whyreset.diagnose.context import DiagnosisContext, build_context
 from whyreset.diagnose.facts import Facts, compute_facts
 from whyreset.diagnose.finding import Alternative, EvidenceItem, Finding, Impact
@@ -25,8 +25,9 @@ from whyreset.diagnose.rules.common import (
     who,
 )
 from whyreset.diagnose.symptoms import AppView, render_views
+from whyreset.diagnose.triage import applicable
 from whyreset.diagnose.vantage import Vantage, infer_vantage
-from whyreset.ids import Outcome, Side
+from whyreset.ids import CauseId, Outcome, Side
 
 MIN_PRIMARY = 0.35
 """Below this no cause is named: the finding is undetermined."""
@@ -57,10 +58,16 @@ def diagnose(conn: Connection, context: DiagnosisContext | None = None) -> Findi
     return _finding(facts, vantage, candidates)
 
 
-def rank(facts: Facts, context: DiagnosisContext, vantage: Vantage) -> list[Candidate]:
-    """Every rule's candidate, best first (one per cause)."""
-    candidates = [c for entry in ENTRIES if (c := entry.rule(facts, context, vantage)) is not None]
+def rank(facts: Facts, context: DiagnosisContext, vantage: Vantage, *, triage: bool = True) -> list[Candidate]:
+    """The candidate of every rule that can apply (`diagnose.triage`; ``triage=False`` runs them all), best
+    first (one per cause)."""
+    entries = applicable(ENTRIES, facts, context, _cause_of) if triage else ENTRIES
+    candidates = [c for entry in entries if (c := entry.rule(facts, context, vantage)) is not None]
     return sorted(candidates, key=lambda c: c.score, reverse=True)
+
+
+def _cause_of(entry: CatalogueEntry) -> CauseId:
+    return entry.cause
 
 
 def _discount(candidate: Candidate, factor: float) -> Candidate:

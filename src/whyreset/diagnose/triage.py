@@ -1,0 +1,143 @@
+"""Triage: from a connection's shape, the few rules that can apply to it.
+
+Every rule starts by checking the shape its cause needs (an RST that ended the connection, a SYN-ACK, a FIN, an
+idle period...) and returns None otherwise. Evaluating all of them on every abnormal connection spends most of
+the diagnosis on rules that were never going to match. `can_apply` restates, per cause, a *necessary* condition
+of its rule's own early returns, read from facts the rules already share; the verdict runs only the rules whose
+condition holds. A condition here may let through a rule that then declines (it only has to be cheap), but it
+must never reject one that would have proposed its cause: tests/diagnose/test_triage.py runs every rule on the
+lab corpus, the seeds and a generated capture and checks that each candidate's rule was selected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from whyreset.diagnose.context import DiagnosisContext
+from whyreset.diagnose.facts import Facts
+from whyreset.ids import CauseId, Side
+
+PROBE_MIN_GAP_NS = 500_000_000
+"""A keep-alive probe follows at least this much silence (timeout.PROBE_MIN_INTERVAL_NS)."""
+
+Condition = Callable[[Facts, DiagnosisContext], bool]
+T = TypeVar("T")
+
+
+def _ended_by_reset_after_handshake(f: Facts, ctx: DiagnosisContext) -> bool:
+    return f.ending_reset is not None and f.conn.established
+
+
+def _refused(f: Facts, ctx: DiagnosisContext) -> bool:
+    reset = f.ending_reset
+    return reset is not None and reset.seg.side is Side.RESP and f.orig.syn is not None and not _has_synack(f)
+
+
+def _has_synack(f: Facts) -> bool:
+    return f.resp.syn is not None and any(s.syn and s.has_ack for s in f.resp.segs)
+
+
+def _icmp(f: Facts, ctx: DiagnosisContext) -> bool:
+    return bool(ctx.icmp_by_flow)
+
+
+def _syn_unanswered(f: Facts, ctx: DiagnosisContext) -> bool:
+    return f.orig.syn is not None and not f.resp.segs and not f.conn.established
+
+
+def _backlog_overflow(f: Facts, ctx: DiagnosisContext) -> bool:
+    # Either a handshake ACK answered a SYN-ACK (then retransmissions or a reset), or several SYNs went
+    # unanswered.
+    return f.orig.syn is not None or _has_synack(f)
+
+
+def _ended_by_reset(f: Facts, ctx: DiagnosisContext) -> bool:
+    return f.ending_reset is not None
+
+
+def _handshake_aborted(f: Facts, ctx: DiagnosisContext) -> bool:
+    return f.orig.syn is not None and _has_synack(f)
+
+
+def _listener_closed(f: Facts, ctx: DiagnosisContext) -> bool:
+    reset = f.ending_reset
+    return (
+        reset is not None
+        and reset.seg.side is Side.RESP
+        and f.conn.established
+        and not f.resp.data
+        and f.resp.fin is None
+    )
+
+
+def _reset_after_fin(f: Facts, ctx: DiagnosisContext) -> bool:
+    return bool(f.resets) and (f.orig.fin is not None or f.resp.fin is not None)
+
+
+def _any_fin(f: Facts, ctx: DiagnosisContext) -> bool:
+    return f.orig.fin is not None or f.resp.fin is not None
+
+
+def _any_reset(f: Facts, ctx: DiagnosisContext) -> bool:
+    return bool(f.resets)
+
+
+def _rejected_reset(f: Facts, ctx: DiagnosisContext) -> bool:
+    return any(not r.accepted for r in f.resets)
+
+
+def _replied_reset(f: Facts, ctx: DiagnosisContext) -> bool:
+    return any(r.answers_trigger for r in f.resets)
+
+
+def _idle_probe(f: Facts, ctx: DiagnosisContext) -> bool:
+    return f.max_gap_ns >= PROBE_MIN_GAP_NS
+
+
+def _retransmitted(f: Facts, ctx: DiagnosisContext) -> bool:
+    # A stall is the same unacknowledged byte sent at least twice by one side: at least two segments of that
+    # side carry data or a FIN.
+    return any(
+        sum(1 for s in side.segs if not s.rst and not s.syn and (s.length or s.fin)) >= 2 for side in (f.orig, f.resp)
+    )
+
+
+CONDITIONS: dict[CauseId, Condition] = {
+    CauseId.REFUSED: _refused,
+    CauseId.ICMP_UNREACHABLE: _icmp,
+    CauseId.SYN_UNANSWERED: _syn_unanswered,
+    CauseId.BACKLOG_OVERFLOW: _backlog_overflow,
+    CauseId.HANDSHAKE_ABORTED: _handshake_aborted,
+    CauseId.LISTENER_CLOSED: _listener_closed,
+    CauseId.CLOSE_WITH_UNREAD_DATA: _ended_by_reset_after_handshake,
+    CauseId.ABORTIVE_CLOSE: _ended_by_reset,  # an orphan's abort after its FIN needs no handshake seen
+    CauseId.BENIGN_RESET: _ended_by_reset_after_handshake,
+    CauseId.DATA_AFTER_CLOSE: _reset_after_fin,
+    CauseId.KEEPALIVE_RACE: _reset_after_fin,
+    CauseId.CLOSE_WAIT_LEAK: _any_fin,
+    CauseId.PEER_LOST_STATE: _ended_by_reset_after_handshake,
+    CauseId.MIDDLEBOX_RESET: _any_reset,
+    CauseId.INJECTED_RESET: _rejected_reset,
+    CauseId.INVALID_SEGMENT: _replied_reset,
+    CauseId.KEEPALIVE_TIMEOUT: _idle_probe,
+    CauseId.RETRANSMISSION_TIMEOUT: _retransmitted,
+    CauseId.IDLE_STATE_DROPPED: _retransmitted,
+}
+"""Cause -> necessary condition of its rule. A cause missing here is always evaluated."""
+
+
+def applicable(entries: Iterable[T], f: Facts, ctx: DiagnosisContext, cause: Callable[[T], CauseId]) -> list[T]:
+    """The entries (catalogue entries, rules...) whose cause can apply to this connection."""
+    selected = []
+    for entry in entries:
+        condition = CONDITIONS.get(cause(entry))
+        if condition is None or condition(f, ctx):
+            selected.append(entry)
+    return selected
+
+
+def can_apply(cause: CauseId, f: Facts, ctx: DiagnosisContext) -> bool:
+    """Whether the rule of ``cause`` may propose it for this connection (False: it certainly would not)."""
+    condition = CONDITIONS.get(cause)
+    return condition is None or condition(f, ctx)
