@@ -137,6 +137,11 @@ class ResetFacts:
     answers_trigger: bool
     """The RST has the shape of the RFC 793 reply to the trigger: no ACK bit and seq = the trigger's ACK, or
     ACK bit with seq 0 and ack = trigger's sequence end (Linux tcp_v4_send_reset)."""
+    capture_gap: str | None = None
+    """Why the capture must have missed segments of this connection before the RST (None when nothing says
+    so): the RST's sequence number is beyond what its sender was seen sending, or it acknowledges data of the
+    receiver that the capture never showed. Then the receiver's real RCV.NXT is unknown, and an RST that looks
+    "in window but not exact" against the captured numbers may have been exact."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,8 +356,41 @@ def _data_rtt(segs: tuple[Seg, ...]) -> int | None:
 ACCEPTED = frozenset({RstAcceptability.EXACT, RstAcceptability.SYN_SENT_ACK_OK})
 
 
-def _accepted(info: ResetInfo, seg: Seg, receiver: SideFacts, sender: SideFacts) -> bool:
+def _capture_gap(conn: Connection, seg: Seg, receiver: SideFacts, sender: SideFacts) -> str | None:
+    """Why the capture shows less than the endpoints exchanged before this RST, or None.
+
+    Only an RST with the ACK bit carries the sender's own SND.NXT and RCV.NXT (tcp_send_active_reset, or a
+    reply to a segment without ACK): a reply reset's seq copies the segment it answers, which may itself be
+    bogus. Wireshark flags the same two symptoms ("previous segment not captured", "ACKed segment that wasn't
+    captured")."""
+    if not seg.has_ack or seg.rel_ack is None:
+        return None
+    sent = sender.snd_nxt_before(seg.ts_ns, seg.index)
+    peer_sent = receiver.snd_nxt_before(seg.ts_ns, seg.index)
+    reasons = []
+    if sender.isn_seen and seg.rel_seq > sent:
+        reasons.append(f"its seq {seg.rel_seq} is {seg.rel_seq - sent} beyond the {sent} its sender was seen sending")
+    if receiver.isn_seen and seg.rel_ack > peer_sent:
+        reasons.append(
+            f"its ACK {seg.rel_ack} acknowledges {seg.rel_ack - peer_sent} byte(s) of the peer's that the capture "
+            "never showed"
+        )
+    lost = conn.stats(sender.side).lost_segments + conn.stats(receiver.side).lost_segments
+    if reasons and lost:
+        reasons.append(f"the core counted {lost} lost segment(s)")
+    return "; ".join(reasons) or None
+
+
+def _accepted(
+    info: ResetInfo, seg: Seg, receiver: SideFacts, sender: SideFacts, capture_gap: str | None = None
+) -> bool:
     if info.acceptability in ACCEPTED:
+        return True
+    windowed = info.acceptability in (RstAcceptability.IN_WINDOW, RstAcceptability.OUT_OF_WINDOW)
+    if capture_gap is not None and windowed and not any(s.index > seg.index and not s.rst for s in receiver.segs):
+        # The window was judged against numbers the capture saw, and it missed segments: the receiver's real
+        # RCV.NXT is unknown. An RST it rejected would draw a challenge ACK (RFC 5961) or more data; nothing
+        # from it afterwards means the RST ended the connection.
         return True
     if info.acceptability in (RstAcceptability.IN_WINDOW, RstAcceptability.OUT_OF_WINDOW):
         # Linux tcp_reset_check(): in CLOSE_WAIT / LAST_ACK / CLOSING an RST at rcv_nxt - 1 (the sender's FIN
@@ -380,6 +418,8 @@ def _reset_facts(conn: Connection, segs: tuple[Seg, ...], sides: dict[Side, Side
         seg = by_frame.get(info.frame)
         if seg is None:
             continue
+        receiver, sender = sides[info.sender.other], sides[info.sender]
+        gap = _capture_gap(conn, seg, receiver, sender) if info.acceptability not in ACCEPTED else None
         trigger = next((s for s in reversed(segs[: seg.index]) if s.side is not seg.side), None)
         reaction = seg.ts_ns - trigger.ts_ns if trigger is not None else None
         anchor = trigger if trigger is not None else seg
@@ -394,11 +434,12 @@ def _reset_facts(conn: Connection, segs: tuple[Seg, ...], sides: dict[Side, Side
             ResetFacts(
                 info=info,
                 seg=seg,
-                accepted=_accepted(info, seg, sides[info.sender.other], sides[info.sender]),
+                accepted=_accepted(info, seg, receiver, sender, gap),
                 trigger=trigger,
                 reaction_ns=reaction,
                 idle_before_ns=idle,
                 answers_trigger=answers,
+                capture_gap=gap,
             )
         )
     return tuple(out)

@@ -26,6 +26,7 @@ from whyreset.diagnose.rules.common import (
     NS_PER_S,
     SILENT,
     Candidate,
+    capture_gap_item,
     clamp,
     closing_reset,
     describe_rst,
@@ -101,9 +102,15 @@ def _measure_abort(f: Facts) -> AbortShape | None:
     received = reset.seg.rel_ack if reset.seg.rel_ack is not None else closer.highest_ack_before(before)
     peer_data_before = [s for s in peer.data if s.index < before]
     peer_end = max((s.rel_seq + s.length for s in peer_data_before), default=0)
-    unread = max(0, min(received or 0, peer_end) - answered_up_to) if peer_data_before else 0
     peer_start = min((s.rel_seq for s in peer_data_before), default=0)
-    received_total = max(0, min(received or 0, peer_end) - peer_start) if peer_data_before else 0
+    seen_data = bool(peer_data_before)
+    if reset.capture_gap is not None and received is not None and received > max(peer_end, 1) and peer.isn_seen:
+        # The RST acknowledges peer data the capture missed: the closer did receive it (its ACK is the proof).
+        peer_end = received
+        peer_start = peer_start if seen_data else 1
+        seen_data = True
+    unread = max(0, min(received or 0, peer_end) - answered_up_to) if seen_data else 0
+    received_total = max(0, min(received or 0, peer_end) - peer_start) if seen_data else 0
     last_peer = peer_data_before[-1] if peer_data_before else None
     # The peer waits for an answer when it spoke last and it is the side that opened the exchange (its data
     # are requests, the closer's are responses): a TCP capture cannot read the protocol, the first speaker is
@@ -115,7 +122,7 @@ def _measure_abort(f: Facts) -> AbortShape | None:
         and (last_own is None or last_peer.index > last_own.index)
         and (peer_requests or last_own is None)
     )
-    peer_unacked = max(0, peer_end - (received or 0)) if peer_data_before else 0
+    peer_unacked = max(0, peer_end - (received or 0)) if seen_data else 0
     return AbortShape(
         reset=reset,
         closer=closer,
@@ -159,6 +166,8 @@ def _abort_evidence(f: Facts, shape: AbortShape) -> list[EvidenceItem]:
     ]
     if shape.closer.fin is None:
         items.append(EvidenceItem(f"no FIN from {who(f, shape.closer.side)} before its RST"))
+    if (gap := capture_gap_item(f, shape.reset)) is not None:
+        items.append(gap)
     return items
 
 
@@ -305,7 +314,7 @@ def benign_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | Non
     else:
         score = 0.3
     score -= forgery(f, ctx, v, reset).score * 0.6
-    exchanged = f.orig.data or f.resp.data
+    exchanged = f.orig.data or f.resp.data or reset.capture_gap is not None
     what = "after the exchange completed" if exchanged else "right after the handshake, with no data (a probe)"
     evidence = [
         describe_rst(f, reset),

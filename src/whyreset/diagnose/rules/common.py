@@ -124,6 +124,33 @@ def _describe_rst(f: Facts, reset: ResetFacts) -> EvidenceItem:
     )
 
 
+def capture_gap_item(f: Facts, reset: ResetFacts) -> EvidenceItem | None:
+    """When the capture missed segments before the RST: say so, and whether the RST still carries its sender's
+    own marks (TTL, IP ID continuing the sender's sequence), which make the gap missing data rather than a
+    sign of forgery."""
+    if reset.capture_gap is None:
+        return None
+    seg = reset.seg
+    sender = f.side(seg.side)
+    marks = []
+    if sender.ttl_usual is not None and seg.ttl == sender.ttl_usual:
+        marks.append(f"TTL {seg.ttl} as on its other packets")
+    ids = [i for i in sender.ip_ids if i != 0]
+    if f.conn.ip_version == 4 and ids and seg.ip_id and 0 < (seg.ip_id - ids[-1]) % 65536 <= 4096:
+        skipped = (seg.ip_id - ids[-1]) % 65536 - 1
+        marks.append(f"IP ID {seg.ip_id} continues its sequence after {ids[-1]} ({skipped} packet(s) not captured)")
+    own = (
+        f"; {', '.join(marks)}: the RST is its sender's own, the gap is missing capture, not a forged reset"
+        if marks
+        else ""
+    )
+    text = (
+        f"the capture missed segments before this RST ({reset.capture_gap}): the receiver's real window is "
+        f"unknown and nothing from it follows, so the RST ended the connection{own}"
+    )
+    return seg_item(f, seg, text, capture_gap=reset.capture_gap)
+
+
 def describe_trigger(f: Facts, reset: ResetFacts) -> EvidenceItem | None:
     trig = reset.trigger
     if trig is None:
