@@ -42,6 +42,9 @@ PACKET_COLUMNS: dict[str, np.dtype[Any]] = {
     "iface": np.dtype(np.uint16),  # pcapng interface id (0 for pcap and text)
     "frame_len": np.dtype(np.uint32),  # original length on the wire (pcap orig_len), as tshark counts bytes
     "ip_version": np.dtype(np.uint8),  # 4 or 6
+    # IP packet length on the wire: IPv4 total length; IPv6 40 + payload length (extension headers included).
+    # 0 when a reader cannot know it (the core then estimates it from the TCP header and payload).
+    "ip_len": np.dtype(np.uint32),
     "src_hi": np.dtype(np.uint64),
     "src_lo": np.dtype(np.uint64),
     "dst_hi": np.dtype(np.uint64),

@@ -194,3 +194,27 @@ def test_deferred_details_do_not_hold_the_batchs_python_lists() -> None:
     assert not any(type(value).__name__ == "Batch" for value in held)
     assert c.events[-1].kind is EventKind.LAST_DATA and c.events[-1].rel_ack == 1
     assert c.packets["flags"][-1] & ACK
+
+
+# -- d. Zeek's *_ip_bytes from the readers' IP lengths
+
+
+def test_ip_bytes_are_the_wire_ip_lengths(tmp_path: Path) -> None:
+    from whyreset.ingest import craft, read_capture
+
+    client, server = ("10.0.0.1", 40000), ("10.0.0.2", 80)
+    option = b"\x94\x04\x00\x00"  # IP router alert: 4 bytes the TCP-only estimate cannot know
+    packets = [
+        (True, craft.tcp_packet(client[0], server[0], 40000, 80, seq=100, flags="S", mss=1460, ip_options=option)),
+        (False, craft.tcp_packet(server[0], client[0], 80, 40000, seq=500, ack=101, flags="SA", mss=1460)),
+        (True, craft.tcp_packet(client[0], server[0], 40000, 80, seq=101, ack=501, flags="PA", payload=b"x" * 300)),
+        (False, craft.tcp_packet(server[0], client[0], 80, 40000, seq=501, ack=401, flags="A", timestamps=(5, 6))),
+    ]
+    path = tmp_path / "ip_len.pcap"
+    records = [
+        (1_700_000_000 * S + i * MS, craft.frame(craft.LINKTYPE_ETHERNET, p)) for i, (_, p) in enumerate(packets)
+    ]
+    craft.write_pcap(path, records, nanosecond=True)
+    (c,) = build_connections(read_capture(str(path)).packets)
+    assert c.orig.ip_bytes == sum(len(p) for from_client, p in packets if from_client)
+    assert c.resp.ip_bytes == sum(len(p) for from_client, p in packets if not from_client)

@@ -70,12 +70,16 @@ def test_text_gives_the_capture_s_connections_outcomes_and_causes(pcap: Path, va
     from_text, limits = _summary(str(text))
     if variant != "default":  # with names resolved the ports may print as service names: compare outcomes only
         assert [row[0] for row in from_text] == [row[0] for row in from_pcap]
-    assert [row[1] for row in from_text] == [row[1] for row in from_pcap], "outcomes differ"
+    outcomes_agree = [row[1] for row in from_text] == [row[1] for row in from_pcap]
     causes_agree = [row[2] for row in from_text] == [row[2] for row in from_pcap]
     lacking = _lacking(pcap, variant)
+    if not pcap.name.startswith(tuple(ALWAYS_LACKING)):
+        # Only an ICMP error the text cannot link may change an outcome: the SYN it answered then looks
+        # unanswered (timeout instead of not_established).
+        assert outcomes_agree, "outcomes differ"
     if lacking is None:
         assert causes_agree, "causes differ"
-    elif not causes_agree:
+    elif not (causes_agree and outcomes_agree):
         # The cause may be lost here, but never silently: the analysis must say what the text lacked.
         note, why = lacking
         assert any(note in limit for limit in limits), f"{why}; limits reported: {limits}"

@@ -113,12 +113,17 @@ def batch_stats(analysis: BatchAnalysis) -> BatchStats:
     # An RST's acknowledgment says nothing reliable about delivery: it may be forged (off-path, or a
     # middlebox), and a receiver that refuses the RST (RFC 5961) never acted on it. Only other segments count.
     has_ack = (flags & ACK) != 0
-    header = np.where(table["ip_version"] == 6, IPV6_HEADER, IPV4_HEADER) + _tcp_header_length(table)
+    # Zeek's *_ip_bytes: the readers' IP lengths, estimated from the headers only where a reader had none.
+    ip_len = table["ip_len"].astype(np.int64)
+    unknown = ip_len == 0
+    if unknown.any():
+        header = np.where(table["ip_version"] == 6, IPV6_HEADER, IPV4_HEADER) + _tcp_header_length(table)
+        ip_len = np.where(unknown, header + payload, ip_len)
     return BatchStats(
         packets=(np.bincount(key, minlength=groups).astype(np.int64)).tolist(),
         payload_bytes=(total(payload)).tolist(),
         frame_bytes=(total(table["frame_len"])).tolist(),
-        ip_bytes=(total(header + payload)).tolist(),
+        ip_bytes=(total(ip_len)).tolist(),
         data_end=(maximum(analysis.rel_seq + payload, data, 1)).tolist(),
         max_ack=(maximum(analysis.rel_ack, has_ack & ~rst, 0)).tolist(),
         retransmissions=(count(analysis.retransmission)).tolist(),

@@ -233,9 +233,9 @@ class Connection:
     """Zeek's resp_bytes."""
     missed_bytes: int = 0
     """Zeek's missed_bytes: bytes in content gaps (acknowledged by the peer, never seen in the capture)."""
-    icmp_errors: tuple[IcmpError, ...] = ()
-    """The ICMP errors matched to this connection (also listed as ICMP_ERROR events); reading this does not
-    build the event list."""
+    icmp_errors: tuple[IcmpError, ...] = field(default=(), compare=False)
+    """The ICMP errors matched to this connection, as the reader gave them. They are the ICMP_ERROR events
+    (which equality compares), but reading them does not build the event list."""
 
     @property
     def duration_ns(self) -> int:

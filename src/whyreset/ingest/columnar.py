@@ -404,6 +404,7 @@ class _Decoder:
         cols["flags"][rows] = ((w[:, 12].astype(np.int64) & 1) << 8) | w[:, 13]
         cols["window"][rows] = self._u16(w, 14)
         cols["payload_len"][rows] = payload_len
+        cols["ip_len"][rows] = ip_end - self.l3[rows]
         cols["captured_payload"][rows] = np.clip(cap_end - data_at, 0, payload_len)
         cols["truncated"][rows] = (cap_end < ip_end) | self.first_fragment[rows]
         self.status[rows] = TCP

@@ -246,6 +246,7 @@ class _TextReader:
         columns["frame"][:] = frames
         columns["ts_ns"][:] = row_times
         columns["frame_len"][:] = np.fromiter(map(self._frame_len, segments), np.uint32, count)
+        columns["ip_len"][:] = np.fromiter(map(_ip_len, segments), np.uint32, count)
         columns["ttl"][:] = np.fromiter(map(self._ttl, segments), np.uint8, count)
         for end in ("src", "dst"):
             halves = [hosts[getattr(s, end), s.ip_version] for s in segments]
@@ -290,8 +291,7 @@ class _TextReader:
             self._note(LIMIT_FRAME_FROM_IP)
             return segment.ip_len
         self._note(LIMIT_FRAME_ESTIMATED)
-        ip_header = 20 if segment.ip_version == 4 else 40
-        return ip_header + 20 + segment.options_len + segment.payload_len
+        return _ip_len(segment)
 
     def _icmp_error(self, frame: int, error: IcmpFields, ts_ns: int) -> IcmpError:
         quoted = error.quoted
@@ -316,6 +316,14 @@ class _TextReader:
         if text not in self.noted:
             self.noted.add(text)
             self.report.limits.append(text)
+
+
+def _ip_len(segment: TcpFields) -> int:
+    """The IP packet length printed by -v, else estimated from the headers and the payload length."""
+    if segment.ip_len is not None:
+        return segment.ip_len
+    ip_header = 20 if segment.ip_version == 4 else 40
+    return ip_header + 20 + segment.options_len + segment.payload_len
 
 
 __all__ = ["FORMAT_NAME", "iter_text_capture", "looks_like_tcpdump_text"]
