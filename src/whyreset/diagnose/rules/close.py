@@ -76,6 +76,16 @@ class AbortShape:
     peer_awaits_reply: bool
     """The peer spoke last: its last data came after the closer's last data, so it was waiting for an
     answer."""
+    window_drop: tuple[int, int] | None = None
+    """(widest, last) receive window the closer advertised after the handshake, when its last advertisement
+    before the RST was narrower: received bytes were sitting unread in its socket at that moment."""
+
+    @property
+    def wire_identical(self) -> bool:
+        """Nothing on the wire separates close() with unread data, an SO_LINGER {1, 0} close and an abort after
+        reading everything: the same RST+ACK (seq = SND.NXT, ack = RCV.NXT, tcp_send_active_reset), no FIN,
+        none of the closer's own data discarded in flight, and no shrunken window betraying unread bytes."""
+        return is_active_shape(self.reset) and self.closer_unacked == 0 and self.window_drop is None
 
 
 def _abort_shape(f: Facts) -> AbortShape | None:
@@ -132,7 +142,32 @@ def _measure_abort(f: Facts) -> AbortShape | None:
         closer_unacked=unacked_at(closer, peer, before),
         peer_unacked=peer_unacked,
         peer_awaits_reply=awaits,
+        window_drop=_window_drop(closer, before) if received_total else None,
     )
+
+
+def _window_drop(closer: SideFacts, before: int) -> tuple[int, int] | None:
+    """(widest, last) window field of the closer's segments after its SYN and before the RST, when the last is
+    narrower. The window is the free space of its receive buffer (tcp_select_window), so it narrows when
+    received data is not read; the scale factor is fixed after the handshake, so raw fields compare. A window
+    that narrows only by rounding (fewer bytes than one scaled unit) does not show: no drop is no proof of the
+    opposite."""
+    windows = [s.window for s in closer.segs if s.index < before and not s.syn and not s.rst]
+    if len(windows) < 2:
+        return None
+    widest, last = max(windows), windows[-1]
+    return (widest, last) if last < widest else None
+
+
+WIRE_IDENTICAL_NOTE = (
+    "the capture cannot tell this from an SO_LINGER {1, 0} close (abortive_close) or an abort after the "
+    "application had read everything (benign_reset): all three send the same RST+ACK at SND.NXT / RCV.NXT with no "
+    "FIN; what would tell: the closer's code (does it read everything before close()? set SO_LINGER {1, 0}?), "
+    "its TcpExt counters (close() with unread data counts TCPAbortOnClose, a zero-linger close TCPAbortOnData), "
+    "or the kernel's reset reason in `whyreset live` (TCP_ABORT_ON_CLOSE vs TCP_STATE)"
+)
+"""Said by the primary finding when `AbortShape.wire_identical` holds (Linux __tcp_close: unread data ->
+tcp_send_active_reset, TCP_ABORT_ON_CLOSE; zero linger -> tcp_disconnect -> tcp_send_active_reset, TCP_STATE)."""
 
 
 def _pending_text(shape: AbortShape) -> str:
@@ -166,6 +201,15 @@ def _abort_evidence(f: Facts, shape: AbortShape) -> list[EvidenceItem]:
     ]
     if shape.closer.fin is None:
         items.append(EvidenceItem(f"no FIN from {who(f, shape.closer.side)} before its RST"))
+    if shape.window_drop is not None:
+        widest, last = shape.window_drop
+        items.append(
+            EvidenceItem(
+                f"{who(f, shape.closer.side)} advertised a receive window of {last} (window field) before its RST, "
+                f"down from {widest}: received bytes were sitting unread in its socket at that moment",
+                data={"window_widest": widest, "window_last": last},
+            )
+        )
     if (gap := capture_gap_item(f, shape.reset)) is not None:
         items.append(gap)
     return items
@@ -180,7 +224,13 @@ def close_with_unread_data(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candi
     # data is what the kernel does on close() with unread data, so this is the default reading. A peer still
     # waiting for its answer makes it likelier; the closer's own data in flight points to a deliberate abort
     # instead.
-    score = 0.5 + (0.1 if shape.peer_awaits_reply else 0.0) + (0.05 if shape.peer_unacked else 0.0)
+    # A peer still waiting for its answer, or data still arriving when the closer reset, make unread bytes
+    # likelier; a window that narrowed as data arrived shows them. Without such a sign the capture cannot tell
+    # this from an SO_LINGER 0 abort or an abort after reading everything (see AbortShape.wire_identical), and
+    # the confidence stays just above theirs.
+    score = 0.45 + (0.05 if shape.peer_awaits_reply else 0.0) + (0.05 if shape.peer_unacked else 0.0)
+    if shape.window_drop is not None:
+        score += 0.15 if shape.window_drop[1] == 0 else 0.1
     score -= forgery(f, ctx, v, shape.reset).score * 0.5
     closer = shape.closer.side
     evidence = _abort_evidence(f, shape)
@@ -189,6 +239,8 @@ def close_with_unread_data(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candi
         f"received data still unread ({shape.received} byte(s) received), so its kernel sent RST instead "
         "of FIN"
     )
+    if shape.wire_identical:
+        summary += "; " + WIRE_IDENTICAL_NOTE
     return Candidate(
         CauseId.CLOSE_WITH_UNREAD_DATA,
         clamp(score * _shape_factor(shape)),
@@ -232,6 +284,10 @@ def abortive_close(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
         return None
     if shape.closer_unacked > 0:
         score = 0.6  # its own data still in flight was thrown away: the signature of a deliberate abort
+    elif shape.wire_identical:
+        # Same packets as close() with unread data; a request left unanswered fits a deliberate abort (an
+        # abort after a complete exchange is benign_reset).
+        score = 0.42 if shape.peer_awaits_reply else 0.38
     elif shape.peer_awaits_reply or shape.peer_unacked > 0:
         score = 0.45
     else:
@@ -310,7 +366,9 @@ def benign_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | Non
     elif _orphan_abort(f) is not None:
         score = 0.4  # the peer could still have sent: abortive_close is likelier
     elif is_active_shape(reset):
-        score = 0.45  # a complete exchange; unread leftovers (close_with_unread_data) cannot be excluded
+        # A complete exchange; unread leftovers (close_with_unread_data) cannot be excluded, and when the
+        # packets are those of an abort with unread data (AbortShape.wire_identical) just below it.
+        score = 0.42 if shape is not None and shape.wire_identical else 0.45
     else:
         score = 0.3
     score -= forgery(f, ctx, v, reset).score * 0.6
