@@ -58,6 +58,9 @@ class CatalogueEntry:
     """Seed write-ups (design/seeds) that describe it."""
     rule: Rule
     """Recognises it in a connection (see diagnose/rules)."""
+    wire_limit: str = ""
+    """What a capture cannot show about this cause (look-alikes with the same packets), and what decides
+    instead; empty when the capture suffices."""
 
     @property
     def produces(self) -> tuple[tuple[Errno, Operation], ...]:
@@ -294,7 +297,17 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         "discards its own unsent data; this takes precedence over SO_LINGER. Typical: a server reads one "
         "request "
         "of two and closes, or rejects a request without reading its body.",
-        signature="peer data acknowledged by the closer, then an RST+ACK from the closer with no FIN before it",
+        signature="peer data acknowledged by the closer, then an RST+ACK from the closer with no FIN before it; "
+        "byte-for-byte the same as abortive_close and benign_reset unless the closer's advertised window shrank "
+        "(unread bytes) or its own data was in flight (deliberate abort)",
+        wire_limit="Capture limit (checked on the lab's recordings with real sockets): close() with unread data, a "
+        "close() with SO_LINGER {1, 0} and a zero-linger abort after the application read everything put the "
+        "same packets on the wire. Linux __tcp_close() sends the same RST+ACK (tcp_send_active_reset, seq = "
+        "SND.NXT, ack = RCV.NXT, no FIN) on both paths; only its counter (TCPAbortOnClose vs TCPAbortOnData) "
+        "and reset reason (TCP_ABORT_ON_CLOSE vs TCP_STATE) differ. The finding then names "
+        "close_with_unread_data with the other two as close alternatives and says so; a receive window the "
+        "closer advertised narrower before its RST (bytes sitting unread) and its own data discarded in "
+        "flight (a deliberate abort) are the only wire signs that separate them.",
         evidence=(
             "the RST (seq = its SND.NXT, ack covering the unread data)",
             "the peer's data that the closer received after it last sent anything",
@@ -308,8 +321,16 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
             "To end a connection gracefully: shutdown(SHUT_WR), then read until EOF, then close().",
             "Clients: retry only idempotent requests on ECONNRESET.",
         ),
-        decisive_capture="TCPAbortOnClose on the closer's host (or the reset reason TCP_ABORT_ON_CLOSE)",
-        look_alikes=(CauseId.ABORTIVE_CLOSE, CauseId.LISTENER_CLOSED, CauseId.PEER_LOST_STATE),
+        decisive_capture="none: no capture separates it from an SO_LINGER {1, 0} close or an abort after reading "
+        "everything (same RST+ACK); a receive window that narrowed before the RST hints at unread bytes. On the "
+        "closer's host: TCPAbortOnClose (unread data) vs TCPAbortOnData (zero linger) in /proc/net/netstat, the "
+        "kernel's reset reason in `whyreset live` (TCP_ABORT_ON_CLOSE vs TCP_STATE), or the application's code",
+        look_alikes=(
+            CauseId.ABORTIVE_CLOSE,
+            CauseId.BENIGN_RESET,
+            CauseId.LISTENER_CLOSED,
+            CauseId.PEER_LOST_STATE,
+        ),
         seeds=("001", "004"),
         rule=close.close_with_unread_data,
     ),
@@ -340,8 +361,18 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
             "it "
             "only does so after the response is delivered.",
         ),
-        decisive_capture="the closer's socket options (SO_LINGER) or its reset reason TCP_STATE",
+        decisive_capture="its own unacknowledged data discarded by the RST is the one wire sign; otherwise the "
+        "closer's code (SO_LINGER {1, 0}), TCPAbortOnData vs TCPAbortOnClose on its host, or its reset reason "
+        "TCP_STATE in `whyreset live`: without them it is indistinguishable from close_with_unread_data",
         look_alikes=(CauseId.CLOSE_WITH_UNREAD_DATA, CauseId.BENIGN_RESET),
+        wire_limit="Capture limit (checked on the lab's recordings with real sockets): close() with unread data, a "
+        "close() with SO_LINGER {1, 0} and a zero-linger abort after the application read everything put the "
+        "same packets on the wire. Linux __tcp_close() sends the same RST+ACK (tcp_send_active_reset, seq = "
+        "SND.NXT, ack = RCV.NXT, no FIN) on both paths; only its counter (TCPAbortOnClose vs TCPAbortOnData) "
+        "and reset reason (TCP_ABORT_ON_CLOSE vs TCP_STATE) differ. The finding then names "
+        "close_with_unread_data with the other two as close alternatives and says so; a receive window the "
+        "closer advertised narrower before its RST (bytes sitting unread) and its own data discarded in "
+        "flight (a deliberate abort) are the only wire signs that separate them.",
         seeds=("000", "001", "003"),
         rule=close.abortive_close,
     ),
@@ -697,8 +728,18 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
             Role("closer", True, NOTHING_CLOSED),
         ),
         fix=("Nothing to fix; silence the peer's ECONNRESET log line if it is noisy.",),
-        decisive_capture="none needed: the capture shows nothing was pending",
-        look_alikes=(CauseId.ABORTIVE_CLOSE,),
+        decisive_capture="the capture shows nothing was pending, but not whether the application had read it "
+        "all: the same RST+ACK ends a close() with unread data; TCPAbortOnData vs TCPAbortOnClose on the "
+        "closer's host, or its reset reason (TCP_STATE vs TCP_ABORT_ON_CLOSE) in `whyreset live`, tell",
+        look_alikes=(CauseId.ABORTIVE_CLOSE, CauseId.CLOSE_WITH_UNREAD_DATA),
+        wire_limit="Capture limit (checked on the lab's recordings with real sockets): close() with unread data, a "
+        "close() with SO_LINGER {1, 0} and a zero-linger abort after the application read everything put the "
+        "same packets on the wire. Linux __tcp_close() sends the same RST+ACK (tcp_send_active_reset, seq = "
+        "SND.NXT, ack = RCV.NXT, no FIN) on both paths; only its counter (TCPAbortOnClose vs TCPAbortOnData) "
+        "and reset reason (TCP_ABORT_ON_CLOSE vs TCP_STATE) differ. The finding then names "
+        "close_with_unread_data with the other two as close alternatives and says so; a receive window the "
+        "closer advertised narrower before its RST (bytes sitting unread) and its own data discarded in "
+        "flight (a deliberate abort) are the only wire signs that separate them.",
         seeds=("001",),
         rule=close.benign_reset,
     ),

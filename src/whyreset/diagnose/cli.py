@@ -102,3 +102,5 @@ def _print_entry(console: Console, entry: CatalogueEntry) -> None:
         console.print(f"  {i}. {escape(fix)}")
     alikes = ", ".join(c.value for c in entry.look_alikes) or "-"
     console.print(f"\n[bold]Telling it apart[/bold] from {alikes}: {escape(entry.decisive_capture)}")
+    if entry.wire_limit:
+        console.print(f"[bold]What a capture cannot show[/bold]: {escape(entry.wire_limit)}")

@@ -92,6 +92,7 @@ def entry_markdown(entry: CatalogueEntry) -> str:
         f"{', '.join(f'[`{c.value}`]({c.value}.md)' for c in entry.look_alikes) or '-'}. "
         f"What decides: {entry.decisive_capture}.",
         "",
+        *([f"**What a capture cannot show.** {entry.wire_limit}", ""] if entry.wire_limit else []),
         "## Rule",
         "",
         f"`{entry.rule.__module__}.{entry.rule.__name__}`: {(entry.rule.__doc__ or '').strip()}",
