@@ -12,7 +12,9 @@ Three honest exceptions, both physical limits of a capture rather than tuning ta
   (``rst_senders_seen_at``); a capture that shows none of them and no RST at all has nothing to diagnose;
 * **wire-identical pairs**: close() with unread data, SO_LINGER {1, 0} and a client abort after a full
   response put byte-for-byte the same RST on the wire (tcp_send_active_reset, seq = SND.NXT, ack = RCV.NXT);
-  only the kernel's reset reason differs. There the truth must be the primary cause or the first alternative.
+  only the kernel's reset reason differs. Likewise a capture that begins with a segment its receiver has no
+  socket for (lost by a reboot, or never there). There the truth must be the primary cause or the first
+  alternative.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ TIMEOUT_CAUSES = {"retransmission_timeout", "keepalive_timeout", "idle_state_dro
 WIRE_IDENTICAL = {
     frozenset({"close_with_unread_data", "abortive_close"}),
     frozenset({"close_with_unread_data", "benign_reset"}),
+    # A capture that starts with an ordinary segment (ACK, no SYN) answered by a bare RST: its receiver had no
+    # socket for it. Whether it lost one (reboot: peer_lost_state) or never had one (a stray or crafted segment
+    # to a listener: invalid_segment) is not in that capture.
+    frozenset({"peer_lost_state", "invalid_segment"}),
 }
 
 TRUTHS = truth_files()

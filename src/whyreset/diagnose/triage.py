@@ -116,7 +116,7 @@ CONDITIONS: dict[CauseId, Condition] = {
     CauseId.DATA_AFTER_CLOSE: _reset_after_fin,
     CauseId.KEEPALIVE_RACE: _reset_after_fin,
     CauseId.CLOSE_WAIT_LEAK: _any_fin,
-    CauseId.PEER_LOST_STATE: _ended_by_reset_after_handshake,
+    CauseId.PEER_LOST_STATE: _ended_by_reset,  # also a reply to the first segment of a capture begun mid-way
     CauseId.MIDDLEBOX_RESET: _any_reset,
     CauseId.INJECTED_RESET: _rejected_reset,
     CauseId.INVALID_SEGMENT: _replied_reset,

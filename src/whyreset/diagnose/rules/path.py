@@ -31,14 +31,31 @@ def _no_fin_before(f: Facts, reset: ResetFacts) -> bool:
     return fin is None or fin.index > reset.seg.index
 
 
+def _answers_first_segment(reset: ResetFacts) -> bool:
+    """The RST is a reply reset (no ACK bit, seq = the segment's ACK) to the very first captured segment,
+    itself an ordinary mid-connection segment: the capture began when a host with no socket for it got it."""
+    trigger = reset.trigger
+    return (
+        trigger is not None
+        and trigger.index == 0
+        and not trigger.syn
+        and trigger.has_ack
+        and reset.answers_trigger
+        and not reset.seg.has_ack
+    )
+
+
 def peer_lost_state(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
     """The peer no longer knew the connection (crash, reboot, VIP moved, NAT rebinding): it answers the next
     segment with a reply reset (NO_SOCKET), without any FIN before."""
     reset = f.ending_reset
-    if reset is None or not f.conn.established or not _no_fin_before(f, reset):
+    if reset is None or not _no_fin_before(f, reset):
         return None
     trigger = reset.trigger
     if trigger is None or trigger.rst:
+        return None
+    from_scratch = _answers_first_segment(reset)
+    if not f.conn.established and not from_scratch:
         return None
     check = forgery(f, ctx, v, reset)
     score = 0.35
@@ -65,11 +82,25 @@ def peer_lost_state(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | 
         )
     if trigger.length:
         score += 0.05
+    if from_scratch:
+        evidence.append(
+            seg_item(
+                f,
+                trigger,
+                "the capture starts with this ordinary segment of an established connection (ACK, no SYN), "
+                "and the RST answers it at once: the RST's sender held no socket for the 4-tuple any more "
+                "(a capture on a host that had rebooted or lost the connection looks exactly like this)",
+            )
+        )
     sender_quiet = all(s.index < trigger.index or s.rst for s in f.side(reset.seg.side).segs)
     if not sender_quiet:
         score -= 0.2
     evidence.extend(check.consistent)
     score -= check.score * 0.8
+    if from_scratch:
+        # Whether the sender lost the connection or never had it (a stray or crafted segment: invalid_segment)
+        # is not in this capture; stay close to that reading.
+        score = min(score, 0.55)
     sender = reset.seg.side
     summary = (
         f"{who(f, sender)} no longer knew the connection (process or host restarted, VIP moved or NAT "
