@@ -104,52 +104,66 @@ class ConnectionTracker:
             return self._process_batch(table, final)
 
     def _process_batch(self, table: PacketTable, final: bool) -> list[Connection]:
+        """Find the connections that may be over from the grouping alone, and analyse only their rows.
+
+        Connections that stay open go back to the carry without analysis: with chunks shorter than the close
+        linger, most rows would otherwise be analysed several times.
+        """
         demux = demultiplex(table, self.reuse_gap_ns)
-        analysis = analyse(table, demux)
-        starts = demux.starts
+        order, starts = demux.order, demux.starts
         n = len(table)
-        first_frames = analysis.table["frame"][starts].astype(np.int64)
-        self._assign_indices(first_frames)
-        last_rows = np.append(starts[1:], n) - 1
-        last_ts = analysis.table["ts_ns"][last_rows].astype(np.int64)
+        lengths = np.diff(np.append(starts, n))
+        self._assign_indices(table["frame"][order[starts]].astype(np.int64))
+        last_ts = table["ts_ns"][order[starts + lengths - 1]].astype(np.int64)
         now = self._now_ns if self._now_ns is not None else int(last_ts.max())
-        candidates, superseded = self._over_candidates(analysis.table["flags"], starts, demux.flow, last_ts, now, final)
-        batch = Batch(analysis, demux)
-        finished, keep = self._rebuild(batch, first_frames, last_ts, now, candidates, superseded, final)
-        self._keep_rows(table, demux.order, starts, keep)
+        candidates, superseded = self._over_candidates(table["flags"][order], starts, demux.flow, last_ts, now, final)
+        if not candidates.any():
+            self._carry = table
+            self._forget_old(now)
+            return []
+        picked = np.sort(order[np.repeat(candidates, lengths)])
+        subset = table.take(picked) if len(picked) < n else table
+        sub_demux = demultiplex(subset, self.reuse_gap_ns) if len(picked) < n else demux
+        # Whole connections keep their grouping when taken out of the table: the subset splits the same way,
+        # in the same (4-tuple, frame) order, so its i-th connection is the i-th candidate.
+        assert len(sub_demux.starts) == int(candidates.sum())
+        analysis = analyse(subset, sub_demux)
+        finished, keep = self._rebuild(Batch(analysis, sub_demux), now, superseded[candidates], final)
+        sub_lengths = np.diff(np.append(sub_demux.starts, len(subset)))
+        kept_rows = (
+            picked[sub_demux.order[np.repeat(keep, sub_lengths)]]
+            if len(picked) < n
+            else (sub_demux.order[np.repeat(keep, sub_lengths)])
+        )
+        self._keep(table, np.concatenate([order[np.repeat(~candidates, lengths)], kept_rows]))
         self._forget_old(now)
         finished.sort(key=lambda c: c.index)
         return finished
 
     def _rebuild(
-        self,
-        batch: Batch,
-        first_frames: IntArray,
-        last_ts: IntArray,
-        now: int,
-        candidates: np.ndarray,
-        superseded: np.ndarray,
-        final: bool,
+        self, batch: Batch, now: int, superseded: np.ndarray, final: bool
     ) -> tuple[list[Connection], np.ndarray]:
-        """Rebuild the candidate connections; return those that are over and the mask of those to keep."""
+        """Rebuild every connection of the batch; return those that are over and the mask of those to keep."""
         analysis, demux = batch.analysis, batch.demux
         starts = demux.starts
         count = len(starts)
-        first_ts = analysis.table["ts_ns"][starts].astype(np.int64)
+        table = analysis.table
+        n = len(table)
         finished: list[Connection] = []
-        keep = np.ones(count, bool)
-        frames, start_rows = first_frames.tolist(), starts.tolist()
-        first_list, last_list = first_ts.tolist(), last_ts.tolist()
+        keep = np.zeros(count, bool)
+        frames = table["frame"][starts].astype(np.int64).tolist()
+        first_list = table["ts_ns"][starts].astype(np.int64).tolist()
+        last_list = table["ts_ns"][np.append(starts[1:], n) - 1].astype(np.int64).tolist()
+        start_rows = starts.tolist()
         reuse_list, superseded_list = demux.reuse_index.tolist(), superseded.tolist()
-        for conn in np.flatnonzero(candidates).tolist():
-            keep[conn] = False
+        for conn in range(count):
             four_tuple = batch.canonical_tuple(conn)
             connection = build_connection(
                 batch,
                 conn,
                 self._index_by_first_frame[frames[conn]],
                 reuse_list[conn] > 0 or four_tuple in self._ended_tuples,
-                self._icmp_for(analysis.table, start_rows[conn], first_list[conn], last_list[conn]),
+                self._icmp_for(table, start_rows[conn], first_list[conn], last_list[conn]),
                 self._rst_payloads,
             )
             idle = now - last_list[conn] >= self.idle_timeout_ns
@@ -184,11 +198,9 @@ class ConnectionTracker:
         closing = (rst_seen | fin_seen) & (quiet >= self.close_linger_ns)
         return np.asarray(superseded | closing | (quiet >= self.idle_timeout_ns)), superseded
 
-    def _keep_rows(self, table: PacketTable, order: IntArray, starts: IntArray, keep: np.ndarray) -> None:
-        lengths = np.diff(np.append(starts, len(order)))
-        row_keep = np.repeat(keep, lengths)
-        kept = np.sort(order[row_keep])
-        self._carry = table.take(kept)
+    def _keep(self, table: PacketTable, rows: IntArray) -> None:
+        """Carry these rows of ``table`` (in capture order) to the next feed."""
+        self._carry = table.take(np.sort(rows))
         frames = set(self._carry["frame"].tolist()) if self._rst_payloads else set()
         self._rst_payloads = {f: p for f, p in self._rst_payloads.items() if f in frames}
 
