@@ -11,7 +11,7 @@ lab corpus, the seeds and a generated capture and checks that each candidate's r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from whyreset.diagnose.context import DiagnosisContext
@@ -127,14 +127,15 @@ CONDITIONS: dict[CauseId, Condition] = {
 """Cause -> necessary condition of its rule. A cause missing here is always evaluated."""
 
 
-def applicable(entries: Iterable[T], f: Facts, ctx: DiagnosisContext, cause: Callable[[T], CauseId]) -> list[T]:
-    """The entries (catalogue entries, rules...) whose cause can apply to this connection."""
-    selected = []
-    for entry in entries:
-        condition = CONDITIONS.get(cause(entry))
-        if condition is None or condition(f, ctx):
-            selected.append(entry)
-    return selected
+def applicable(pairs: Sequence[tuple[T, Condition | None]], f: Facts, ctx: DiagnosisContext) -> list[T]:
+    """The items (catalogue entries, rules...) whose condition holds for this connection; ``pairs`` is built
+    once with `conditioned`."""
+    return [item for item, condition in pairs if condition is None or condition(f, ctx)]
+
+
+def conditioned(items: Iterable[T], cause: Callable[[T], CauseId]) -> tuple[tuple[T, Condition | None], ...]:
+    """Each item with the condition of its cause (None: always evaluated)."""
+    return tuple((item, CONDITIONS.get(cause(item))) for item in items)
 
 
 def can_apply(cause: CauseId, f: Facts, ctx: DiagnosisContext) -> bool:

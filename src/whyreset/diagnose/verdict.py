@@ -25,7 +25,7 @@ from whyreset.diagnose.rules.common import (
     who,
 )
 from whyreset.diagnose.symptoms import AppView, render_views
-from whyreset.diagnose.triage import applicable
+from whyreset.diagnose.triage import applicable, conditioned
 from whyreset.diagnose.vantage import Vantage, infer_vantage
 from whyreset.ids import CauseId, Outcome, Side
 
@@ -61,13 +61,17 @@ def diagnose(conn: Connection, context: DiagnosisContext | None = None) -> Findi
 def rank(facts: Facts, context: DiagnosisContext, vantage: Vantage, *, triage: bool = True) -> list[Candidate]:
     """The candidate of every rule that can apply (`diagnose.triage`; ``triage=False`` runs them all), best
     first (one per cause)."""
-    entries = applicable(ENTRIES, facts, context, _cause_of) if triage else ENTRIES
+    entries = applicable(TRIAGED_ENTRIES, facts, context) if triage else ENTRIES
     candidates = [c for entry in entries if (c := entry.rule(facts, context, vantage)) is not None]
     return sorted(candidates, key=lambda c: c.score, reverse=True)
 
 
 def _cause_of(entry: CatalogueEntry) -> CauseId:
     return entry.cause
+
+
+TRIAGED_ENTRIES = conditioned(ENTRIES, _cause_of)
+"""Every catalogue entry with its triage condition, in catalogue order."""
 
 
 def _discount(candidate: Candidate, factor: float) -> Candidate:
