@@ -184,9 +184,7 @@ def _addresses(ids: npt.NDArray[np.int64], ipv6: bool, server: bool) -> npt.NDAr
     return out
 
 
-def _template_batch(
-    steps: list[Step], conn_ids: npt.NDArray[np.int64], ipv6: bool, rng: np.random.Generator
-) -> Batch:
+def _template_batch(steps: list[Step], conn_ids: npt.NDArray[np.int64], ipv6: bool, rng: np.random.Generator) -> Batch:
     n_conn, n_steps = len(conn_ids), len(steps)
     sender = np.array([s.sender for s in steps])
     flags = np.array([s.flags for s in steps])
@@ -259,9 +257,7 @@ def generate(packets: int, seed: int) -> tuple[FrameBatch, npt.NDArray[np.int64]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output", help="pcap file to write")
     parser.add_argument("--packets", type=int, default=1_000_000, help="at least this many packets")
     parser.add_argument("--seed", type=int, default=1)

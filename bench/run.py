@@ -133,18 +133,14 @@ def markdown(capture: Path, packets: int, measures: list[Measure]) -> str:
     if "tshark conv,tcp" in by_tool:
         speedup = by_tool["tshark conv,tcp"].seconds / ours.seconds
         verdict = "met" if speedup >= TARGET_TSHARK_SPEEDUP else "NOT met"
-        lines.append(
-            f"- >= {TARGET_TSHARK_SPEEDUP:.0f}x faster than tshark's conv table: {speedup:.2f}x ({verdict})"
-        )
+        lines.append(f"- >= {TARGET_TSHARK_SPEEDUP:.0f}x faster than tshark's conv table: {speedup:.2f}x ({verdict})")
     if "tcptrace -l" in by_tool:
         ratio = by_tool["tcptrace -l"].seconds / ours.seconds
         verdict = "met" if ratio >= 1 else "NOT met"
         lines.append(f"- no slower than tcptrace: tcptrace takes {ratio:.2f}x whyreset's time ({verdict})")
     per_million = ours.peak_mb / million
     verdict = "met" if per_million < TARGET_MB_PER_MILLION else "NOT met"
-    lines.append(
-        f"- < {TARGET_MB_PER_MILLION:.0f} MB peak per million packets: {per_million:.0f} MB ({verdict})"
-    )
+    lines.append(f"- < {TARGET_MB_PER_MILLION:.0f} MB peak per million packets: {per_million:.0f} MB ({verdict})")
     return "\n".join(lines) + "\n"
 
 
@@ -168,16 +164,12 @@ def profile(capture: Path, top: int = 30) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("capture", type=Path)
     parser.add_argument("--repeat", type=int, default=1, help="runs per tool (the best is kept)")
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--profile", action="store_true", help="also profile the pipeline with cProfile")
-    parser.add_argument(
-        "--stages", action="store_true", help="append bench/stages.py's breakdown to the results"
-    )
+    parser.add_argument("--stages", action="store_true", help="append bench/stages.py's breakdown to the results")
     args = parser.parse_args(argv)
     if not Path(TIME).exists():
         parser.error(f"{TIME} is needed to measure peak memory (apt-get install time)")

@@ -20,9 +20,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("capture", type=Path)
     args = parser.parse_args(argv)
     path = str(args.capture)
@@ -80,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     for stage, seconds in timings.items():
         rate = f"{packets / seconds:>12,.0f} packets/s" if seconds else ""
         per_conn = 1e6 * seconds / max(len(connections), 1)
-        print(
-            f"  {stage:10} {seconds:8.2f} s  {100 * seconds / total:5.1f} %  {per_conn:8.1f} us/conn  {rate}"
-        )
+        print(f"  {stage:10} {seconds:8.2f} s  {100 * seconds / total:5.1f} %  {per_conn:8.1f} us/conn  {rate}")
     print(f"  {'total':10} {total:8.2f} s")
     print(f"  peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     return 0

@@ -2,10 +2,11 @@
 
     capture ──► ingest.iter_capture (chunks) ──► core.tracker.ConnectionTracker ──► diagnose
 
-`analyze` returns an `Analysis`: the connections, the findings by uid, the reader's report and the ICMP
-errors, and `Analysis.records()`, the JSON objects of docs/json-schema.md. `iter_connections` is the streaming
-form: it yields connections as the tracker finishes them, so a caller that writes them out as they come keeps
-memory bounded.
+Everything is done in one pass over the input. `AnalysisStream` is the bounded-memory form the CLI uses: it
+yields (connection, finding) pairs as they are decided (clean connections as they end, abnormal ones once the
+capture-wide context is complete, see its docstring). `analyze` returns an `Analysis` holding every
+connection: the findings by uid, the reader's report, the ICMP errors, and `Analysis.records()`, the JSON
+objects of docs/json-schema.md. `iter_connections` yields the tracker's connections without diagnosis.
 
 A capture that is cut short or corrupt is not an exception here: the readers yield every readable record
 first, then raise a `CaptureError`; the pipeline analyses what was read and records the one-line error in
@@ -21,15 +22,19 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import IO, Any
+
+import numpy as np
 
 from whyreset.core.connection import Connection
 from whyreset.diagnose.finding import Finding
 from whyreset.errors import CaptureError, UnknownFormatError, UnsupportedLinkTypeError
-from whyreset.model import IcmpError, ReadReport
+from whyreset.ids import Outcome
+from whyreset.model import Array, IcmpError, PacketTable, ReadReport
 from whyreset.report.jsonout import JsonRecord, connection_record, is_abnormal
 
 Source = str | os.PathLike[str] | IO[bytes]
@@ -132,44 +137,19 @@ class Diagnoser:
 
     diagnose: Callable[[Connection, Any], Finding | None]
     """``diagnose(connection, context) -> Finding | None``."""
-    build_context: Callable[[list[Connection], list[IcmpError]], Any] | None
-    """``build_context(connections, icmp_errors)``: the capture-wide context in one call."""
-    context_class: Callable[[], Any] | None
-    """``DiagnosisContext()`` with ``observe(connection)`` and ``add_icmp(errors)``: the same, built as
-    connections stream by (what the memory-bounded two-pass analysis needs)."""
-
-    @property
-    def can_stream(self) -> bool:
-        return self.context_class is not None
+    context_class: Callable[[], Any]
+    """``DiagnosisContext()``, with ``observe(connection)`` and ``add_icmp(errors)``: the capture-wide context,
+    built as connections stream by."""
 
     def new_context(self) -> Any:
-        assert self.context_class is not None
         return self.context_class()
-
-    def run(self, connections: list[Connection], icmp_errors: list[IcmpError]) -> dict[str, Finding]:
-        """Diagnose every connection of a capture (findings by uid)."""
-        # The context is capture-wide (per-host TTL profiles, listening ports, reset clusters): build it
-        # from every connection first, then diagnose each one against it.
-        if self.build_context is not None:
-            context = self.build_context(connections, icmp_errors)
-        else:
-            context = self.new_context()
-            for conn in connections:
-                context.observe(conn)
-            context.add_icmp(icmp_errors)
-        findings: dict[str, Finding] = {}
-        for conn in connections:
-            finding = self.diagnose(conn, context)
-            if finding is not None:
-                findings[conn.uid] = finding
-        return findings
 
 
 _DIAGNOSER_MODULES = ("whyreset.diagnose", "whyreset.diagnose.verdict")
 
 
 def load_diagnoser() -> tuple[Diagnoser | None, str | None]:
-    """Find ``diagnose(connection, context)`` and its context builder in the catalogue package.
+    """Find ``diagnose(connection, context)`` and its ``DiagnosisContext`` in the catalogue package.
 
     Returns (diagnoser, warning). A module that does not exist yet is not an error (the cause stays null); a
     module that exists but raises while importing is a bug and comes back as a warning.
@@ -184,14 +164,9 @@ def load_diagnoser() -> tuple[Diagnoser | None, str | None]:
         except Exception as exc:  # a real bug in the catalogue: tell it, keep analysing
             return None, f"diagnosis disabled: importing {module_name} failed: {exc!r}"
         diagnose = getattr(module, "diagnose", None)
-        if callable(diagnose):
-            build_context = getattr(module, "build_context", None)
-            context_class = getattr(module, "DiagnosisContext", None)
-            return Diagnoser(
-                diagnose=diagnose,
-                build_context=build_context if callable(build_context) else None,
-                context_class=context_class if _observes(context_class) else None,
-            ), None
+        context_class = getattr(module, "DiagnosisContext", None)
+        if callable(diagnose) and context_class is not None and _observes(context_class):
+            return Diagnoser(diagnose=diagnose, context_class=context_class), None
     return None, None
 
 
@@ -240,6 +215,21 @@ def iter_connections(
     Reading errors never escape: they end the stream and are recorded in ``state`` (and
     ``state.report.error``).
     """
+    for batch in iter_connection_batches(source, state, progress=progress, chunk_records=chunk_records):
+        yield from batch
+
+
+def iter_connection_batches(
+    source: Source,
+    state: _ReadState | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    chunk_records: int = CHUNK_RECORDS,
+) -> Iterator[list[Connection]]:
+    """`iter_connections`, one list per chunk the tracker was fed (the connections it finished then).
+
+    ICMP errors read so far are in ``state.icmp_errors`` when a batch is yielded.
+    """
     from whyreset.core.tracker import ConnectionTracker
     from whyreset.ingest import iter_capture
 
@@ -253,7 +243,9 @@ def iter_connections(
         for chunk in iter_capture(ingest_source, chunk_records=chunk_records):
             state.report = chunk.report
             state.icmp_errors.extend(chunk.icmp_errors)
-            yield from tracker.feed(chunk)
+            finished = tracker.feed(chunk)
+            if finished:
+                yield finished
             if progress is not None:
                 progress(chunk.report.bytes_read, total)
     except CaptureError as exc:
@@ -262,7 +254,7 @@ def iter_connections(
         message = f"cannot read {name}: {exc.strerror or exc}"
         state.failure = InputFailure(type(exc).__name__, message, nothing_read=state.report.records == 0)
         state.report.error = state.report.error or message
-    yield from tracker.finish()
+    yield tracker.finish()
     if progress is not None and total is not None and state.failure is None:
         progress(total, total)
 
@@ -284,29 +276,21 @@ def analyze(
     diagnose: bool = True,
     progress: ProgressCallback | None = None,
 ) -> Analysis:
-    """Analyse one capture: a path, ``-`` for standard input, or a binary file object."""
-    state = _ReadState()
-    connections = sorted(iter_connections(source, state, progress=progress), key=lambda conn: conn.index)
-    findings: dict[str, Finding] = {}
-    warnings: list[str] = []
-    diagnosed = False
-    if diagnose:
-        diagnoser, warning = load_diagnoser()
-        if warning is not None:
-            warnings.append(warning)
-        if diagnoser is not None:
-            findings = diagnoser.run(connections, state.icmp_errors)
-            diagnosed = True
-    _conclude(state, source)
+    """Analyse one capture: a path, ``-`` for standard input, or a binary file object.
+
+    Every connection is held (the `Analysis` returns them all); `AnalysisStream` is the bounded-memory form.
+    """
+    stream = AnalysisStream(source, diagnose=diagnose, progress=progress, max_deferred=None)
+    pairs = sorted(stream, key=lambda pair: pair[0].index)
     return Analysis(
-        source=source_name(source),
-        connections=tuple(connections),
-        findings=findings,
-        report=state.report,
-        icmp_errors=tuple(state.icmp_errors),
-        diagnosed=diagnosed,
-        failure=state.failure,
-        warnings=tuple(warnings),
+        source=stream.name,
+        connections=tuple(conn for conn, _ in pairs),
+        findings={conn.uid: finding for conn, finding in pairs if finding is not None},
+        report=stream.report,
+        icmp_errors=tuple(stream.icmp_errors),
+        diagnosed=stream.diagnosed,
+        failure=stream.failure,
+        warnings=tuple(stream.warnings),
     )
 
 
@@ -323,24 +307,46 @@ def _conclude(state: _ReadState, source: Source) -> None:
         report.error = message
 
 
+def needs_complete_context(conn: Connection) -> bool:
+    """Whether the diagnosis of ``conn`` may depend on the rest of the capture.
+
+    Mirrors the first test of ``whyreset.diagnose.verdict.diagnose``: a clean close without any RST has no
+    finding whatever the context says, so it can be diagnosed and written as soon as it ends. Every other
+    connection (resets, timeouts, refusals, open or half-closed ones a rule may still flag) waits for the
+    capture-wide context to be complete.
+    """
+    return conn.outcome is not Outcome.CLEAN or bool(conn.resets)
+
+
+DEFAULT_MAX_DEFERRED = 100_000
+"""Connections held back for the complete context, at most (see `AnalysisStream`)."""
+
+
 class AnalysisStream:
-    """`analyze` with bounded memory: iterate it for (connection, finding) pairs as connections end.
+    """The analysis in one pass, as (connection, finding) pairs, with memory bounded by what must wait.
 
-    For a capture file and a diagnoser that can build its context incrementally, the file is read **twice**:
-    the first pass folds every connection into the capture-wide context and forgets it, the second diagnoses
-    each connection against the complete context as the tracker finishes it, and forgets it once yielded. So
-    memory follows the connections open at a time, not the capture, at the price of reading and tracking
-    twice.
-    Standard input, file objects, diagnosers without an incremental context, and ``allow_two_passes=False``
-    are analysed in one pass and held in memory (as `analyze` does), then yielded in index order.
+    The capture is read and tracked once. Each connection the tracker finishes is folded into the diagnosis
+    context (per-host TTLs, listening ports, reset clusters, ICMP errors), then:
 
-    ``live=True`` reads once and yields each connection as soon as the tracker finishes it, diagnosed against
-    the context gathered *so far* (for a pipe from a running tcpdump): rules that look at what happened later
-    in the capture (a listener answering again, later refusals, a burst of resets still to come) see less, so
-    a diagnosis can differ from the one the complete capture gives.
+    * a connection whose diagnosis cannot depend on the rest of the capture (a clean close without RST, see
+      `needs_complete_context`) is yielded at once, and forgotten by the caller;
+    * any other one is **deferred**: kept with a compact copy of its own packet rows (not the tracker's whole
+      chunk) until the end of the capture, when the context is complete; then each is diagnosed and yielded.
 
-    Pairs come in the order connections end (``Connection.index`` gives the order of first packets). After
-    the iteration: `report`, `failure`, `warnings`, `diagnosed`, `connections`, `abnormal` and `status`.
+    Memory thus follows the connections open at a time plus the abnormal ones. ``max_deferred`` bounds the
+    latter: beyond it the oldest deferred connection is diagnosed against the context gathered so far and
+    yielded (`early_diagnoses` counts them; a warning says so). Rules that look at what happens later in the
+    capture (a listener answering again, later refusals, a burst of resets still to come) then see less, so
+    such a diagnosis can differ from the one the complete capture gives. ``max_deferred=None`` holds every
+    connection without compacting it (what `analyze` does: it returns them all anyway).
+
+    ``live=True`` yields every connection as soon as the tracker finishes it, diagnosed against the context
+    so far (for a pipe from a running tcpdump), with the same caveat.
+
+    Pairs come in the order they are decided: clean connections as they end, the deferred ones after the
+    capture is read (``Connection.index`` gives the order of first packets). After the iteration: `report`,
+    `failure`, `warnings`, `diagnosed`, `connections`, `abnormal`, `early_diagnoses`, `icmp_errors` and
+    `status`.
     """
 
     def __init__(
@@ -349,22 +355,26 @@ class AnalysisStream:
         *,
         diagnose: bool = True,
         progress: ProgressCallback | None = None,
-        allow_two_passes: bool = True,
         live: bool = False,
+        max_deferred: int | None = DEFAULT_MAX_DEFERRED,
     ):
+        if max_deferred is not None and max_deferred < 0:
+            raise ValueError("max_deferred must be >= 0 (or None: no limit)")
         self.source = source
-        self._allow_two_passes = allow_two_passes
-        self._live_mode = live
         self.name = source_name(source)
         self._diagnose = diagnose
         self._progress = progress
+        self._live_mode = live
+        self._max_deferred = max_deferred
         self.report = ReadReport(source=self.name)
         self.failure: InputFailure | None = None
         self.warnings: list[str] = []
+        self.icmp_errors: list[IcmpError] = []
         self.diagnosed = False
         self.connections = 0
         self.abnormal = 0
-        self.two_pass = False
+        self.early_diagnoses = 0
+        """Deferred connections diagnosed before the end of the capture because `max_deferred` was reached."""
 
     @property
     def status(self) -> ExitStatus:
@@ -378,77 +388,102 @@ class AnalysisStream:
             diagnoser, warning = load_diagnoser()
             if warning is not None:
                 self.warnings.append(warning)
-        rereadable = isinstance(self.source, str | os.PathLike) and os.path.isfile(self.source)
-        streamable = diagnoser is not None and diagnoser.can_stream
-        if diagnoser is not None and streamable and self._live_mode:
-            pairs = self._live(diagnoser)
-        elif diagnoser is not None and streamable and rereadable and self._allow_two_passes:
-            self.two_pass = True
-            pairs = self._two_passes(diagnoser)
-        elif diagnoser is None:
-            pairs = self._one_pass_undiagnosed()
+        state = _ReadState()
+        batches = iter_connection_batches(self.source, state, progress=self._progress)
+        if diagnoser is None:
+            pairs: Iterator[tuple[Connection, Finding | None]] = ((conn, None) for batch in batches for conn in batch)
         else:
-            pairs = self._in_memory()
+            self.diagnosed = True
+            pairs = self._diagnosed(diagnoser, batches, state)
         for connection, finding in pairs:
             self.connections += 1
             self.abnormal += is_abnormal(connection, finding)
             yield connection, finding
+        _conclude(state, self.source)
+        self.report, self.failure, self.icmp_errors = state.report, state.failure, state.icmp_errors
 
-    def _two_passes(self, diagnoser: Diagnoser) -> Iterator[tuple[Connection, Finding | None]]:
+    def _diagnosed(
+        self, diagnoser: Diagnoser, batches: Iterator[list[Connection]], state: _ReadState
+    ) -> Iterator[tuple[Connection, Finding | None]]:
         context = diagnoser.new_context()
-        first = _ReadState()
-        for conn in iter_connections(self.source, first, progress=self._scaled_progress(0)):
-            context.observe(conn)
-        context.add_icmp(first.icmp_errors)
-        self.diagnosed = True
-        state = _ReadState()
-        for conn in iter_connections(self.source, state, progress=self._scaled_progress(1)):
-            yield conn, diagnoser.diagnose(conn, context)
-        self._finish(state)
-
-    def _live(self, diagnoser: Diagnoser) -> Iterator[tuple[Connection, Finding | None]]:
-        context = diagnoser.new_context()
-        self.diagnosed = True
-        state = _ReadState()
+        diagnose = diagnoser.diagnose
+        deferred: deque[Connection] = deque()
+        limit = self._max_deferred
         icmp_folded = 0
-        for conn in iter_connections(self.source, state, progress=self._progress):
+        for batch in batches:
             if len(state.icmp_errors) > icmp_folded:
                 context.add_icmp(state.icmp_errors[icmp_folded:])
                 icmp_folded = len(state.icmp_errors)
-            context.observe(conn)
-            yield conn, diagnoser.diagnose(conn, context)
-        self._finish(state)
+            waiting: list[Connection] = []
+            for conn in batch:
+                context.observe(conn)
+                if self._live_mode or not needs_complete_context(conn):
+                    yield conn, diagnose(conn, context)
+                else:
+                    waiting.append(conn)
+            deferred.extend(compact_packets(waiting) if limit is not None else waiting)
+            while limit is not None and len(deferred) > limit:
+                self.early_diagnoses += 1
+                oldest = deferred.popleft()
+                yield oldest, diagnose(oldest, context)
+        if self.early_diagnoses:
+            self.warnings.append(
+                f"{self.early_diagnoses} abnormal connection(s) were diagnosed before the end of the capture "
+                f"(more than {limit} waiting): their diagnosis used the capture up to their end only"
+            )
+        while deferred:
+            conn = deferred.popleft()
+            yield conn, diagnose(conn, context)
 
-    def _one_pass_undiagnosed(self) -> Iterator[tuple[Connection, Finding | None]]:
-        state = _ReadState()
-        for conn in iter_connections(self.source, state, progress=self._progress):
-            yield conn, None
-        self._finish(state)
 
-    def _in_memory(self) -> Iterator[tuple[Connection, Finding | None]]:
-        analysis = analyze(self.source, diagnose=self._diagnose, progress=self._progress)
-        self.report, self.failure, self.diagnosed = analysis.report, analysis.failure, analysis.diagnosed
-        self.warnings.extend(warning for warning in analysis.warnings if warning not in self.warnings)
-        for conn in analysis.connections:
-            yield conn, analysis.findings.get(conn.uid)
+# --- compact deferred connections ---------------------------------------------------------------------------
 
-    def _finish(self, state: _ReadState) -> None:
-        _conclude(state, self.source)
-        self.report, self.failure = state.report, state.failure
 
-    def _scaled_progress(self, half: int) -> ProgressCallback | None:
-        """Each pass reads the whole file: show them as the two halves of one bar."""
-        progress = self._progress
-        if progress is None:
-            return None
+class _RowsOf(PacketTable):
+    """A connection's rows of a compacted table, viewed on first access (a deferred connection that holds 29
+    column views costs ~3 kB; its start and stop cost nothing)."""
 
-        def report(done: int, total: int | None) -> None:
-            if total is None:
-                progress(done, None)
-            else:
-                progress(half * total + done, 2 * total)
+    __slots__ = ("_cache", "_source", "_start", "_stop")
 
-        return report
+    def __init__(self, source: dict[str, Array], start: int, stop: int) -> None:
+        self._source = source
+        self._start = start
+        self._stop = stop
+        self._cache: dict[str, Array] | None = None
+
+    @property
+    def columns(self) -> dict[str, Array]:
+        if self._cache is None:
+            self._cache = {name: column[self._start : self._stop] for name, column in self._source.items()}
+        return self._cache
+
+    @columns.setter
+    def columns(self, value: dict[str, Array]) -> None:
+        self._cache = value
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+
+def compact_packets(connections: list[Connection]) -> list[Connection]:
+    """The same connections, their packet rows copied into one table of their own.
+
+    A connection's ``packets`` are views of the tracker's chunk: holding one connection would hold the whole
+    chunk (every other connection's rows too). The copy keeps only the rows of these connections.
+    """
+    if not connections:
+        return connections
+    tables = [conn.packets for conn in connections]
+    names = list(tables[0].columns)
+    columns = {name: np.concatenate([table[name] for table in tables]) for name in names}
+    from_orig = np.concatenate([conn.from_orig for conn in connections])
+    compacted = []
+    start = 0
+    for conn, table in zip(connections, tables, strict=True):
+        stop = start + len(table)
+        compacted.append(replace(conn, packets=_RowsOf(columns, start, stop), from_orig=from_orig[start:stop]))
+        start = stop
+    return compacted
 
 
 def analyze_path(path: str | os.PathLike[str], *, diagnose: bool = True) -> Analysis:

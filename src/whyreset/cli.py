@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Protocol
 
 import click
 
@@ -47,9 +47,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, metavar="FILE... | -")
-@click.option(
-    "--json", "as_json", is_flag=True, help="One JSON object per line and connection (docs/json-schema.md)."
-)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line and connection (docs/json-schema.md).")
 @click.option(
     "--zeek",
     "zeek_dir",
@@ -57,18 +55,17 @@ def main() -> None:
     type=click.Path(file_okay=False, writable=True),
     help="Write conn.log and whyreset.log (Zeek TSV) into DIR.",
 )
-@click.option(
-    "--zeek-json", is_flag=True, help="With --zeek: write the logs as JSON lines (Zeek's use_json)."
-)
+@click.option("--zeek-json", is_flag=True, help="With --zeek: write the logs as JSON lines (Zeek's use_json).")
 @click.option("--all", "list_all", is_flag=True, help="List every connection, not only the abnormal ones.")
-@click.option(
-    "--show-payload", is_flag=True, help="Show payload text carried by RST segments (hidden by default)."
-)
+@click.option("--show-payload", is_flag=True, help="Show payload text carried by RST segments (hidden by default).")
 @click.option("--no-diagnose", is_flag=True, help="Rebuild connections only; no cause analysis.")
 @click.option(
-    "--one-pass",
-    is_flag=True,
-    help="Read each capture once, holding its connections in memory (faster; memory grows with the capture).",
+    "--max-deferred",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Abnormal connections held until the capture's end, when their diagnosis can use all of it "
+    "(default 100000, about 3 kB each); beyond N the oldest is diagnosed with the capture so far, and a "
+    "warning says how many were.",
 )
 @click.option(
     "--live",
@@ -76,9 +73,7 @@ def main() -> None:
     help="Print each connection as soon as it ends (for a pipe from a running tcpdump); its diagnosis uses "
     "what the capture has shown so far.",
 )
-@click.option(
-    "--max-listed", default=50, show_default=True, type=click.IntRange(min=0), help="Abnormal rows shown."
-)
+@click.option("--max-listed", default=50, show_default=True, type=click.IntRange(min=0), help="Abnormal rows shown.")
 @click.option(
     "--progress/--no-progress",
     default=None,
@@ -92,7 +87,7 @@ def analyze(
     list_all: bool,
     show_payload: bool,
     no_diagnose: bool,
-    one_pass: bool,
+    max_deferred: int | None,
     live: bool,
     max_listed: int,
     progress: bool | None,
@@ -114,7 +109,7 @@ def analyze(
         raise click.UsageError("standard input (-) can be read only once")
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    options = _Options(list_all, max_listed, show_payload, not no_diagnose, not one_pass, live)
+    options = _Options(list_all, max_listed, show_payload, not no_diagnose, max_deferred, live)
     statuses: list[ExitStatus] = []
     zeek = ZeekLogs(zeek_dir, use_json=zeek_json, show_payload=show_payload) if zeek_dir is not None else None
     try:
@@ -141,7 +136,8 @@ class _Options:
     max_listed: int
     show_payload: bool
     diagnose: bool
-    two_passes: bool
+    max_deferred: int | None
+    """None: the analysis's default (`whyreset.analysis.DEFAULT_MAX_DEFERRED`)."""
     live: bool
 
 
@@ -154,23 +150,48 @@ class _Outcome:
     warnings: tuple[str, ...]
 
 
-def _stream_json(
-    path: str, options: _Options, on_progress: ProgressCallback | None, zeek: ZeekLogs | None
-) -> _Outcome:
-    """JSON lines written as connections end: memory stays bounded on large files (see AnalysisStream)."""
-    from whyreset.report.jsonout import connection_record, write_json_line
+def _stream_json(path: str, options: _Options, on_progress: ProgressCallback | None, zeek: ZeekLogs | None) -> _Outcome:
+    """JSON lines written as connections are decided: memory stays bounded on large files (see AnalysisStream)."""
+    from whyreset.report.jsonout import connection_record, encode_json_line
 
     stream = _stream(path, options, on_progress)
+    out = _binary_stdout()
     for connection, finding in stream:
         record = connection_record(connection, finding, source=stream.name, show_payload=options.show_payload)
-        write_json_line(record, sys.stdout)
+        out.write(encode_json_line(record))
         if options.live:
-            sys.stdout.flush()  # someone is watching the pipe
+            out.flush()  # someone is watching the pipe
         if zeek is not None:
             zeek.write(connection, finding)
-    sys.stdout.flush()
+    out.flush()
     failure = stream.failure.message if stream.failure is not None else None
     return _Outcome(stream.status, failure, tuple(stream.warnings))
+
+
+class _ByteSink(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+def _binary_stdout() -> _ByteSink:
+    """Standard output's byte layer (JSON lines are encoded once, to UTF-8 bytes), after its text layer."""
+    sys.stdout.flush()
+    buffer: IO[bytes] | None = getattr(sys.stdout, "buffer", None)
+    return buffer if buffer is not None else _TextAsBytes(sys.stdout)
+
+
+class _TextAsBytes:
+    """A text stream that takes UTF-8 bytes (stdout replaced by an object without ``buffer``)."""
+
+    def __init__(self, text: IO[str]) -> None:
+        self.text = text
+
+    def write(self, data: bytes, /) -> int:
+        return self.text.write(data.decode())
+
+    def flush(self) -> None:
+        self.text.flush()
 
 
 def _summarise(
@@ -203,14 +224,14 @@ def _summarise(
 
 
 def _stream(path: str, options: _Options, on_progress: ProgressCallback | None) -> AnalysisStream:
-    from whyreset.analysis import AnalysisStream
+    from whyreset.analysis import DEFAULT_MAX_DEFERRED, AnalysisStream
 
     return AnalysisStream(
         path,
         diagnose=options.diagnose,
         progress=on_progress,
-        allow_two_passes=options.two_passes,
         live=options.live,
+        max_deferred=options.max_deferred if options.max_deferred is not None else DEFAULT_MAX_DEFERRED,
     )
 
 
@@ -254,7 +275,7 @@ def _want_progress(requested: bool | None, path: str, as_json: bool) -> bool:
 
 @contextmanager
 def _progress_for(path: str, console: Console, *, enabled: bool) -> Iterator[ProgressCallback | None]:
-    """A transient progress bar on stderr, by bytes read (both passes of a two-pass read fill one bar)."""
+    """A transient progress bar on stderr, by bytes read."""
     if not enabled:
         yield None
         return

@@ -91,9 +91,7 @@ def test_zeek_logs(mixed_pcap: Path, tmp_path: Path) -> None:
     assert conn_lines[6] == "#fields\t" + "\t".join(f.name for f in CONN_FIELDS)
     rows = [line.split("\t") for line in conn_lines if not line.startswith("#")]
     assert len(rows) == 4 and all(len(row) == len(CONN_FIELDS) for row in rows)
-    why_rows = [
-        line.split("\t") for line in (out_dir / "whyreset.log").read_text().splitlines() if line[0] != "#"
-    ]
+    why_rows = [line.split("\t") for line in (out_dir / "whyreset.log").read_text().splitlines() if line[0] != "#"]
     assert len(why_rows) == 3 and all(len(row) == len(WHYRESET_FIELDS) for row in why_rows)
     assert {row[1] for row in why_rows} <= {row[1] for row in rows}  # joined on uid
 
@@ -298,17 +296,27 @@ def test_conftest_capture_is_reproducible(tmp_path: Path) -> None:
     assert a == b
 
 
-def test_one_pass_prints_the_same_records(mixed_pcap: Path) -> None:
-    _, default, _ = run("analyze", "--json", str(mixed_pcap))
-    status, one_pass, _ = run("analyze", "--json", "--one-pass", str(mixed_pcap))
+def test_max_deferred_zero_diagnoses_early_and_says_so(mixed_pcap: Path) -> None:
+    """With no room for deferred connections, each abnormal one is diagnosed as it ends (same connections, a
+    warning on stderr counts them); the default defers them and warns about nothing."""
+    _, default, default_err = run("analyze", "--json", str(mixed_pcap))
+    status, early, err = run("analyze", "--json", "--max-deferred", "0", str(mixed_pcap))
     assert status == ExitStatus.FINDINGS
-    by_uid = {record["uid"]: record for record in json_records(default)}
-    assert {record["uid"]: record for record in json_records(one_pass)} == by_uid
+    assert sorted(r["uid"] for r in json_records(early)) == sorted(r["uid"] for r in json_records(default))
+    assert "3 abnormal connection(s) were diagnosed before the end of the capture" in err
+    assert "diagnosed before the end" not in default_err
+    status, _, err = run("analyze", "--json", "--max-deferred", "-1", str(mixed_pcap))
+    assert status == ExitStatus.USAGE and "max-deferred" in err
 
 
-def test_gzip_pcapng_and_tcpdump_text_inputs_give_the_same_connections(
-    mixed_pcap: Path, tmp_path: Path
-) -> None:
+def test_max_deferred_help_states_the_real_default() -> None:
+    from whyreset.analysis import DEFAULT_MAX_DEFERRED
+
+    _, out, _ = run("analyze", "--help")
+    assert f"default {DEFAULT_MAX_DEFERRED}" in " ".join(out.split())
+
+
+def test_gzip_pcapng_and_tcpdump_text_inputs_give_the_same_connections(mixed_pcap: Path, tmp_path: Path) -> None:
     """Read any capture: the same traffic as gzip'd pcap, pcapng and tcpdump text, the same connections."""
     import gzip
 
@@ -336,9 +344,7 @@ def test_gzip_pcapng_and_tcpdump_text_inputs_give_the_same_connections(
     inputs = [gz, ng]
     if shutil.which("tcpdump"):
         text = tmp_path / "mixed.txt"
-        dump = subprocess.run(
-            ["tcpdump", "-r", str(mixed_pcap), "-nn", "-tt", "-v"], capture_output=True, timeout=60
-        )
+        dump = subprocess.run(["tcpdump", "-r", str(mixed_pcap), "-nn", "-tt", "-v"], capture_output=True, timeout=60)
         text.write_bytes(dump.stdout)
         inputs.append(text)
     for path in inputs:

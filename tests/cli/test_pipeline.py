@@ -71,8 +71,8 @@ def test_a_broken_command_module_warns_and_the_rest_still_works(monkeypatch: pyt
         assert {"explain", "rules"} <= set(group.commands)
 
 
-def test_stream_two_passes_gives_the_same_records_as_analyze(tmp_path: Path) -> None:
-    """The bounded-memory stream (context from a first pass) diagnoses exactly as the in-memory analysis."""
+def test_stream_gives_the_same_records_as_analyze(tmp_path: Path) -> None:
+    """The one-pass stream (abnormal connections deferred to the end) diagnoses exactly as the whole analysis."""
     from cli_captures import write_mixed_capture
 
     from whyreset.analysis import AnalysisStream
@@ -84,15 +84,17 @@ def test_stream_two_passes_gives_the_same_records_as_analyze(tmp_path: Path) -> 
     whole = {record["uid"]: record for record in analyze(str(path)).records()}
     assert streamed == whole
     assert stream.status is ExitStatus.FINDINGS and stream.connections == 4 and stream.abnormal == 3
-    assert stream.two_pass == stream.diagnosed  # a file is re-read when a diagnoser can stream its context
+    assert stream.early_diagnoses == 0 and not stream.warnings
 
 
-def test_stream_of_standard_input_is_analysed_in_one_pass(mixed_pcap: Path) -> None:
-    from whyreset.analysis import AnalysisStream
+def test_stream_yields_clean_connections_first_and_defers_the_others(mixed_pcap: Path) -> None:
+    from whyreset.analysis import AnalysisStream, needs_complete_context
 
-    stream = AnalysisStream(io.BytesIO(mixed_pcap.read_bytes()))
-    assert [conn.index for conn, _ in stream] == [0, 1, 2, 3]
-    assert not stream.two_pass and stream.status is ExitStatus.FINDINGS
+    pairs = list(AnalysisStream(io.BytesIO(mixed_pcap.read_bytes())))
+    waited = [needs_complete_context(conn) for conn, _ in pairs]
+    assert sorted(conn.index for conn, _ in pairs) == [0, 1, 2, 3]
+    assert waited == sorted(waited) and waited.count(True) == 3  # the clean one came out before the others
+    assert all(finding is None for (_, finding), late in zip(pairs, waited, strict=True) if not late)
 
 
 def test_stream_of_a_truncated_file_reports_partial_input(mixed_pcap: Path, tmp_path: Path) -> None:
@@ -114,9 +116,7 @@ def test_stream_matches_analyze_on_a_generated_mix(tmp_path: Path) -> None:
     from whyreset.ingest.craft import write_pcap_bulk
     from whyreset.report.jsonout import connection_record
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_generate", Path(__file__).parents[2] / "bench/generate.py"
-    )
+    spec = importlib.util.spec_from_file_location("bench_generate", Path(__file__).parents[2] / "bench/generate.py")
     assert spec is not None and spec.loader is not None
     generate = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = generate  # dataclasses look their module up there

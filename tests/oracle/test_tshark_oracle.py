@@ -26,9 +26,7 @@ from tshark_oracle import (
 from whyreset.analysis import analyze
 
 CORPUS = Path("/work/shared/corpus")
-CORPUS_FILES = (
-    sorted(p for p in CORPUS.glob("*") if p.suffix in (".pcap", ".pcapng")) if CORPUS.is_dir() else []
-)
+CORPUS_FILES = sorted(p for p in CORPUS.glob("*") if p.suffix in (".pcap", ".pcapng")) if CORPUS.is_dir() else []
 
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 
@@ -150,9 +148,7 @@ def test_generated_mix_counts_match_tshark(tmp_path: Path) -> None:
 
     from whyreset.ingest.craft import write_pcap_bulk
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_generate", Path(__file__).parents[2] / "bench/generate.py"
-    )
+    spec = importlib.util.spec_from_file_location("bench_generate", Path(__file__).parents[2] / "bench/generate.py")
     assert spec is not None and spec.loader is not None
     generate = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = generate  # dataclasses look their module up there

@@ -173,9 +173,7 @@ def tshark_stream_counts(path: str) -> tuple[dict[TupleKey, TupleCounts], int]:
 
 def _frames_malformed_in_tcp(path: str) -> set[int]:
     """Frames whose TCP header dissection failed ("[Malformed Packet: TCP]"), not a reassembly above it."""
-    lines = tshark(
-        "-r", path, "-Y", "_ws.malformed", "-T", "fields", "-e", "frame.number", "-e", "_ws.malformed"
-    )
+    lines = tshark("-r", path, "-Y", "_ws.malformed", "-T", "fields", "-e", "frame.number", "-e", "_ws.malformed")
     return {int(line.split("\t")[0]) for line in lines.splitlines() if "Malformed Packet: TCP" in line}
 
 
@@ -227,13 +225,9 @@ def compare_with_conv_table(
             skipped = skipped or DirectionCount()
             our = DirectionCount(counted.frames - skipped.frames, counted.bytes - skipped.bytes)
             if frames[endpoint] != our.frames:
-                problems.append(
-                    f"{sorted(key)} from {endpoint}: tshark {frames[endpoint]} frames, ours {our.frames}"
-                )
+                problems.append(f"{sorted(key)} from {endpoint}: tshark {frames[endpoint]} frames, ours {our.frames}")
             if len(grouped[key]) == 1 and exact_bytes[endpoint][0] != format_size(our.bytes):
-                problems.append(
-                    f"{sorted(key)} from {endpoint}: tshark {exact_bytes[endpoint][0]}, ours {our.bytes} B"
-                )
+                problems.append(f"{sorted(key)} from {endpoint}: tshark {exact_bytes[endpoint][0]}, ours {our.bytes} B")
     return problems
 
 

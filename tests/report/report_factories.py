@@ -108,9 +108,7 @@ def finding(conn: Connection, **overrides: Any) -> Finding:
         "confidence": 0.8,
         "actor": Side.RESP,
         "summary": "the server closed its socket with the request unread",
-        "evidence": (
-            EvidenceItem("RST from resp right after the request", frame=7, ts_ns=T0, side=Side.RESP),
-        ),
+        "evidence": (EvidenceItem("RST from resp right after the request", frame=7, ts_ns=T0, side=Side.RESP),),
         "alternatives": (Alternative(CauseId.ABORTIVE_CLOSE, 0.2, "a server-side trace would show"),),
         "impact": Impact(0, 0, True, "the request got no answer"),
         "symptoms": {"python": {"orig": "ConnectionResetError(104)"}},

@@ -135,13 +135,9 @@ def test_jsonable_flattens_evidence_data() -> None:
     assert jsonable(float("nan")) is None
 
 
-def test_terminal_lists_abnormal_connection_details(
-    reset_connection: Connection, clean_connection: Connection
-) -> None:
+def test_terminal_lists_abnormal_connection_details(reset_connection: Connection, clean_connection: Connection) -> None:
     text = render(
-        analysis_of(
-            reset_connection, clean_connection, findings={reset_connection.uid: finding(reset_connection)}
-        )
+        analysis_of(reset_connection, clean_connection, findings={reset_connection.uid: finding(reset_connection)})
     )
     assert "Abnormal connections (1)" in text
     assert reset_connection.uid in text and clean_connection.uid not in text
@@ -152,9 +148,7 @@ def test_terminal_lists_abnormal_connection_details(
     assert "or abortive_close (0.20)" in text
 
 
-def test_terminal_all_lists_every_connection(
-    reset_connection: Connection, clean_connection: Connection
-) -> None:
+def test_terminal_all_lists_every_connection(reset_connection: Connection, clean_connection: Connection) -> None:
     text = render(analysis_of(reset_connection, clean_connection), list_all=True)
     assert clean_connection.uid in text and "Connections (2)" in text
 
@@ -165,9 +159,7 @@ def test_terminal_escapes_markup_and_control_characters_from_the_capture() -> No
     report = ReadReport(source="x", format="tcpdump-text", records=3, bad_lines=[(3, HOSTILE)])
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, color_system="truecolor", width=300, soft_wrap=True)
-    render_analysis(
-        console, analysis_of(conn, findings={conn.uid: hostile_finding}, report=report), show_payload=True
-    )
+    render_analysis(console, analysis_of(conn, findings={conn.uid: hostile_finding}, report=report), show_payload=True)
     out = buffer.getvalue()
     assert "[bold red]owned[/bold red]" in out  # printed literally, not interpreted as markup
     assert "[link=http://x]y[/link]" in out
@@ -182,12 +174,8 @@ def test_payload_not_shown_by_default() -> None:
 
 
 def test_skipped_and_error_lines() -> None:
-    report = ReadReport(
-        source="x", format="pcap", records=10, non_tcp=3, fragments=2, unsupported_link_types={147: 4}
-    )
-    failure = InputFailure(
-        "TruncatedCaptureError", "capture ends inside record 11 (at record 11)", nothing_read=False
-    )
+    report = ReadReport(source="x", format="pcap", records=10, non_tcp=3, fragments=2, unsupported_link_types={147: 4})
+    failure = InputFailure("TruncatedCaptureError", "capture ends inside record 11 (at record 11)", nothing_read=False)
     text = render(analysis_of(connection(), report=report, failure=failure))
     assert "error: capture ends inside record 11" in text
     assert "3 IP packets that are not TCP" in text and "2 IP fragments" in text
@@ -206,10 +194,7 @@ def test_exit_status_precedence(reset_connection: Connection, clean_connection: 
     unreadable = InputFailure("UnknownFormatError", "not a capture", nothing_read=True)
     assert analysis_of(failure=unreadable).status is ExitStatus.NO_INPUT
     assert most_severe([ExitStatus.FINDINGS, ExitStatus.OK]) is ExitStatus.FINDINGS
-    assert (
-        most_severe([ExitStatus.FINDINGS, ExitStatus.NO_INPUT, ExitStatus.PARTIAL_INPUT])
-        is ExitStatus.NO_INPUT
-    )
+    assert most_severe([ExitStatus.FINDINGS, ExitStatus.NO_INPUT, ExitStatus.PARTIAL_INPUT]) is ExitStatus.NO_INPUT
     assert most_severe([]) is ExitStatus.OK
     assert [int(s) for s in ExitStatus] == [0, 1, 2, 3, 4]
 

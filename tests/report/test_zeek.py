@@ -161,9 +161,7 @@ def test_conn_log_header_and_rows_parse_strictly(tmp_path: Path, reset_connectio
     assert second["history"] is None and second["orig_pkts"] == "4"
 
 
-def test_whyreset_log_joins_on_uid(
-    tmp_path: Path, reset_connection: Connection, clean_connection: Connection
-) -> None:
+def test_whyreset_log_joins_on_uid(tmp_path: Path, reset_connection: Connection, clean_connection: Connection) -> None:
     findings = {reset_connection.uid: finding(reset_connection)}
     conn_text, why_text = write_logs(tmp_path, [reset_connection, clean_connection], findings)
     conn_uids = {row["uid"] for row in read_zeek_tsv(conn_text, "conn")}
@@ -209,9 +207,7 @@ def test_a_row_starting_with_hash_is_escaped() -> None:
     assert format_row({"s": "#fake"}, (LogField("s", "string"),)) == "\\x23fake"
 
 
-@pytest.mark.parametrize(
-    ("value", "text"), [(0.8, "0.8"), (1.0, "1.0"), (0.0, "0.0"), (0.123456789, "0.123457")]
-)
+@pytest.mark.parametrize(("value", "text"), [(0.8, "0.8"), (1.0, "1.0"), (0.0, "0.0"), (0.123456789, "0.123457")])
 def test_double_rendering(value: float, text: str) -> None:
     assert format_double(value) == text
 
@@ -239,9 +235,7 @@ def test_json_variant_mirrors_zeek_use_json(tmp_path: Path, reset_connection: Co
     first, second = (json.loads(line) for line in lines)
     assert list(first) == [f.name for f in CONN_FIELDS if conn_row(reset_connection)[f.name] is not None]
     assert first["ts"] == pytest.approx(1700000000.123457)
-    assert (
-        first["id.orig_p"] == 40000 and first["ip_proto"] == 6 and first["duration"] == pytest.approx(0.0025)
-    )
+    assert first["id.orig_p"] == 40000 and first["ip_proto"] == 6 and first["duration"] == pytest.approx(0.0025)
     assert "service" not in first and "local_orig" not in first  # unset fields are left out
     assert "duration" not in second and "history" not in second
 

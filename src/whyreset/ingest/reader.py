@@ -32,6 +32,7 @@ from whyreset.ingest.source import (
     GZIP_MAGIC,
     ByteStream,
     GzipStream,
+    PageReleaser,
     PrefixedRawIO,
     RawStream,
     map_regular_file,
@@ -198,6 +199,7 @@ class _MappedInput:
         self.end = len(mapping)
         self.at_eof = True
         self.failure: CaptureError | None = None
+        self.releaser = PageReleaser(mapping)
 
     def more(self, pos: int) -> int:
         return pos
@@ -261,6 +263,8 @@ def _drive(
         if result.error is not None:
             _fail(report, result.error)
         pos = result.pos
+        if isinstance(source, _MappedInput):
+            source.releaser.release_before(pos)  # the file's pages behind us leave the resident memory
         if result.full:
             needs_data = False  # more records may already be in the buffer
         elif source.at_eof:

@@ -1,7 +1,9 @@
 """Where capture bytes come from: a memory-mapped regular file, or a stream read as it arrives.
 
 Regular files are memory-mapped, so a capture larger than RAM is walked without being loaded (the kernel
-pages it in and out). Everything else (standard input, pipes, sockets, gzip, file objects) is a
+pages it in and out). Mapped pages that the process has touched count in its resident memory until it unmaps
+them: `PageReleaser` hands them back once the reader has moved past them, so reading a file costs a window of
+it, not its size. Everything else (standard input, pipes, sockets, gzip, file objects) is a
 `ByteStream`: reads return what is available now instead of waiting for a full buffer, so
 ``tcpdump -w - -U | whyreset analyze -`` sees packets while the capture runs. ``more_ready`` tells the
 reader whether more bytes are waiting, so that it can batch them when the producer is fast and hand over
@@ -118,9 +120,7 @@ class GzipStream:
         try:
             self._feed(compressed)
         except zlib.error as exc:
-            raise CorruptCaptureError(
-                f"gzip data is corrupt: {exc}", offset=self.offset + len(self._pending)
-            ) from None
+            raise CorruptCaptureError(f"gzip data is corrupt: {exc}", offset=self.offset + len(self._pending)) from None
 
     def _feed(self, compressed: bytes) -> None:
         if self._decompressor.eof:
@@ -162,6 +162,34 @@ def map_regular_file(handle: IO[bytes]) -> mmap.mmap | None:
     with contextlib.suppress(AttributeError, OSError):
         mapping.madvise(mmap.MADV_SEQUENTIAL)
     return mapping
+
+
+RELEASE_STEP = 16 << 20
+"""Bytes read past the last release before releasing again (one madvise call per step, not per chunk)."""
+
+
+class PageReleaser:
+    """Drops the pages of a read-only file mapping that lie behind the read position from the process.
+
+    ``madvise(MADV_DONTNEED)`` on a shared file mapping unmaps the pages (they leave the process's RSS; the page
+    cache keeps them for the kernel to reuse or evict); touching one again reads it back from the file, so an
+    array still viewing released bytes stays correct, only slower.
+    """
+
+    def __init__(self, mapping: mmap.mmap, step: int = RELEASE_STEP) -> None:
+        self.mapping = mapping
+        self.step = max(step, mmap.PAGESIZE)
+        self.released = 0
+        """Bytes from the start of the mapping already given back."""
+
+    def release_before(self, position: int) -> None:
+        """The reader will not read before ``position`` again: release the whole pages before it."""
+        end = position - position % mmap.PAGESIZE
+        if end - self.released < self.step:
+            return
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # no madvise here: keep the pages
+            self.mapping.madvise(mmap.MADV_DONTNEED, self.released, end - self.released)
+        self.released = end
 
 
 class PrefixedRawIO(io.RawIOBase):

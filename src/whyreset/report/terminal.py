@@ -123,9 +123,7 @@ def render_analysis(
     render_summary(console, header, summary, show_payload=show_payload)
 
 
-def render_summary(
-    console: Console, header: InputHeader, summary: Summary, *, show_payload: bool = False
-) -> None:
+def render_summary(console: Console, header: InputHeader, summary: Summary, *, show_payload: bool = False) -> None:
     """Print one input's summary."""
     console.print(_title(header, summary.total))
     if header.failure_message is not None:

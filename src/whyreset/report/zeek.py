@@ -261,9 +261,7 @@ def whyreset_row(connection: Connection, finding: Finding | None, *, show_payloa
         "rst_acceptability": str(reset.acceptability) if reset is not None else None,
         "orig_final_state": str(connection.final_state(Side.ORIG)),
         "resp_final_state": str(connection.final_state(Side.RESP)),
-        "undetermined_reason": (
-            redact_payload(finding.undetermined_reason, secrets) if finding is not None else None
-        ),
+        "undetermined_reason": (redact_payload(finding.undetermined_reason, secrets) if finding is not None else None),
     }
 
 
@@ -291,9 +289,7 @@ class ZeekLogWriter:
 
     def write(self, row: Row) -> None:
         if self._use_json:
-            self._out.write(
-                json.dumps(json_row(row, self._fields), ensure_ascii=False, separators=(",", ":"))
-            )
+            self._out.write(json.dumps(json_row(row, self._fields), ensure_ascii=False, separators=(",", ":")))
         else:
             self._out.write(format_row(row, self._fields))
         self._out.write("\n")
@@ -344,9 +340,7 @@ class ZeekLogs:
         self._open_time = open_time
         self._conn_out = open(self.conn_path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 (closed in close)
         self._why_out = open(self.whyreset_path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
-        self._conn_log = ZeekLogWriter(
-            self._conn_out, "conn", CONN_FIELDS, use_json=use_json, open_time=open_time
-        )
+        self._conn_log = ZeekLogWriter(self._conn_out, "conn", CONN_FIELDS, use_json=use_json, open_time=open_time)
         self._why_log = ZeekLogWriter(
             self._why_out, "whyreset", WHYRESET_FIELDS, use_json=use_json, open_time=open_time
         )
