@@ -199,6 +199,7 @@ class Batch:
         )
         self._per_key_lists(table)
         self.first_gap_list: list[int] = analysis.first_gap_ack_row.tolist()
+        self.isn_list: list[int] = analysis.isn_abs.tolist()
         self.holes_missed_list: list[int] = analysis.holes_missed.tolist()
         index = self.index
         self.source = LazySource(
@@ -439,7 +440,7 @@ class _Walk:
         index = batch.index
         self.keys = {True: 2 * conn, False: 2 * conn + 1}
         self.midstream = index.first_syn_row[2 * conn] < 0 and index.first_syn_row[2 * conn + 1] < 0
-        isn_orig, isn_resp = int(batch.analysis.isn_abs[2 * conn]), int(batch.analysis.isn_abs[2 * conn + 1])
+        isn_orig, isn_resp = batch.isn_list[2 * conn], batch.isn_list[2 * conn + 1]
         self.isn = {True: isn_orig if isn_orig >= 0 else None, False: isn_resp if isn_resp >= 0 else None}
         self.syn_options = {side: index.first_syn_row[self.keys[side]] for side in (True, False)}
         self.initial = {True: self._initial(True), False: self._initial(False)}
@@ -483,10 +484,9 @@ class _Walk:
         index = batch.index
         syn_proofs = {index.syn_proof_row[self.keys[side]] for side in (True, False)}
         fin_proofs = {index.fin_proof_row[self.keys[side]] for side in (True, False)}
-        rows = set(index.control[self.conn])
-        if self.both_ways_row >= 0:
-            rows.add(self.both_ways_row)
-        self.rows = sorted(rows)
+        self.rows = rows = index.control[self.conn]  # sorted, and holding the SYN and FIN proofs
+        if self.both_ways_row >= 0 and self.both_ways_row not in rows:
+            bisect.insort(rows, self.both_ways_row)
         flags_list, fo_list = batch.flags_list, batch.fo_list
         marks = []
         for position, row in enumerate(self.rows):
