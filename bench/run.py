@@ -92,7 +92,6 @@ def run_all(capture: Path, repeat: int) -> list[Measure]:
     whyreset = [*whyreset_command(), "analyze", "--json"]
     tools: list[tuple[str, list[str]]] = [
         ("whyreset", [*whyreset, str(capture)]),
-        ("whyreset --one-pass", [*whyreset, "--one-pass", str(capture)]),
         ("whyreset reader only", [sys.executable, "-c", READER_ONLY, str(capture)]),
     ]
     if shutil.which("tshark"):
