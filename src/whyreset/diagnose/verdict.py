@@ -235,10 +235,14 @@ def _unacked(facts: Facts, side: Side) -> int:
     return max(0, sent - max(acked, start))
 
 
+NO_ERROR_SEEN = AppView(None, None, "no error visible from the capture")
+
+
 def _symptoms(facts: Facts, views: dict[Side, AppView]) -> dict[str, dict[str, str]]:
-    complete = {side.value: views.get(side, AppView(None, None, "no error visible from the capture")) for side in Side}
-    endpoints = {side.value: _endpoint(*facts.conn.address(side)) for side in Side}
-    return render_views(complete, client_side=Side.ORIG.value, endpoints=endpoints)
+    conn = facts.conn
+    complete = {"orig": views.get(Side.ORIG, NO_ERROR_SEEN), "resp": views.get(Side.RESP, NO_ERROR_SEEN)}
+    endpoints = {"orig": _endpoint(conn.orig_h, conn.orig_p), "resp": _endpoint(conn.resp_h, conn.resp_p)}
+    return render_views(complete, client_side="orig", endpoints=endpoints)
 
 
 def _endpoint(host: str, port: int) -> str:

@@ -188,6 +188,11 @@ def _shape_factor(shape: AbortShape) -> float:
 
 
 def _abort_evidence(f: Facts, shape: AbortShape) -> list[EvidenceItem]:
+    """The evidence of an abort (the same for the three rules that read the shape: built once)."""
+    return list(memoized(f, "abort_evidence", lambda: tuple(_describe_abort(f, shape))))
+
+
+def _describe_abort(f: Facts, shape: AbortShape) -> list[EvidenceItem]:
     items = [
         describe_rst(f, shape.reset),
         EvidenceItem(

@@ -152,6 +152,11 @@ def capture_gap_item(f: Facts, reset: ResetFacts) -> EvidenceItem | None:
 
 
 def describe_trigger(f: Facts, reset: ResetFacts) -> EvidenceItem | None:
+    """The segment the RST answers, as evidence (once per RST)."""
+    return memoized(f, ("describe_trigger", reset.seg.index), lambda: _describe_trigger(f, reset))
+
+
+def _describe_trigger(f: Facts, reset: ResetFacts) -> EvidenceItem | None:
     trig = reset.trigger
     if trig is None:
         return None
