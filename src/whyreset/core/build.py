@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -200,6 +201,7 @@ class Batch:
         self._per_key_lists(table)
         self.first_gap_list: list[int] = analysis.first_gap_ack_row.tolist()
         self.isn_list: list[int] = analysis.isn_abs.tolist()
+        self.direction_rows = self._direction_rows()
         self.holes_missed_list: list[int] = analysis.holes_missed.tolist()
         index = self.index
         self.source = LazySource(
@@ -239,6 +241,40 @@ class Batch:
         for key, frame in zip(self.index.key[rst_rows].tolist(), self.frame[rst_rows].tolist(), strict=True):
             by_key.setdefault(key, []).append(frame)
         self.rst_frames: dict[int, tuple[int, ...]] = {key: tuple(frames) for key, frames in by_key.items()}
+
+    def _direction_rows(self) -> list[tuple[Any, ...]]:
+        """Every direction key's `DirectionStats` fields, in field order, for the whole batch at once (the
+        values an RST's trusted acknowledgment may raise are fixed per connection: see `_direction_stats`)."""
+        stats = self.stats
+        data_bytes = np.maximum(np.asarray(stats.data_end, np.int64) - 1, 0)
+        peer_acked = np.asarray(stats.max_ack, np.int64).reshape(-1, 2)[:, ::-1].reshape(-1)
+        bytes_acked = np.minimum(np.maximum(peer_acked - 1, 0), data_bytes)
+        keys = len(data_bytes)
+        return list(
+            zip(
+                stats.packets,
+                stats.payload_bytes,
+                stats.frame_bytes,
+                stats.ip_bytes,
+                _none_below(self.isn_list, 0),
+                data_bytes.tolist(),
+                bytes_acked.tolist(),
+                (data_bytes - bytes_acked).tolist(),
+                stats.retransmissions,
+                stats.out_of_order,
+                stats.lost,
+                stats.dup_acks,
+                stats.zero_windows,
+                stats.keepalives,
+                stats.max_idle,
+                _none_below(self.wscale_list, 0),
+                _none_below(self.mss_list, 1),
+                self.ttl_lists,
+                _none_below(self.fin_frame_list, 0),
+                [self.rst_frames.get(key, ()) for key in range(keys)],
+                strict=True,
+            )
+        )
 
     def canonical_tuple(self, conn: int) -> tuple[int, ...]:
         """The connection's 4-tuple, lower endpoint first (the same for both directions)."""
@@ -345,8 +381,12 @@ def build_connection(
         ts_last_ns=ts_last,
         first_frame=first_frame,
         last_frame=last_frame,
-        orig=_direction_stats(batch, key, walk.isn[True], walk.rst_acked[True]),
-        resp=_direction_stats(batch, key + 1, walk.isn[False], walk.rst_acked[False]),
+        orig=_new_direction_stats(*batch.direction_rows[key])
+        if not walk.rst_acked[True]
+        else _direction_stats(batch, key, walk.isn[True], walk.rst_acked[True]),
+        resp=_new_direction_stats(*batch.direction_rows[key + 1])
+        if not walk.rst_acked[False]
+        else _direction_stats(batch, key + 1, walk.isn[False], walk.rst_acked[False]),
         orig_states=deferred,
         resp_states=deferred,
         outcome=walk.outcome(any(event.side is Side.RESP for event in icmp_events)),
@@ -854,6 +894,11 @@ class _LocalRows:
             self.payload[at],
             dict(detail) if detail else {},
         )
+
+
+def _none_below(values: list[int], least: int) -> list[int | None]:
+    """``values`` with None for those below ``least`` (the "absent" markers of the batch lists)."""
+    return [value if value >= least else None for value in values]
 
 
 def _direction_stats(batch: Batch, group: int, isn: int | None, rst_acked: int) -> DirectionStats:
