@@ -14,9 +14,7 @@ from whyreset.diagnose.verdict import rank
 
 
 def flags_text(flags: int) -> str:
-    return "".join(
-        letter for bit, letter in ((2, "S"), (1, "F"), (4, "R"), (8, "P"), (16, ".")) if flags & bit
-    )
+    return "".join(letter for bit, letter in ((2, "S"), (1, "F"), (4, "R"), (8, "P"), (16, ".")) if flags & bit)
 
 
 def main(path: str) -> None:

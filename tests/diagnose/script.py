@@ -79,9 +79,7 @@ class Path:
         client_isn: int = 1_000_000,
         server_isn: int = 7_000_000,
     ) -> Conn:
-        return Conn(
-            self, End(*client, client_isn, self.client_ttl), End(*server, server_isn, self.server_ttl)
-        )
+        return Conn(self, End(*client, client_isn, self.client_ttl), End(*server, server_isn, self.server_ttl))
 
     def to_capture(self, from_client: bool) -> tuple[int, int]:
         """(delay, routers crossed) from the sender to the capture point."""

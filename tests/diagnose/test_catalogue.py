@@ -107,9 +107,7 @@ def test_seed_coverage_matches_the_design_table() -> None:
 def test_error_lines_are_recognised(line: str, runtime: str, errno: Errno) -> None:
     hits = match_error_line(line)
     assert hits, line
-    assert any(h.runtime == runtime and h.errno is errno for h in hits[:3]), [
-        (h.runtime, h.errno) for h in hits
-    ]
+    assert any(h.runtime == runtime and h.errno is errno for h in hits[:3]), [(h.runtime, h.errno) for h in hits]
     found = explain_line(line)
     assert found.causes and found.decide
 

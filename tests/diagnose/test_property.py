@@ -88,6 +88,4 @@ def test_diagnosis_never_raises_and_findings_are_well_formed(segments: list[dict
             assert finding.undetermined_reason
         else:
             assert finding.confidence >= 0.35 and finding.fix
-        assert all(
-            0.0 <= a.confidence <= finding.confidence or finding.cause is None for a in finding.alternatives
-        )
+        assert all(0.0 <= a.confidence <= finding.confidence or finding.cause is None for a in finding.alternatives)

@@ -17,9 +17,7 @@ VANTAGES = [
     pytest.param(dict(capture_at=0.0, one_way_ms=12.0), id="client-side-wan"),
     pytest.param(dict(capture_at=1.0, one_way_ms=12.0), id="server-side-wan"),
     pytest.param(dict(capture_at=0.0, one_way_ms=0.05, hops=0), id="client-side-lan"),
-    pytest.param(
-        dict(capture_at=1.0, one_way_ms=40.0, hops=11, client_ttl=128), id="server-side-windows-client"
-    ),
+    pytest.param(dict(capture_at=1.0, one_way_ms=40.0, hops=11, client_ttl=128), id="server-side-windows-client"),
 ]
 
 
@@ -241,10 +239,7 @@ def test_data_after_close(vantage: dict[str, float], wait_s: int) -> None:
     assert_cause(path, CauseId.DATA_AFTER_CLOSE, Side.RESP)
     finding = path.only_finding()
     assert finding is not None
-    assert (
-        "EOF" in finding.symptoms["python"]["orig"]
-        or "RemoteDisconnected" in finding.symptoms["python"]["orig"]
-    )
+    assert "EOF" in finding.symptoms["python"]["orig"] or "RemoteDisconnected" in finding.symptoms["python"]["orig"]
 
 
 @pytest.mark.parametrize("vantage", VANTAGES)
@@ -293,13 +288,9 @@ def test_middlebox_reset_after_idle(capture_at: float) -> None:
     seen_client = lb_time + path.delay_ns // 2 if capture_at == 0.0 else None
     seen_server = lb_time + path.delay_ns // 2 if capture_at == 1.0 else None
     if capture_at == 0.0:
-        c.send(
-            SERVER, 0, lb_time, flags=RST | ACK, ttl=255 - 4 + path.to_capture(False)[1], seen_at=seen_client
-        )
+        c.send(SERVER, 0, lb_time, flags=RST | ACK, ttl=255 - 4 + path.to_capture(False)[1], seen_at=seen_client)
     else:
-        c.send(
-            CLIENT, 0, lb_time, flags=RST | ACK, ttl=255 - 4 + path.to_capture(True)[1], seen_at=seen_server
-        )
+        c.send(CLIENT, 0, lb_time, flags=RST | ACK, ttl=255 - 4 + path.to_capture(True)[1], seen_at=seen_server)
     assert_cause(path, CauseId.MIDDLEBOX_RESET, None)
 
 

@@ -81,9 +81,7 @@ def test_seed000_old_duplicate_syn() -> None:
 
 def test_seed000_clean_close_to_port_3001_is_not_a_finding() -> None:
     path = Path(one_way_ms=1.5, hops=10, capture_at=0.0)
-    c = path.conn(
-        client=("10.10.0.2", 52986), server=("1.1.1.1", 3001), client_isn=1479370850, server_isn=3196372313
-    )
+    c = path.conn(client=("10.10.0.2", 52986), server=("1.1.1.1", 3001), client_isn=1479370850, server_isn=3196372313)
     t = c.exchange(c.handshake(0), request=5907, response=9693)
     a1 = c.fin(CLIENT, t + 80_000)
     a2 = c.fin(SERVER, a1)
@@ -257,9 +255,7 @@ def test_seed002_firewall_session_timeout() -> None:
     t = c.exchange(c.handshake(0))
     send = t + 3700 * S
     c.send(CLIENT, 80, send)
-    c.send(
-        SERVER, 0, send, flags=RST | ACK, seq=c.client.rcv_nxt or 0, ttl=255 - 1 + 4, seen_at=send + 1 * MS
-    )
+    c.send(SERVER, 0, send, flags=RST | ACK, seq=c.client.rcv_nxt or 0, ttl=255 - 1 + 4, seen_at=send + 1 * MS)
     assert primary(path).cause is CauseId.MIDDLEBOX_RESET
 
 
