@@ -60,6 +60,16 @@ def test_syns_retransmitted_then_icmp_error_is_not_established() -> None:
     assert [e.side for e in c.events if e.kind is EventKind.ICMP_ERROR] == [Side.RESP]
 
 
+def test_icmp_events_are_read_without_building_the_event_list() -> None:
+    d = _retransmitted_syns()
+    c = one(d, [unreachable(d, frame=4)])
+    assert isinstance(Connection.__dict__["events"].slot.__get__(c, Connection), Deferred)
+    early = c.icmp_events
+    assert isinstance(Connection.__dict__["events"].slot.__get__(c, Connection), Deferred)
+    assert early == tuple(e for e in c.events if e.kind is EventKind.ICMP_ERROR) == c.icmp_events
+    assert len(early) == 1 and early[0].detail["quoted_sender"] == "orig"
+
+
 def test_syns_never_answered_stay_a_timeout() -> None:
     assert one(_retransmitted_syns()).outcome is Outcome.TIMEOUT
 

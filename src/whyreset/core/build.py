@@ -771,7 +771,7 @@ class _Details(DeferredDetails):
     __slots__ = (
         "conn",
         "handshake_ack_row",
-        "icmp_events",
+        "icmp",
         "initial",
         "replies",
         "rows",
@@ -791,7 +791,7 @@ class _Details(DeferredDetails):
         self.rows = walk.rows
         self.replies = walk.replies
         self.template = template
-        self.icmp_events = icmp
+        self.icmp = icmp
         self.syn_ack_row = walk.syn_ack_row
         self.handshake_ack_row = walk.handshake_ack_row
 
@@ -799,10 +799,13 @@ class _Details(DeferredDetails):
         timeline = self.template.timeline[from_orig]
         return timeline[-1][0] if timeline else self.initial[0 if from_orig else 1]
 
+    def icmp_events(self) -> tuple[Event, ...]:
+        return tuple(sorted(self.icmp, key=_event_order))
+
     def materialise(self) -> dict[str, object]:
         rows = _LocalRows(self.source, self.start, self.stop)
         states = [self._timeline(rows, side) for side in (True, False)]
-        events = self._walk_events(rows) + self._bulk_events(rows) + self.icmp_events
+        events = self._walk_events(rows) + self._bulk_events(rows) + self.icmp
         events.sort(key=_event_order)
         return {"orig_states": states[0], "resp_states": states[1], "events": tuple(events)}
 

@@ -258,6 +258,14 @@ class Connection:
         return (self.orig_h, self.orig_p) if side is Side.ORIG else (self.resp_h, self.resp_p)
 
     @property
+    def icmp_events(self) -> tuple[Event, ...]:
+        """The ICMP_ERROR events of `events`, without building the event list while it is still deferred."""
+        raw = _SLOTS["events"].__get__(self, Connection)
+        if isinstance(raw, Deferred):
+            return raw.details.icmp_events()
+        return tuple(event for event in raw if event.kind is EventKind.ICMP_ERROR)
+
+    @property
     def first_reset(self) -> ResetInfo | None:
         return self.resets[0] if self.resets else None
 
@@ -271,6 +279,10 @@ class DeferredDetails:
 
     def final_state(self, from_orig: bool) -> TcpState:
         """The endpoint's last state, without building the timeline."""
+        raise NotImplementedError
+
+    def icmp_events(self) -> tuple[Event, ...]:
+        """The ICMP_ERROR events the event list will hold, in its order, without building it."""
         raise NotImplementedError
 
 

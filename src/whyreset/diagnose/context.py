@@ -123,7 +123,7 @@ class DiagnosisContext:
     def _observe_icmp_events(self, conn: Connection) -> None:
         """ICMP errors the core attached to the connection (so that `observe` alone, without the capture's
         ICMP list, still knows them)."""
-        for event in conn.events:
+        for event in conn.icmp_events:  # the core defers its event lists: this does not build them
             if event.kind is not EventKind.ICMP_ERROR:
                 continue
             detail = event.detail
