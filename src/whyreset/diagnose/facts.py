@@ -102,6 +102,9 @@ class SideFacts(NamedTuple):
     """Entry k: highest sequence end over its first k segments (RSTs excluded)."""
     ack_prefix: tuple[int | None, ...] = (None,)
     """Entry k: highest ACK over its first k segments (RSTs excluded)."""
+    resent: bool = False
+    """It sent some payload byte or its FIN more than once (a segment starting below what it had already
+    sent): the precondition of every retransmission-based cause."""
 
     @property
     def last_data(self) -> Seg | None:
@@ -284,9 +287,12 @@ def _side_facts(conn: Connection, side: Side, own: tuple[Seg, ...]) -> SideFacts
     # Entry k of the prefixes covers the first k segments (RSTs excluded): SND.NXT and the highest ACK so far.
     snd_prefix: list[int] = [0]
     ack_prefix: list[int | None] = [None]
+    resent = False
     for seg in own:
         if syn is None and seg.syn:
             syn = seg
+        if not resent and (seg.length or seg.fin) and not seg.syn and not seg.rst and seg.rel_seq < snd_nxt:
+            resent = True
         if seg.rst:
             resets.append(seg)
         else:
@@ -317,6 +323,7 @@ def _side_facts(conn: Connection, side: Side, own: tuple[Seg, ...]) -> SideFacts
         indices=tuple(s.index for s in own),
         snd_nxt_prefix=tuple(snd_prefix),
         ack_prefix=tuple(ack_prefix),
+        resent=resent,
     )
 
 

@@ -46,10 +46,21 @@ def _syn_unanswered(f: Facts, ctx: DiagnosisContext) -> bool:
     return f.orig.syn is not None and not f.resp.segs and not f.conn.established
 
 
+def _synack_count(f: Facts) -> int:
+    if f.resp.syn is None:
+        return 0
+    return sum(1 for s in f.resp.segs if s.syn and s.has_ack)
+
+
 def _backlog_overflow(f: Facts, ctx: DiagnosisContext) -> bool:
-    # Either a handshake ACK answered a SYN-ACK (then retransmissions or a reset), or several SYNs went
-    # unanswered.
-    return f.orig.syn is not None or _has_synack(f)
+    # The SYN-ACK retransmitted after the client's ACK (two SYN-ACKs at least), a bare reply reset from a
+    # server that sent no data (tcp_abort_on_overflow), or several SYNs and nothing from the server.
+    if _synack_count(f) >= 2:
+        return True
+    reset = f.ending_reset
+    if reset is not None and reset.seg.side is Side.RESP and not reset.seg.has_ack and not f.resp.data:
+        return True
+    return not f.resp.segs and sum(1 for s in f.orig.segs if s.syn) >= 2
 
 
 def _ended_by_reset(f: Facts, ctx: DiagnosisContext) -> bool:
@@ -57,7 +68,11 @@ def _ended_by_reset(f: Facts, ctx: DiagnosisContext) -> bool:
 
 
 def _handshake_aborted(f: Facts, ctx: DiagnosisContext) -> bool:
-    return f.orig.syn is not None and _has_synack(f)
+    # SYN-ACKs retransmitted without the final ACK, or the client resetting in answer to a SYN-ACK.
+    if f.orig.syn is None:
+        return False
+    synacks = _synack_count(f)
+    return synacks >= 2 or (synacks == 1 and bool(f.orig.resets))
 
 
 def _listener_closed(f: Facts, ctx: DiagnosisContext) -> bool:
@@ -96,11 +111,8 @@ def _idle_probe(f: Facts, ctx: DiagnosisContext) -> bool:
 
 
 def _retransmitted(f: Facts, ctx: DiagnosisContext) -> bool:
-    # A stall is the same unacknowledged byte sent at least twice by one side: at least two segments of that
-    # side carry data or a FIN.
-    return any(
-        sum(1 for s in side.segs if not s.rst and not s.syn and (s.length or s.fin)) >= 2 for side in (f.orig, f.resp)
-    )
+    # A stall is the same unacknowledged byte sent at least twice by one side.
+    return f.orig.resent or f.resp.resent
 
 
 CONDITIONS: dict[CauseId, Condition] = {
