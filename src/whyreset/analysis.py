@@ -24,7 +24,7 @@ import importlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import IO, Any
 
@@ -466,24 +466,25 @@ class _RowsOf(PacketTable):
 
 
 def compact_packets(connections: list[Connection]) -> list[Connection]:
-    """The same connections, their packet rows copied into one table of their own.
+    """Move these connections' packet rows into one table of their own (the same connections are returned).
 
     A connection's ``packets`` are views of the tracker's chunk: holding one connection would hold the whole
-    chunk (every other connection's rows too). The copy keeps only the rows of these connections.
+    chunk (every other connection's rows too). The copy keeps only the rows of these connections. The rows
+    are equal, only their storage changes, so the fields are swapped in place (``object.__setattr__``, as
+    frozen dataclasses do in ``__post_init__``): ``dataclasses.replace`` would cost more than the copy.
     """
     if not connections:
         return connections
-    tables = [conn.packets for conn in connections]
-    names = list(tables[0].columns)
-    columns = {name: np.concatenate([table[name] for table in tables]) for name in names}
+    tables = [conn.packets.columns for conn in connections]
+    columns = {name: np.concatenate([table[name] for table in tables]) for name in tables[0]}
     from_orig = np.concatenate([conn.from_orig for conn in connections])
-    compacted = []
     start = 0
-    for conn, table in zip(connections, tables, strict=True):
-        stop = start + len(table)
-        compacted.append(replace(conn, packets=_RowsOf(columns, start, stop), from_orig=from_orig[start:stop]))
+    for conn in connections:
+        stop = start + len(conn.from_orig)
+        object.__setattr__(conn, "packets", _RowsOf(columns, start, stop))
+        object.__setattr__(conn, "from_orig", from_orig[start:stop])
         start = stop
-    return compacted
+    return connections
 
 
 def analyze_path(path: str | os.PathLike[str], *, diagnose: bool = True) -> Analysis:

@@ -108,27 +108,76 @@ def test_stream_of_a_truncated_file_reports_partial_input(mixed_pcap: Path, tmp_
     assert stream.report.error is not None
 
 
-def test_stream_matches_analyze_on_a_generated_mix(tmp_path: Path) -> None:
-    """Same check on the benchmark's traffic mix (IPv4/IPv6, refusals, resets of several kinds, timeouts)."""
+def _generated_mix(path: Path, connections: int, *, seed: int = 7) -> Path:
+    """The benchmark's traffic mix (IPv4/IPv6, refusals, resets of several kinds, timeouts), written to ``path``."""
     import importlib.util
 
-    from whyreset.analysis import AnalysisStream
     from whyreset.ingest.craft import write_pcap_bulk
-    from whyreset.report.jsonout import connection_record
 
     spec = importlib.util.spec_from_file_location("bench_generate", Path(__file__).parents[2] / "bench/generate.py")
     assert spec is not None and spec.loader is not None
     generate = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = generate  # dataclasses look their module up there
     spec.loader.exec_module(generate)
-    frames, ts_ns, _counts = generate.generate(3000, seed=7)
-    path = tmp_path / "mix.pcap"
+    frames, ts_ns, _counts = generate.generate(connections, seed=seed)
     write_pcap_bulk(path, ts_ns, frames)
+    return path
+
+
+def test_stream_matches_analyze_on_a_generated_mix(tmp_path: Path) -> None:
+    """The stream's findings are those of the whole analysis on the benchmark's mix, small chunks or not."""
+    from whyreset.analysis import AnalysisStream
+    from whyreset.report.jsonout import connection_record
+
+    path = _generated_mix(tmp_path / "mix.pcap", 3000)
     stream = AnalysisStream(str(path))
     streamed = {conn.uid: connection_record(conn, finding, source=stream.name) for conn, finding in stream}
     whole = {record["uid"]: record for record in analyze(str(path)).records()}
     assert streamed.keys() == whole.keys()
     assert [uid for uid in whole if streamed[uid] != whole[uid]] == []
+    assert stream.early_diagnoses == 0 and stream.abnormal > 100
+
+
+def test_max_deferred_bounds_the_connections_held(tmp_path: Path) -> None:
+    """Beyond the cap the oldest deferred connection is diagnosed at once: every connection still comes out
+    once, the count of early diagnoses is exact, and a warning tells it."""
+    from whyreset.analysis import AnalysisStream, needs_complete_context
+
+    path = _generated_mix(tmp_path / "mix.pcap", 2000)
+    unbounded = AnalysisStream(str(path))
+    uids = sorted(conn.uid for conn, _ in unbounded)
+    waiting = sum(needs_complete_context(conn) for conn in analyze(str(path), diagnose=False).connections)
+    cap = 50
+    capped = AnalysisStream(str(path), max_deferred=cap)
+    assert sorted(conn.uid for conn, _ in capped) == uids
+    assert capped.early_diagnoses == waiting - cap > 0
+    assert any(f"{waiting - cap} abnormal connection(s)" in warning for warning in capped.warnings)
+    assert capped.status is unbounded.status and capped.connections == unbounded.connections
+    with pytest.raises(ValueError, match="max_deferred"):
+        AnalysisStream(str(path), max_deferred=-1)
+
+
+def test_compacted_connections_keep_their_rows_and_drop_the_chunk(mixed_pcap: Path) -> None:
+    import numpy as np
+
+    from whyreset.analysis import compact_packets, iter_connections
+
+    connections = list(iter_connections(str(mixed_pcap)))
+    before = [
+        ({name: col.copy() for name, col in conn.packets.columns.items()}, conn.from_orig.copy())
+        for conn in connections
+    ]
+    chunk_columns = [conn.packets["frame"] for conn in connections]
+    compacted = compact_packets(connections)
+    assert compacted is connections
+    for conn, (columns, from_orig), old_frames in zip(connections, before, chunk_columns, strict=True):
+        assert len(conn.packets) == len(from_orig)
+        assert set(conn.packets.columns) == set(columns)
+        for name, column in columns.items():
+            assert np.array_equal(conn.packets[name], column), name
+        assert np.array_equal(conn.from_orig, from_orig)
+        assert not np.shares_memory(conn.packets["frame"], old_frames)  # no view of the tracker's chunk left
+    assert compact_packets([]) == []
 
 
 def test_progress_bar_draws_on_a_terminal(mixed_pcap: Path) -> None:
@@ -144,3 +193,42 @@ def test_progress_bar_draws_on_a_terminal(mixed_pcap: Path) -> None:
     assert mixed_pcap.name in screen.getvalue()
     with _progress_for(str(mixed_pcap), console, enabled=False) as on_progress:
         assert on_progress is None
+
+
+def _rss_file_kb() -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("RssFile:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def test_reading_a_mapped_capture_gives_its_pages_back(tmp_path: Path) -> None:
+    """The reader maps the file; the pages behind the read position leave the process's resident memory, so
+    reading a 64 MB capture never holds much more than one release step of it."""
+    from whyreset.ingest import craft, iter_capture
+    from whyreset.ingest.source import RELEASE_STEP
+
+    if _rss_file_kb() is None:
+        pytest.skip("no RssFile in /proc/self/status (not Linux)")
+    packet = craft.frame(
+        craft.LINKTYPE_ETHERNET,
+        craft.tcp_packet("10.9.0.1", "10.9.0.2", 40000, 80, seq=1, ack=1, flags="PA", payload=b"x" * 1400),
+    )
+    size_mb = 64
+    count = size_mb * 1024 * 1024 // (len(packet) + 16)
+    path = tmp_path / "big.pcap"
+    craft.write_pcap(path, ((1_700_000_000_000_000_000 + i * 1000, packet) for i in range(count)))
+    baseline = _rss_file_kb()
+    assert baseline is not None
+    peak = baseline
+    rows = 0
+    for chunk in iter_capture(str(path), chunk_records=2048):
+        rows += len(chunk.packets)
+        peak = max(peak, _rss_file_kb() or 0)
+    assert rows == count
+    held_mb = (peak - baseline) / 1024
+    assert held_mb < RELEASE_STEP / 2**20 + 8, f"{held_mb:.0f} MB of the {size_mb} MB file stayed resident"

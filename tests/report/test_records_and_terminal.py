@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from report_factories import connection, finding, reset_info
 from rich.console import Console
 
@@ -119,6 +120,27 @@ def test_json_line_is_one_line_and_strict() -> None:
     write_json_line({"a": "x\ny", "b": 1.5}, out)
     assert out.getvalue().count("\n") == 1
     assert json.loads(out.getvalue()) == {"a": "x\ny", "b": 1.5}
+
+
+def test_json_line_encoders_agree(reset_connection: Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """orjson (when installed) and the standard library give the same JSON values, UTF-8, one line each; a value
+    orjson refuses (an integer beyond 64 bits) falls back to the standard library."""
+    from whyreset.report import jsonout
+
+    record = connection_record(reset_connection, finding(reset_connection), source="café.pcap")
+    fast = jsonout.encode_json_line(record)
+    monkeypatch.setattr(jsonout, "orjson", None)
+    slow = jsonout.encode_json_line(record)
+    for line in (fast, slow):
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
+        assert "café".encode() in line  # non-ASCII kept, not escaped
+        assert json.loads(line) == json.loads(slow)
+    monkeypatch.undo()
+    huge = {"n": 2**70}
+    assert json.loads(jsonout.encode_json_line(huge)) == huge
+    out = io.BytesIO()
+    jsonout.write_json_lines([record, huge], out)
+    assert [json.loads(line) for line in out.getvalue().splitlines()] == [json.loads(slow), huge]
 
 
 def test_jsonable_flattens_evidence_data() -> None:
