@@ -802,19 +802,21 @@ class _Details(DeferredDetails):
     def icmp_events(self) -> tuple[Event, ...]:
         return tuple(sorted(self.icmp, key=_event_order))
 
-    def materialise(self) -> dict[str, object]:
+    def materialise(self, name: str) -> dict[str, object]:
+        if name != "events":  # both timelines together: they read the same two columns
+            frame = self.source.frame[self.start : self.stop].tolist()
+            ts = self.source.ts[self.start : self.stop].tolist()
+            return {"orig_states": self._timeline(frame, ts, True), "resp_states": self._timeline(frame, ts, False)}
         rows = _LocalRows(self.source, self.start, self.stop)
-        states = [self._timeline(rows, side) for side in (True, False)]
         events = self._walk_events(rows) + self._bulk_events(rows) + self.icmp
         events.sort(key=_event_order)
-        return {"orig_states": states[0], "resp_states": states[1], "events": tuple(events)}
+        return {"events": tuple(events)}
 
-    def _timeline(self, rows: _LocalRows, side: bool) -> tuple[StateChange, ...]:
-        first = (rows.frame[0], rows.ts[0])
-        line = [_new_state_change(self.initial[0 if side else 1], *first)]
+    def _timeline(self, frame: list[int], ts: list[int], side: bool) -> tuple[StateChange, ...]:
+        line = [_new_state_change(self.initial[0 if side else 1], frame[0], ts[0])]
         for state, mark in self.template.timeline[side]:
             local = self.rows[mark] - self.start
-            line.append(_new_state_change(state, rows.frame[local], rows.ts[local]))
+            line.append(_new_state_change(state, frame[local], ts[local]))
         return tuple(line)
 
     def _walk_events(self, rows: _LocalRows) -> list[Event]:

@@ -273,8 +273,9 @@ class Connection:
 class DeferredDetails:
     """What a builder leaves on a `Connection` to make its detailed fields later (see `Deferred`)."""
 
-    def materialise(self) -> dict[str, object]:
-        """The values of the deferred fields, by field name (called at most once per connection)."""
+    def materialise(self, name: str) -> dict[str, object]:
+        """The value of deferred field ``name``, with any other deferred field made along with it, by field
+        name (each field is asked for at most once per connection)."""
         raise NotImplementedError
 
     def final_state(self, from_orig: bool) -> TcpState:
@@ -319,10 +320,9 @@ class _ResolvingSlot:
             return self
         value = self.slot.__get__(instance, owner)
         if isinstance(value, Deferred):
-            values = value.details.materialise()
-            for name in DEFERRED_FIELDS:
-                if isinstance(_SLOTS[name].__get__(instance, owner), Deferred):
-                    _SLOTS[name].__set__(instance, values[name])
+            values = value.details.materialise(self.name)
+            for name, made in values.items():
+                _SLOTS[name].__set__(instance, made)
             value = values[self.name]
         return value
 
