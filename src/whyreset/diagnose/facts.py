@@ -215,7 +215,8 @@ _new_tuple = tuple.__new__
 """Builds a `Seg` from its values without NamedTuple's Python-level ``__new__`` (one call less per packet)."""
 
 
-def _segments(conn: Connection) -> tuple[Seg, ...]:
+def _segments(conn: Connection) -> tuple[tuple[Seg, ...], tuple[Seg, ...], tuple[Seg, ...]]:
+    """(every segment, the originator's, the responder's), in capture order."""
     # Plain Python ints from each column once: numpy scalars cost a call per field on these tiny tables.
     columns = conn.packets.columns
     flags_col = columns["flags"].tolist()
@@ -238,6 +239,8 @@ def _segments(conn: Connection) -> tuple[Seg, ...]:
     )
     orig, resp = Side.ORIG, Side.RESP
     segs: list[Seg] = []
+    orig_segs: list[Seg] = []
+    resp_segs: list[Seg] = []
     for i, (frame, ts, flags, seq, ack, length, ttl, ip_id, window, is_orig) in enumerate(rows):
         own_base, peer_base = (orig_base, resp_base) if is_orig else (resp_base, orig_base)
         # _unwrap inlined: this loop runs for every packet of every abnormal connection.
@@ -271,8 +274,10 @@ def _segments(conn: Connection) -> tuple[Seg, ...]:
             has_ack,
             rel_seq + length + syn + fin,
         )
-        segs.append(_new_tuple(Seg, values))
-    return tuple(segs)
+        seg = _new_tuple(Seg, values)
+        segs.append(seg)
+        (orig_segs if is_orig else resp_segs).append(seg)
+    return tuple(segs), tuple(orig_segs), tuple(resp_segs)
 
 
 def _side_facts(conn: Connection, side: Side, own: tuple[Seg, ...]) -> SideFacts:
@@ -467,9 +472,9 @@ def _gaps(segs: tuple[Seg, ...]) -> tuple[int, int]:
 
 def compute_facts(conn: Connection) -> Facts:
     """Derive the rules' facts from a connection (pure, no I/O)."""
-    segs = _segments(conn)
-    orig = _side_facts(conn, Side.ORIG, tuple(s for s in segs if s.side is Side.ORIG))
-    resp = _side_facts(conn, Side.RESP, tuple(s for s in segs if s.side is Side.RESP))
+    segs, orig_segs, resp_segs = _segments(conn)
+    orig = _side_facts(conn, Side.ORIG, orig_segs)
+    resp = _side_facts(conn, Side.RESP, resp_segs)
     syn_to_synack, synack_to_ack = _handshake_times(orig, resp)
     rtt: int | None = None
     if syn_to_synack is not None and synack_to_ack is not None:

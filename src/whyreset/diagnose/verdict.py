@@ -99,7 +99,7 @@ def _finding(facts: Facts, vantage: Vantage, candidates: list[Candidate]) -> Fin
         for c in candidates[1:]
         if c.score >= MIN_ALTERNATIVE and c.cause is not primary.cause
     )
-    evidence = primary.evidence
+    evidence = primary.evidence_items()
     if conn.orig_inferred_by != "syn":
         evidence = (
             *evidence,

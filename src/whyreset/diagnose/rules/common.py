@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import cast
 
 from whyreset.diagnose.context import DiagnosisContext
@@ -54,11 +55,16 @@ class Candidate:
     """The endpoint that acted; None for the path or when unknown."""
     summary: str
     """One line: who, what, why."""
-    evidence: tuple[EvidenceItem, ...]
+    evidence: tuple[EvidenceItem, ...] | Callable[[], tuple[EvidenceItem, ...]]
+    """The supporting facts, or a function that builds them: only the primary candidate's evidence is shown,
+    so a rule that is usually an alternative may defer writing it (see `evidence_items`)."""
     views: dict[Side, AppView] = field(default_factory=dict)
     """What each application saw."""
     how_to_tell: str = ""
     """What would confirm or refute it (used when it ends up an alternative)."""
+
+    def evidence_items(self) -> tuple[EvidenceItem, ...]:
+        return self.evidence() if callable(self.evidence) else self.evidence
 
 
 Rule = Callable[[Facts, DiagnosisContext, Vantage], "Candidate | None"]
@@ -221,7 +227,12 @@ def victim_view_for_reset(reset: ResetFacts, receiver: SideFacts, *, after_sende
 
     ``after_sender_fin``: the RST's sender had sent a FIN before it, so the receiver processed that FIN first
     (same direction, in order) and was in CLOSE_WAIT, whatever a capture-side estimate of its state says."""
-    state = reset.info.receiver_state
+    return _victim_view(reset.info.receiver_state, after_sender_fin)
+
+
+@lru_cache(maxsize=64)
+def _victim_view(state: TcpState, after_sender_fin: bool) -> AppView:
+    """The view depends only on the receiver's state: one shared (immutable) value per state."""
     if after_sender_fin and state in (TcpState.ESTABLISHED, TcpState.UNKNOWN):
         state = TcpState.CLOSE_WAIT
     errno = errno_for_reset(state)

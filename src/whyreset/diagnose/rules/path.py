@@ -58,49 +58,53 @@ def peer_lost_state(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | 
     if not f.conn.established and not from_scratch:
         return None
     check = forgery(f, ctx, v, reset)
-    score = 0.35
-    evidence: list[EvidenceItem] = [describe_rst(f, reset)]
-    if (item := describe_trigger(f, reset)) is not None:
-        evidence.append(item)
-    if reset.answers_trigger and not reset.seg.has_ack:
-        score += 0.3
-        evidence.append(
-            EvidenceItem(
-                "a reply reset with no ACK bit: the answer of a stack that had no socket for "
-                "this 4-tuple (RFC 9293 3.10.7.1), not of a live socket"
-            )
-        )
-    elif reset.answers_trigger:
-        score += 0.15
-    if is_idle_gap(f, reset.idle_before_ns):
+    reply_without_ack = reset.answers_trigger and not reset.seg.has_ack
+    idle = is_idle_gap(f, reset.idle_before_ns)
+    score = 0.35 + (0.3 if reply_without_ack else 0.15 if reset.answers_trigger else 0.0)
+    if idle:
         score += 0.1
-        evidence.append(
-            EvidenceItem(
-                f"the connection had been idle {ms(reset.idle_before_ns)} before: time for "
-                "the peer to restart, fail over or lose its NAT entry"
-            )
-        )
     if trigger.length:
         score += 0.05
-    if from_scratch:
-        evidence.append(
-            seg_item(
-                f,
-                trigger,
-                "the capture starts with this ordinary segment of an established connection (ACK, no SYN), "
-                "and the RST answers it at once: the RST's sender held no socket for the 4-tuple any more "
-                "(a capture on a host that had rebooted or lost the connection looks exactly like this)",
-            )
-        )
     sender_quiet = all(s.index < trigger.index or s.rst for s in f.side(reset.seg.side).segs)
     if not sender_quiet:
         score -= 0.2
-    evidence.extend(check.consistent)
     score -= check.score * 0.8
     if from_scratch:
         # Whether the sender lost the connection or never had it (a stray or crafted segment: invalid_segment)
         # is not in this capture; stay close to that reading.
         score = min(score, 0.55)
+
+    def evidence() -> tuple[EvidenceItem, ...]:
+        # Written only if this cause is the finding's primary one (usually it is an alternative).
+        items = [describe_rst(f, reset)]
+        if (item := describe_trigger(f, reset)) is not None:
+            items.append(item)
+        if reply_without_ack:
+            items.append(
+                EvidenceItem(
+                    "a reply reset with no ACK bit: the answer of a stack that had no socket for "
+                    "this 4-tuple (RFC 9293 3.10.7.1), not of a live socket"
+                )
+            )
+        if idle:
+            items.append(
+                EvidenceItem(
+                    f"the connection had been idle {ms(reset.idle_before_ns)} before: time for "
+                    "the peer to restart, fail over or lose its NAT entry"
+                )
+            )
+        if from_scratch:
+            items.append(
+                seg_item(
+                    f,
+                    trigger,
+                    "the capture starts with this ordinary segment of an established connection (ACK, no SYN), "
+                    "and the RST answers it at once: the RST's sender held no socket for the 4-tuple any more "
+                    "(a capture on a host that had rebooted or lost the connection looks exactly like this)",
+                )
+            )
+        return (*items, *check.consistent)
+
     sender = reset.seg.side
     summary = (
         f"{who(f, sender)} no longer knew the connection (process or host restarted, VIP moved or NAT "
@@ -111,13 +115,16 @@ def peer_lost_state(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | 
         clamp(score),
         sender,
         summary,
-        tuple(evidence),
+        evidence,
         {
             sender.other: victim_view_for_reset(reset, f.side(sender.other)),
-            sender: AppView(None, None, "nothing: the process or host that owned the connection was gone"),
+            sender: LOST_STATE_VIEW,
         },
         how_to_tell_sender(v, sender) + "; uptime / restarts of the peer at that time",
     )
+
+
+LOST_STATE_VIEW = AppView(None, None, "nothing: the process or host that owned the connection was gone")
 
 
 def middlebox_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
