@@ -410,7 +410,7 @@ def build_connection(
 def _zeek_summary(batch: Batch, conn: int, start: int, stop: int, first_from_orig: bool) -> ZeekSummary:
     """Zeek's fields: from the batch's precomputed facts alone, unless some row may give a W or T letter."""
     index = batch.index
-    keys = (2 * conn, 2 * conn + 1)
+    key = 2 * conn
     fed = index.zeek_fed[conn]
     lo, hi = index.zeek_fed.span(conn)
 
@@ -418,27 +418,35 @@ def _zeek_summary(batch: Batch, conn: int, start: int, stop: int, first_from_ori
         fo, flags, rel_seq, payload = batch.fo_list, batch.flags_list, batch.rel_seq_list, batch.payload_list
         return [(row - start, fo[row], flags[row], rel_seq[row], payload[row]) for row in fed]
 
-    plain_letters: list[tuple[int, int, str]] = []
-    for key, upper in zip(keys, (True, False), strict=True):
-        for rows, letter in ((index.zeek_plain_data_row, "D"), (index.zeek_plain_ack_row, "A")):
-            if rows[key] >= 0:
-                plain_letters.append((rows[key] - start, 0, letter if upper else letter.lower()))
+    letters: list[tuple[int, int, str]] = []
+    for side_key, data_letter, ack_letter in ((key, "D", "A"), (key + 1, "d", "a")):
+        if (row := index.zeek_plain_data_row[side_key]) >= 0:
+            letters.append((row - start, 0, data_letter))
+        if (row := index.zeek_plain_ack_row[side_key]) >= 0:
+            letters.append((row - start, 0, ack_letter))
+    own_last = (index.zeek_own_last[key], index.zeek_own_last[key + 1])
+    peer_acked = (index.zeek_peer_acked[key], index.zeek_peer_acked[key + 1])
+    gap_orig = _local_row(batch.first_gap_list[key], start)
+    gap_resp = _local_row(batch.first_gap_list[key + 1], start)
+    missed = batch.holes_missed_list[key] + batch.holes_missed_list[key + 1]
+    shape = index.zeek_shapes[lo:hi]
+    if not index.zeek_bulk_candidates[conn]:
+        if gap_orig >= 0:
+            letters.append((gap_orig, 3, "G"))
+        if gap_resp >= 0:
+            letters.append((gap_resp, 3, "g"))
+        fed_rows = [row - start for row in fed]
+        return summarise_plain(shape, load_fed, fed_rows, letters, own_last, peer_acked, not first_from_orig, missed)
+    window = slice(start, stop)
     shortcut = _new_shortcut(
         fed_rows=[row - start for row in fed],
-        shape=index.zeek_shapes[lo:hi],
+        shape=shape,
         load_fed=load_fed,
-        plain_letters=plain_letters,
-        bulk_candidates=index.zeek_bulk_candidates[conn],
-        own_last=(index.zeek_own_last[keys[0]], index.zeek_own_last[keys[1]]),
-        peer_acked=(index.zeek_peer_acked[keys[0]], index.zeek_peer_acked[keys[1]]),
+        plain_letters=letters,
+        bulk_candidates=True,
+        own_last=own_last,
+        peer_acked=peer_acked,
     )
-    gap_orig = _local_row(batch.first_gap_list[keys[0]], start)
-    gap_resp = _local_row(batch.first_gap_list[keys[1]], start)
-    missed = batch.holes_missed_list[keys[0]] + batch.holes_missed_list[keys[1]]
-    if not shortcut.bulk_candidates:
-        gaps = ([(gap_orig, 3, "G")] if gap_orig >= 0 else []) + ([(gap_resp, 3, "g")] if gap_resp >= 0 else [])
-        return summarise_plain(shortcut, not first_from_orig, gaps, missed)
-    window = slice(start, stop)
     return summarise(
         ZeekRows(
             flags=batch.flags[window],

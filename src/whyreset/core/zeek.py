@@ -376,21 +376,28 @@ _LETTER_ORDER = operator.itemgetter(0, 1)
 
 
 def summarise_plain(
-    shortcut: ZeekShortcut, flipped: bool, gap_letters: list[tuple[int, int, str]], missed_bytes: int
+    shape: bytes,
+    load_fed: Callable[[], Sequence[tuple[int, bool, int, int, int]]],
+    fed_rows: list[int],
+    other_letters: list[tuple[int, int, str]],
+    own_last: tuple[int, int],
+    peer_acked: tuple[int, int],
+    flipped: bool,
+    missed_bytes: int,
 ) -> ZeekSummary:
-    """`summarise` for a connection without bulk letters (``not shortcut.bulk_candidates``): no row arrays.
+    """`summarise` for a connection no W or T letter can come from: no row arrays, only what the batch found.
 
-    ``gap_letters`` are the G/g letters (`_gap_letters`).
+    ``shape``, ``load_fed``, ``fed_rows``, ``own_last`` and ``peer_acked`` are as in `ZeekShortcut`;
+    ``other_letters`` holds the D/A and G/g letters.
     """
-    fed_rows = shortcut.fed_rows
-    run = emulate_shape(shortcut.shape, shortcut.load_fed)
+    run = emulate_shape(shape, load_fed)
+    # Emulator letters first: the sort is stable, so (row, order) ties keep the emulator's letter ahead.
     letters = [(fed_rows[position], order, code) for position, order, code in run.letters]
-    letters += shortcut.plain_letters
-    letters += gap_letters
+    letters += other_letters
     letters.sort(key=_LETTER_ORDER)
     history = ("^" if flipped else "") + "".join([code for _, _, code in letters])
-    orig_size = size_from(shortcut.own_last[0], shortcut.peer_acked[0], run.orig)
-    resp_size = size_from(shortcut.own_last[1], shortcut.peer_acked[1], run.resp)
+    orig_size = size_from(own_last[0], peer_acked[0], run.orig)
+    resp_size = size_from(own_last[1], peer_acked[1], run.resp)
     return _new_summary(
         conn_state=conn_state(run.orig.state, run.resp.state, orig_size, resp_size, history),
         history=history,
@@ -406,7 +413,16 @@ def summarise(rows: ZeekRows) -> ZeekSummary:
     """Run the emulator over the state-changing rows and merge in the bulk letters."""
     shortcut = rows.shortcut
     if shortcut is not None and not shortcut.bulk_candidates:
-        return summarise_plain(shortcut, rows.flipped, _gap_letters(rows), rows.missed_bytes)
+        return summarise_plain(
+            shortcut.shape,
+            shortcut.load_fed,
+            shortcut.fed_rows,
+            shortcut.plain_letters + _gap_letters(rows),
+            shortcut.own_last,
+            shortcut.peer_acked,
+            rows.flipped,
+            rows.missed_bytes,
+        )
     flags = rows.flags.astype(np.int64)
     n = len(flags)
     if shortcut is not None:
