@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from report_factories import T0, connection, finding
 
 from whyreset.core.connection import Connection
@@ -246,3 +248,24 @@ def test_writer_streams_rows(reset_connection: Connection) -> None:
     writer.write(conn_row(reset_connection))
     writer.close(OPEN_TIME)
     assert len(read_zeek_tsv(out.getvalue(), "conn")) == 1
+
+
+_ZEEK_TEXT = (
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E))  # the fast path's domain
+    | st.text(alphabet=st.characters(max_codepoint=0x2FF) | st.sampled_from("\\,\udc80\udcff\ud800é\x7f"))
+    | st.sampled_from(["-", "(empty)", "", ",", "\\"])
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ZEEK_TEXT, st.booleans())
+def test_plain_text_shortcut_escapes_as_the_character_walk(value: str, in_set: bool) -> None:
+    """The fast path for plain ASCII must give what Zeek's character-by-character escaping gives."""
+    from whyreset.report.zeek import EMPTY_FIELD, UNSET_FIELD, _escape_char, _hex
+
+    walked = "".join(_escape_char(char, in_set) for char in value)
+    if value == "":
+        walked = EMPTY_FIELD
+    elif value in (UNSET_FIELD, EMPTY_FIELD):
+        walked = _hex(ord(value[0])) + walked[1:]
+    assert escape_string(value, in_set=in_set) == walked

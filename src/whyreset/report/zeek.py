@@ -23,17 +23,18 @@ Rules mirrored from Zeek:
 
 from __future__ import annotations
 
-import json
+import functools
 import os
+import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
 from whyreset.core.connection import Connection
 from whyreset.diagnose.finding import Finding
 from whyreset.ids import Side
-from whyreset.report.jsonout import is_abnormal, ns_to_epoch, payload_secrets, redact_payload
+from whyreset.report.jsonout import encode_json_line, is_abnormal, ns_to_epoch, payload_secrets, redact_payload
 
 SEPARATOR = "\t"
 SET_SEPARATOR = ","
@@ -114,10 +115,18 @@ Row = dict[str, Any]
 # --- value rendering (Zeek's ASCII formatter) ---------------------------------------------------------------
 
 
+_PLAIN_TEXT = re.compile(r"[\x20-\x5b\x5d-\x7e]*")
+"""Printable ASCII but the backslash: nothing to escape (most values: addresses, uids, states, summaries)."""
+_PLAIN_SET_ITEM = re.compile(r"[\x20-\x2b\x2d-\x5b\x5d-\x7e]*")
+"""The same without the set separator (``,``), for items of sets and vectors."""
+
+
 def escape_string(value: str, *, in_set: bool = False) -> str:
     """Escape a string value as Zeek's ASCII writer does (UTF-8 mode)."""
     if value == "":
         return EMPTY_FIELD
+    if (_PLAIN_SET_ITEM if in_set else _PLAIN_TEXT).fullmatch(value) and value not in (UNSET_FIELD, EMPTY_FIELD):
+        return value  # the common case, without the character walk below
     escaped = "".join(_escape_char(char, in_set) for char in value)
     if value in (UNSET_FIELD, EMPTY_FIELD):
         # Reserved words are made unambiguous by escaping their first character.
@@ -157,27 +166,51 @@ def format_double(value: float) -> str:
 
 def format_value(value: Any, type_: str) -> str:
     """One TSV cell."""
+    return cell_formatter(type_)(value)
+
+
+CellFormatter = Callable[[Any], str]
+
+
+@functools.cache
+def cell_formatter(type_: str) -> CellFormatter:
+    """The function that writes the cells of a Zeek type (chosen once per column, not per cell)."""
+    if type_ in ("time", "interval"):
+        return lambda value: UNSET_FIELD if value is None else format_time(float(value))
+    if type_ == "double":
+        return lambda value: UNSET_FIELD if value is None else format_double(float(value))
+    if type_ == "bool":
+        return lambda value: UNSET_FIELD if value is None else ("T" if value else "F")
+    if type_ in ("count", "int", "port"):
+        return lambda value: UNSET_FIELD if value is None else str(int(value))
+    if type_.startswith(("set[", "vector[")):
+        return _format_container
+    return lambda value: UNSET_FIELD if value is None else escape_string(str(value))
+
+
+def _format_container(value: Any) -> str:
     if value is None:
         return UNSET_FIELD
-    if type_ in ("time", "interval"):
-        return format_time(float(value))
-    if type_ == "double":
-        return format_double(float(value))
-    if type_ == "bool":
-        return "T" if value else "F"
-    if type_ in ("count", "int", "port"):
-        return str(int(value))
-    if type_.startswith(("set[", "vector[")):
-        items = list(value)
-        if not items:
-            return EMPTY_FIELD
-        return SET_SEPARATOR.join(escape_string(str(item), in_set=True) for item in items)
-    return escape_string(str(value))
+    items = list(value)
+    if not items:
+        return EMPTY_FIELD
+    return SET_SEPARATOR.join(escape_string(str(item), in_set=True) for item in items)
+
+
+def row_formatters(fields: Sequence[LogField]) -> tuple[tuple[str, CellFormatter], ...]:
+    """(field name, cell formatter) per column, for `format_row`."""
+    return tuple((f.name, cell_formatter(f.type)) for f in fields)
 
 
 def format_row(row: Row, fields: Sequence[LogField]) -> str:
     """One log line (without the newline)."""
-    line = SEPARATOR.join(format_value(row.get(f.name), f.type) for f in fields)
+    return format_cells(row, row_formatters(fields))
+
+
+def format_cells(row: Row, columns: Sequence[tuple[str, CellFormatter]]) -> str:
+    """`format_row` with the columns' formatters chosen beforehand (a writer chooses them once)."""
+    get = row.get
+    line = SEPARATOR.join(cell(get(name)) for name, cell in columns)
     if line.startswith(META_PREFIX):
         line = _hex(ord(META_PREFIX)) + line[1:]
     return line
@@ -282,6 +315,7 @@ class ZeekLogWriter:
     ) -> None:
         self._out = out
         self._fields = tuple(fields)
+        self._columns = row_formatters(self._fields)
         self._use_json = use_json
         if not use_json:  # Zeek's JSON mode implicitly turns the meta header off
             for line in header_lines(path, self._fields, open_time):
@@ -289,10 +323,9 @@ class ZeekLogWriter:
 
     def write(self, row: Row) -> None:
         if self._use_json:
-            self._out.write(json.dumps(json_row(row, self._fields), ensure_ascii=False, separators=(",", ":")))
+            self._out.write(encode_json_line(json_row(row, self._fields)).decode())  # ends with its newline
         else:
-            self._out.write(format_row(row, self._fields))
-        self._out.write("\n")
+            self._out.write(format_cells(row, self._columns) + "\n")
 
     def close(self, close_time: float | None = None) -> None:
         if not self._use_json:
