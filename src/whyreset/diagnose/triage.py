@@ -5,8 +5,9 @@ idle period...) and returns None otherwise. Evaluating all of them on every abno
 the diagnosis on rules that were never going to match. `can_apply` restates, per cause, a *necessary* condition
 of its rule's own early returns, read from facts the rules already share; the verdict runs only the rules whose
 condition holds. A condition here may let through a rule that then declines (it only has to be cheap), but it
-must never reject one that would have proposed its cause: tests/diagnose/test_triage.py runs every rule on the
-lab corpus, the seeds and a generated capture and checks that each candidate's rule was selected.
+must never reject one that would have proposed its cause: every diagnosis made by tests/diagnose (scripted paths,
+seeds, the lab corpus, random tables; conftest.py) and a generated capture of every bench template
+(test_speed.py) is re-ranked with all the rules and must give the same candidates.
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ from typing import TypeVar
 
 from whyreset.diagnose.context import DiagnosisContext
 from whyreset.diagnose.facts import Facts
+from whyreset.diagnose.rules.timeout import PROBE_MIN_INTERVAL_NS
 from whyreset.ids import CauseId, Side
-
-PROBE_MIN_GAP_NS = 500_000_000
-"""A keep-alive probe follows at least this much silence (timeout.PROBE_MIN_INTERVAL_NS)."""
 
 Condition = Callable[[Facts, DiagnosisContext], bool]
 T = TypeVar("T")
@@ -107,7 +106,7 @@ def _replied_reset(f: Facts, ctx: DiagnosisContext) -> bool:
 
 
 def _idle_probe(f: Facts, ctx: DiagnosisContext) -> bool:
-    return f.max_gap_ns >= PROBE_MIN_GAP_NS
+    return f.max_gap_ns >= PROBE_MIN_INTERVAL_NS
 
 
 def _retransmitted(f: Facts, ctx: DiagnosisContext) -> bool:
