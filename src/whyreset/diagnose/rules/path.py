@@ -71,8 +71,8 @@ def peer_lost_state(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | 
     score -= check.score * 0.8
     if from_scratch:
         # Whether the sender lost the connection or never had it (a stray or crafted segment: invalid_segment)
-        # is not in this capture; stay close to that reading.
-        score = min(score, 0.55)
+        # is not in this capture: stay just below that reading, which names the segment as what went wrong.
+        score = min(score, 0.45)
 
     def evidence() -> tuple[EvidenceItem, ...]:
         # Written only if this cause is the finding's primary one (usually it is an alternative).
