@@ -4,6 +4,7 @@ Each tool runs end to end as a user would run it (start-up included), under ``/u
 time and the peak resident memory:
 
     whyreset analyze --json F > /dev/null
+    whyreset analyze --json --max-deferred 0 F > /dev/null   (nothing held back: the memory floor)
     tshark -q -z conv,tcp -r F > /dev/null
     tcptrace -n -l F > /dev/null
 
@@ -92,6 +93,7 @@ def run_all(capture: Path, repeat: int) -> list[Measure]:
     whyreset = [*whyreset_command(), "analyze", "--json"]
     tools: list[tuple[str, list[str]]] = [
         ("whyreset", [*whyreset, str(capture)]),
+        ("whyreset --max-deferred 0", [*whyreset, "--max-deferred", "0", str(capture)]),
         ("whyreset reader only", [sys.executable, "-c", READER_ONLY, str(capture)]),
     ]
     if shutil.which("tshark"):
@@ -102,7 +104,7 @@ def run_all(capture: Path, repeat: int) -> list[Measure]:
     for _ in range(repeat):
         for tool, argv in tools:
             result = measure(tool, argv)
-            print(f"  {tool:16} {result.seconds:8.2f} s  {result.peak_mb:8.1f} MB  exit {result.exit_status}")
+            print(f"  {tool:26} {result.seconds:8.2f} s  {result.peak_mb:8.1f} MB  exit {result.exit_status}")
             if tool not in best or result.seconds < best[tool].seconds:
                 best[tool] = result
     return list(best.values())
@@ -144,16 +146,16 @@ def markdown(capture: Path, packets: int, measures: list[Measure]) -> str:
 
 
 def profile(capture: Path, top: int = 30) -> str:
-    """cProfile of the pipeline in this process (reading, tracking, diagnosing, building JSON records)."""
-    from whyreset.analysis import analyze
-    from whyreset.report.jsonout import write_json_line
+    """cProfile of the pipeline in this process, as ``whyreset analyze --json`` runs it (one pass, JSON lines)."""
+    from whyreset.analysis import AnalysisStream
+    from whyreset.report.jsonout import connection_record, encode_json_line
 
     profiler = cProfile.Profile()
     profiler.enable()
-    analysis = analyze(str(capture))
-    with open(os.devnull, "w") as devnull:
-        for record in analysis.records():
-            write_json_line(record, devnull)
+    stream = AnalysisStream(str(capture))
+    with open(os.devnull, "wb") as devnull:
+        for connection, finding in stream:
+            devnull.write(encode_json_line(connection_record(connection, finding, source=stream.name)))
     profiler.disable()
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
