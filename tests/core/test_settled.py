@@ -231,3 +231,20 @@ def test_ip_bytes_are_the_wire_ip_lengths(tmp_path: Path) -> None:
     (c,) = build_connections(read_capture(str(path)).packets)
     assert c.orig.ip_bytes == sum(len(p) for from_client, p in packets if from_client)
     assert c.resp.ip_bytes == sum(len(p) for from_client, p in packets if not from_client)
+
+
+# -- the packed marks of connections without RST
+
+
+def test_packed_marks_round_trip() -> None:
+    import itertools
+
+    from whyreset.core.walk import Mark, mark_code, marks_from_codes
+    from whyreset.model import FIN
+
+    for side, flags, syn_proof, fin_proof, reply in itertools.product(
+        (True, False), (SYN, SYN | ACK, ACK, FIN | ACK, FIN), (True, False), (True, False), (True, False)
+    ):
+        code = mark_code(side, flags, syn_proof, fin_proof, reply)
+        assert 0 <= code < 256
+        assert marks_from_codes(bytes([code])) == [Mark(side, flags, syn_proof, fin_proof, False, None, reply)]

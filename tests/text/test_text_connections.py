@@ -109,6 +109,11 @@ def test_rich_text_gives_the_same_connections(name: str) -> None:
 def test_plain_text_gives_the_same_verdicts(name: str) -> None:
     for binary, text in _pairs(name, "-nn"):
         for field in VERDICT_FIELDS:
+            if field == "outcome" and binary.icmp_errors and not text.icmp_errors:
+                # Without -v the text cannot tie an ICMP error to its connection (no quoted source port): the
+                # SYN the error answered looks unanswered.
+                assert (str(binary.outcome), str(text.outcome)) == ("not_established", "timeout")
+                continue
             assert getattr(text, field) == getattr(binary, field), (binary.index, field)
         assert len(text.resets) == len(binary.resets)
         for binary_reset, text_reset in zip(binary.resets, text.resets, strict=True):

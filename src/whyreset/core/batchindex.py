@@ -59,6 +59,11 @@ class RowsByConnection:
         """Where that connection's rows sit in the flat list of all rows."""
         return self._bounds[conn], self._bounds[conn + 1]
 
+    @property
+    def flat(self) -> list[int]:
+        """Every connection's rows, one after the other (`span` gives each connection's place)."""
+        return self._rows
+
 
 def rows_by_connection(mask: Array, conn: IntArray, count: int) -> RowsByConnection:
     """The rows where ``mask`` holds, split per connection (rows are in connection order already)."""

@@ -46,7 +46,19 @@ from whyreset.core.connection import (
 from whyreset.core.demux import INFERRED_BY, Demux
 from whyreset.core.seqmath import IntArray, group_ids
 from whyreset.core.slots import slot_builder
-from whyreset.core.walk import ACCEPTED, Mark, RstFacts, WalkTemplate, walk
+from whyreset.core.walk import (
+    ACCEPTED,
+    MARK_FROM_ORIG,
+    MARK_PROVES_FIN,
+    MARK_PROVES_SYN,
+    MARK_SYN_REPLY,
+    Mark,
+    RstFacts,
+    WalkTemplate,
+    marks_from_codes,
+    walk,
+    walk_coded,
+)
 from whyreset.core.zeek import (
     ZeekRows,
     ZeekShortcut,
@@ -202,6 +214,7 @@ class Batch:
         self.first_gap_list: list[int] = analysis.first_gap_ack_row.tolist()
         self.isn_list: list[int] = analysis.isn_abs.tolist()
         self.direction_rows = self._direction_rows()
+        self._mark_codes(analysis)
         self.holes_missed_list: list[int] = analysis.holes_missed.tolist()
         index = self.index
         self.source = LazySource(
@@ -241,6 +254,51 @@ class Batch:
         for key, frame in zip(self.index.key[rst_rows].tolist(), self.frame[rst_rows].tolist(), strict=True):
             by_key.setdefault(key, []).append(frame)
         self.rst_frames: dict[int, tuple[int, ...]] = {key: tuple(frames) for key, frames in by_key.items()}
+
+    def _mark_codes(self, analysis: BatchAnalysis) -> None:
+        """`walk.mark_code` of every control row, and the row of each pure SYN's prompt pure-ACK reply (a
+        challenge ACK if the SYN reached a synchronised endpoint), for the whole batch at once.
+
+        Connections with an RST (whose marks need the RFC 5961 numbers) or a mid-stream both-ways row take the
+        per-row path of `_Walk.run` instead (`coded_walk`).
+        """
+        index = self.index
+        count = len(analysis.starts)
+        control = np.asarray(index.control.flat, np.int64)
+        flags = self.flags[control]
+        fo = self.fo[control]
+        key = index.key[control]
+        proves_syn = np.asarray(index.syn_proof_row, np.int64)[key] == control
+        proves_fin = np.asarray(index.fin_proof_row, np.int64)[key] == control
+        reply = np.full(len(control), -1, np.int64)
+        pure_syn = np.flatnonzero((flags & (SYN | ACK | RST)) == SYN)
+        for receiver in (True, False):
+            asking = pure_syn[fo[pure_syn] != receiver]
+            own_rows = np.flatnonzero(self.fo == receiver)
+            if not len(asking) or not len(own_rows):
+                continue
+            at = np.searchsorted(own_rows, control[asking], side="right")
+            found = at < len(own_rows)
+            nxt = own_rows[np.minimum(at, len(own_rows) - 1)]
+            found &= index.conn[nxt] == index.conn[control[asking]]
+            found &= (self.flags[nxt] & (SYN | FIN | RST | ACK)) == ACK
+            found &= self.payload[nxt] == 0
+            found &= (
+                self.ts[nxt].astype(np.int64) - self.ts[control[asking]].astype(np.int64) <= CHALLENGE_ACK_WINDOW_NS
+            )
+            reply[asking[found]] = nxt[found]
+        codes = (
+            (flags & (FIN | SYN | RST))
+            | ((flags & ACK) >> 1)
+            | np.where(fo, MARK_FROM_ORIG, 0)
+            | np.where(proves_syn, MARK_PROVES_SYN, 0)
+            | np.where(proves_fin, MARK_PROVES_FIN, 0)
+            | np.where(reply >= 0, MARK_SYN_REPLY, 0)
+        )
+        self.mark_codes: bytes = codes.astype(np.uint8).tobytes()
+        self.syn_reply_rows: list[int] = reply.tolist()
+        has_rst = np.bincount(index.conn[(self.flags & RST) != 0], minlength=count) > 0
+        self.coded_walk: list[bool] = (~has_rst).tolist()
 
     def _direction_rows(self) -> list[tuple[Any, ...]]:
         """Every direction key's `DirectionStats` fields, in field order, for the whole batch at once (the
@@ -529,10 +587,33 @@ class _Walk:
     def run(self) -> WalkTemplate:
         """Walk the control rows (memoised by shape); the template is stamped later, when read."""
         batch = self.batch
+        self.rows = batch.index.control[self.conn]  # sorted, and holding the SYN and FIN proofs
+        codes = b""
+        if batch.coded_walk[self.conn] and self.both_ways_row < 0:
+            lo, hi = batch.index.control.span(self.conn)
+            codes = batch.mark_codes[lo:hi]
+            template = walk_coded(self.initial[True], self.initial[False], codes)
+            for position, reply in enumerate(batch.syn_reply_rows[lo:hi]):
+                if reply >= 0:
+                    self.replies[position] = reply
+            marks = None
+        else:
+            marks = self._marks()
+            template = walk(self.initial[True], self.initial[False], tuple(marks))
+        for side in (True, False):
+            if template.timeline[side] and template.timeline[side][-1][0] is TcpState.SYN_RECEIVED:
+                marks = marks if marks is not None else marks_from_codes(codes)
+                template = self._settle_syn_received(side, marks, template)
+        self._resolve(template)
+        return template
+
+    def _marks(self) -> list[Mark]:
+        """The marks of the control rows, one by one (connections with an RST or a both-ways row)."""
+        batch = self.batch
         index = batch.index
         syn_proofs = {index.syn_proof_row[self.keys[side]] for side in (True, False)}
         fin_proofs = {index.fin_proof_row[self.keys[side]] for side in (True, False)}
-        self.rows = rows = index.control[self.conn]  # sorted, and holding the SYN and FIN proofs
+        rows = self.rows
         if self.both_ways_row >= 0 and self.both_ways_row not in rows:
             bisect.insort(rows, self.both_ways_row)
         flags_list, fo_list = batch.flags_list, batch.fo_list
@@ -549,12 +630,7 @@ class _Walk:
                     syn_reply = True
             proofs = (row in syn_proofs, row in fin_proofs, row == self.both_ways_row)
             marks.append(Mark(side, flags, *proofs, facts, syn_reply))
-        template = walk(self.initial[True], self.initial[False], tuple(marks))
-        for side in (True, False):
-            if template.timeline[side] and template.timeline[side][-1][0] is TcpState.SYN_RECEIVED:
-                template = self._settle_syn_received(side, marks, template)
-        self._resolve(template)
-        return template
+        return marks
 
     def _settle_syn_received(self, side: bool, marks: list[Mark], template: WalkTemplate) -> WalkTemplate:
         """``side`` ends in SYN_RECEIVED: its SYN-ACK was retransmitted after the peer's handshake ACK, so that

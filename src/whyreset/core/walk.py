@@ -110,6 +110,57 @@ def walk(initial_orig: TcpState, initial_resp: TcpState, marks: tuple[Mark, ...]
     return template
 
 
+_CODED: dict[tuple[TcpState, TcpState, bytes], WalkTemplate] = {}
+
+MARK_FROM_ORIG = 0x10
+MARK_PROVES_SYN = 0x20
+MARK_PROVES_FIN = 0x40
+MARK_SYN_REPLY = 0x80
+
+
+def mark_code(from_orig: bool, flags: int, proves_syn: bool, proves_fin: bool, syn_reply: bool) -> int:
+    """A `Mark` without RST facts, both-ways or accepts flag, in one byte (`walk_coded`'s memo key).
+
+    Bits: FIN 0x1, SYN 0x2, RST 0x4 (always clear here), ACK 0x8, then the constants above.
+    """
+    return (
+        (flags & (FIN | SYN | RST))
+        | ((flags & ACK) >> 1)
+        | (MARK_FROM_ORIG if from_orig else 0)
+        | (MARK_PROVES_SYN if proves_syn else 0)
+        | (MARK_PROVES_FIN if proves_fin else 0)
+        | (MARK_SYN_REPLY if syn_reply else 0)
+    )
+
+
+def marks_from_codes(codes: bytes) -> list[Mark]:
+    """The `Mark`s that `mark_code` packed."""
+    return [
+        Mark(
+            bool(code & MARK_FROM_ORIG),
+            (code & (FIN | SYN | RST)) | ((code & 0x08) << 1),
+            bool(code & MARK_PROVES_SYN),
+            bool(code & MARK_PROVES_FIN),
+            False,
+            None,
+            bool(code & MARK_SYN_REPLY),
+        )
+        for code in codes
+    ]
+
+
+def walk_coded(initial_orig: TcpState, initial_resp: TcpState, codes: bytes) -> WalkTemplate:
+    """`walk` for a connection without RST whose marks are packed by `mark_code` (no `Mark` objects made
+    unless the shape is new)."""
+    key = (initial_orig, initial_resp, codes)
+    template = _CODED.get(key)
+    if template is None:
+        if len(_CODED) >= CACHE_LIMIT:
+            _CODED.clear()
+        template = _CODED[key] = walk(initial_orig, initial_resp, tuple(marks_from_codes(codes)))
+    return template
+
+
 class _Simulation:
     def __init__(self, initial_orig: TcpState, initial_resp: TcpState) -> None:
         self.state = {True: initial_orig, False: initial_resp}
