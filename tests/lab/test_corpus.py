@@ -23,7 +23,13 @@ ON_THE_WIRE_AMBIGUOUS = (
     "on the wire this is data acknowledged then an RST with no FIN, exactly like close_with_unread_data: "
     "whether the application had read the data is not visible; the diagnosis should rank the truth's cause"
 )
+FIN_IN_FLIGHT = (
+    "judged on the client's capture, where the server's FIN never appears: the request crossed it on the path, and "
+    "the server's reply RST looks exactly like a lost-state peer's; keepalive_race must be the first alternative "
+    "(the server's capture, checked in tests/diagnose/test_lab_corpus.py, names it)"
+)
 CAUSE_DISAGREEMENTS = {
+    "keepalive_race.crossing": FIN_IN_FLIGHT,
     "abortive_close.linger0": ON_THE_WIRE_AMBIGUOUS,
     "benign_reset.client_abort": ON_THE_WIRE_AMBIGUOUS,
 }

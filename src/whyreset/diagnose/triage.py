@@ -89,6 +89,12 @@ def _reset_after_fin(f: Facts, ctx: DiagnosisContext) -> bool:
     return bool(f.resets) and (f.orig.fin is not None or f.resp.fin is not None)
 
 
+def _reset_after_fin_or_idle_reply(f: Facts, ctx: DiagnosisContext) -> bool:
+    """keepalive_race also reads a reply reset from a server that sent no FIN (its FIN crossed the request)."""
+    reset = f.ending_reset
+    return _reset_after_fin(f, ctx) or (reset is not None and reset.seg.side is Side.RESP and f.conn.established)
+
+
 def _any_fin(f: Facts, ctx: DiagnosisContext) -> bool:
     return f.orig.fin is not None or f.resp.fin is not None
 
@@ -125,7 +131,7 @@ CONDITIONS: dict[CauseId, Condition] = {
     CauseId.ABORTIVE_CLOSE: _ended_by_reset,  # an orphan's abort after its FIN needs no handshake seen
     CauseId.BENIGN_RESET: _ended_by_reset_after_handshake,
     CauseId.DATA_AFTER_CLOSE: _reset_after_fin,
-    CauseId.KEEPALIVE_RACE: _reset_after_fin,
+    CauseId.KEEPALIVE_RACE: _reset_after_fin_or_idle_reply,
     CauseId.CLOSE_WAIT_LEAK: _any_fin,
     CauseId.PEER_LOST_STATE: _ended_by_reset,  # also a reply to the first segment of a capture begun mid-way
     CauseId.MIDDLEBOX_RESET: _any_reset,

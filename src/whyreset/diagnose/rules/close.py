@@ -470,11 +470,9 @@ def data_after_close(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate |
 def keepalive_race(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
     """A server closed an idle keep-alive connection just as the client sent a new request on it."""
     reset = closing_reset(f)
-    if reset is None:
-        return None
-    found = _data_after_fin(f, reset)
-    if found is None:
-        return None
+    found = None if reset is None else _data_after_fin(f, reset)
+    if reset is None or found is None:
+        return _race_with_fin_in_flight(f, ctx, v)
     fin, data = found
     closer, peer = reset.seg.side, reset.seg.side.other
     # The silence before the close: before the FIN, or before the request when that crossed it and was
@@ -522,6 +520,56 @@ def keepalive_race(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
         tuple(evidence),
         views,
         "compare the client's idle timeout with the server's keep-alive timeout: the client's must be shorter",
+    )
+
+
+RACE_IN_FLIGHT_SCORE = 0.45
+"""Below a lost-state peer's reading of the same packets: without the server's side, both explain them."""
+
+
+def _race_with_fin_in_flight(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
+    """The race seen from the client's side when the request crossed the server's FIN in flight.
+
+    The server's idle timeout closed the socket; its FIN was still on the path when the reused connection's
+    request reached the server, whose kernel answered with a reply-shaped RST (TCP_ABORT_ON_DATA). The FIN reaches
+    the client after the RST, or never: this capture shows only idle, request, RST, exactly like a server that lost
+    the connection (peer_lost_state). Only a capture next to the server, or its keep-alive timeout against the idle
+    time here, decides.
+    """
+    reset = f.ending_reset
+    if reset is None or not f.conn.established:
+        return None
+    closer, peer = reset.seg.side, reset.seg.side.other
+    trigger = reset.trigger
+    if closer is not Side.RESP or f.side(closer).fin is not None or not f.side(closer).data:
+        return None  # servers time out keep-alive connections they have already answered on
+    if trigger is None or trigger.rst or not trigger.length or trigger.side is not peer:
+        return None
+    if not (reset.answers_trigger and not reset.seg.has_ack) or not is_idle_gap(f, reset.idle_before_ns):
+        return None
+    score = RACE_IN_FLIGHT_SCORE - forgery(f, ctx, v, reset).score * 0.8
+    evidence = (
+        seg_item(f, trigger, f"request from {who(f, peer)} after {ms(reset.idle_before_ns)} of idle"),
+        describe_rst(f, reset),
+        EvidenceItem(
+            "no FIN from the server in this capture: if its keep-alive timeout had just fired, the FIN was still "
+            "in flight when the request crossed it, and the server's kernel answered the request with this RST"
+        ),
+    )
+    summary = (
+        f"keep-alive race with the FIN in flight: {who(f, closer)} may have timed out the idle connection just as "
+        f"{who(f, peer)} reused it, its FIN crossing the request on the path"
+    )
+    return Candidate(
+        CauseId.KEEPALIVE_RACE,
+        clamp(score),
+        closer,
+        summary,
+        evidence,
+        {peer: _delivery_view(reset, f.side(peer)), closer: SILENT},
+        "a capture next to the server shows whether its FIN left before the request arrived (keep-alive race) or "
+        f"it had no socket at all; compare the idle time here ({ms(reset.idle_before_ns)}) with the server's "
+        "keep-alive timeout",
     )
 
 

@@ -23,7 +23,7 @@ from whyreset.diagnose.rules.common import (
 )
 from whyreset.diagnose.symptoms import AppView
 from whyreset.diagnose.vantage import Vantage
-from whyreset.ids import CauseId
+from whyreset.ids import CauseId, Side
 
 
 def _no_fin_before(f: Facts, reset: ResetFacts) -> bool:
@@ -43,6 +43,9 @@ def _answers_first_segment(reset: ResetFacts) -> bool:
         and reset.answers_trigger
         and not reset.seg.has_ack
     )
+
+
+RACE_LOOKALIKE_PENALTY = 0.15
 
 
 def peer_lost_state(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
@@ -69,6 +72,10 @@ def peer_lost_state(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | 
     if not sender_quiet:
         score -= 0.2
     score -= check.score * 0.8
+    if reply_without_ack and idle and sender_quiet and reset.seg.side is Side.RESP and f.resp.data and trigger.length:
+        # A server whose keep-alive timeout fired as this request crossed its FIN on the path sends the very same
+        # reply reset (keepalive_race): this capture alone cannot prefer a lost state over that.
+        score -= RACE_LOOKALIKE_PENALTY
     if from_scratch:
         # Whether the sender lost the connection or never had it (a stray or crafted segment: invalid_segment)
         # is not in this capture: stay just below that reading, which names the segment as what went wrong.
