@@ -214,6 +214,7 @@ class Batch:
         self.first_gap_list: list[int] = analysis.first_gap_ack_row.tolist()
         self.isn_list: list[int] = analysis.isn_abs.tolist()
         self.direction_rows = self._direction_rows()
+        self._own_ttls: set[int] | None = None
         self._mark_codes(analysis)
         self.holes_missed_list: list[int] = analysis.holes_missed.tolist()
         index = self.index
@@ -254,6 +255,14 @@ class Batch:
         for key, frame in zip(self.index.key[rst_rows].tolist(), self.frame[rst_rows].tolist(), strict=True):
             by_key.setdefault(key, []).append(frame)
         self.rst_frames: dict[int, tuple[int, ...]] = {key: tuple(frames) for key, frames in by_key.items()}
+
+    def own_ttls(self) -> set[int]:
+        """``key * 256 + ttl`` for every TTL a direction's non-RST segments carry (made on first use)."""
+        if self._own_ttls is None:
+            not_rst = (self.flags & RST) == 0
+            codes = self.index.key[not_rst] * 256 + self.table["ttl"][not_rst].astype(np.int64)
+            self._own_ttls = set(np.unique(codes).tolist())
+        return self._own_ttls
 
     def _mark_codes(self, analysis: BatchAnalysis) -> None:
         """`walk.mark_code` of every control row, and the row of each pure SYN's prompt pure-ACK reply (a
@@ -730,10 +739,7 @@ class _Walk:
         one the sender's own (non-RST) packets carry (a forged RST's ack is the forger's guess)."""
         if acceptability not in ACCEPTED:
             return False
-        window = slice(self.start, self.stop)
-        ttl = self.batch.table["ttl"]
-        own = (self.batch.fo[window] == side) & ((self.batch.flags[window] & RST) == 0)
-        return bool((ttl[window][own] == ttl[row]).any())
+        return self.keys[side] * 256 + int(self.batch.table["ttl"][row]) in self.batch.own_ttls()
 
     def _acceptability(self, row: int, side: bool) -> RstAcceptability:
         """RFC 5961 verdict for an RST from ``side`` whose receiver is not in SYN_SENT."""
