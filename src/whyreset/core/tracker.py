@@ -66,6 +66,10 @@ class ConnectionTracker:
         self._icmp: dict[FourTuple, list[IcmpError]] = {}
         self._now_ns: int | None = None
         self._ended_tuples: dict[tuple[int, ...], int] = {}
+        self._ended_kept = 0
+        """Entries left in `_ended_tuples` by its last pruning."""
+        self._horizon: int | None = None
+        """Capture time before which an ended connection no longer marks its 4-tuple as reused."""
         """Canonical 4-tuple -> last timestamp of a connection already emitted on it (to flag port reuse)."""
 
     @property
@@ -162,7 +166,7 @@ class ConnectionTracker:
                 batch,
                 conn,
                 self._index_by_first_frame[frames[conn]],
-                reuse_list[conn] > 0 or four_tuple in self._ended_tuples,
+                reuse_list[conn] > 0 or self._reused(four_tuple),
                 self._icmp_for(table, start_rows[conn], first_list[conn], last_list[conn]),
                 self._rst_payloads,
             )
@@ -213,9 +217,19 @@ class ConnectionTracker:
         errors = self._icmp.get((src, sport, dst, dport), []) + self._icmp.get((dst, dport, src, sport), [])
         return [e for e in errors if first_ts <= e.ts_ns <= last_ts + ICMP_MATCH_SLACK_NS]
 
+    def _reused(self, four_tuple: tuple[int, ...]) -> bool:
+        """A connection emitted earlier ended on this 4-tuple, recently enough to count as reused."""
+        ended = self._ended_tuples.get(four_tuple)
+        return ended is not None and (self._horizon is None or ended >= self._horizon)
+
     def _forget_old(self, now: int) -> None:
         horizon = now - self.idle_timeout_ns - ICMP_MATCH_SLACK_NS
-        self._ended_tuples = {key: ts for key, ts in self._ended_tuples.items() if ts >= horizon}
+        self._horizon = horizon
+        # Lookups ignore entries older than the horizon (`_reused`), so the dict is rebuilt only once it has
+        # doubled: rebuilding it at every feed cost a pass over every connection of the last minutes.
+        if len(self._ended_tuples) > 2 * self._ended_kept + 1024:
+            self._ended_tuples = {key: ts for key, ts in self._ended_tuples.items() if ts >= horizon}
+            self._ended_kept = len(self._ended_tuples)
         for key in list(self._icmp):
             fresh = [e for e in self._icmp[key] if e.ts_ns >= horizon]
             if fresh:
