@@ -3,7 +3,17 @@
 Bulk numbers (`DirectionStats`) are aggregated for the whole batch with ``np.bincount``/``np.maximum.at``, and
 `batchindex` locates every row the rebuild needs; the per-connection Python work then walks only the control
 rows (SYN, FIN, RST, the ACKs that acknowledge a SYN or FIN, and the row where a mid-stream connection has
-seen data both ways) through the two endpoint machines of `tcpstate`.
+seen data both ways) through the two endpoint machines of `tcpstate`. For a connection without RST those rows
+are packed one byte each for the whole batch (`walk.mark_code`) and the walk is looked up by that key.
+
+What every reader needs is made at once (outcome, Zeek fields, counters, RSTs); the event list and the two
+state timelines are `Deferred` (`_Details`): made on first read from the batch's numpy arrays (`LazySource`,
+never its per-row Python lists). `Connection.final_state` and `Connection.icmp_events` answer without
+building them.
+
+Delivery (``bytes_acked``/``unacked_bytes``) counts the acknowledgments of every segment but RSTs; an RST's
+acknowledgment counts only when its receiver accepted it and its TTL is one its sender's own packets carry (a
+forged RST acknowledges whatever the forger guessed).
 
 RST acceptability (RFC 5961 3.2, RFC 9293 3.10.7.4), judged against the receiver R of an RST sent by X:
 
@@ -16,9 +26,11 @@ RST acceptability (RFC 5961 3.2, RFC 9293 3.10.7.4), judged against the receiver
 * when R's receive state is unknown, the RST counts as accepted unless R keeps sending afterwards.
 
 Outcomes (design/causes.md), first rule that matches: ``not_established`` (no handshake; but SYNs
-retransmitted without any answer is ``timeout``), ``clean`` (both FINs acknowledged before any accepted RST),
-``reset`` (an accepted RST), ``half_closed`` (one FIN acknowledged), ``timeout`` (the connection ends with
-unanswered retransmissions by one side), ``open``.
+retransmitted without any answer, not even an ICMP error quoting them, is ``timeout``; a side left in
+SYN_RECEIVED by a SYN-ACK retransmitted after the handshake ACK, with no later sign of having established,
+was never established), ``clean`` (both FINs acknowledged before any accepted RST), ``reset`` (an accepted
+RST), ``half_closed`` (one FIN acknowledged), ``timeout`` (the connection ends with unanswered retransmissions
+by one side), ``open``.
 """
 
 from __future__ import annotations
