@@ -24,7 +24,7 @@ import importlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import IO, Any
 
@@ -465,11 +465,16 @@ class _RowsOf(PacketTable):
         return self._stop - self._start
 
 
+_FIELD_NAMES = tuple(f.name for f in fields(Connection))
+
+
 def compact_packets(connections: list[Connection]) -> list[Connection]:
     """Move these connections' packet rows into one table of their own (the same connections are returned).
 
-    A connection's ``packets`` are views of the tracker's chunk: holding one connection would hold the whole
-    chunk (every other connection's rows too). The copy keeps only the rows of these connections. The rows
+    A connection's ``packets`` are views of the tracker's chunk, and the fields the core builds on first read
+    (events, state timelines) keep the chunk's indexes until then: holding one connection would hold the whole
+    chunk (every other connection's rows too). Those fields are resolved here (the diagnosis and the records
+    read them anyway) and the rows copied, so only these connections' rows are kept. The rows
     are equal, only their storage changes, so the fields are swapped in place (``object.__setattr__``, as
     frozen dataclasses do in ``__post_init__``): ``dataclasses.replace`` would cost more than the copy.
     """
@@ -480,6 +485,8 @@ def compact_packets(connections: list[Connection]) -> list[Connection]:
     from_orig = np.concatenate([conn.from_orig for conn in connections])
     start = 0
     for conn in connections:
+        for name in _FIELD_NAMES:  # resolve the fields the core builds on first read: they too view the chunk
+            getattr(conn, name)
         stop = start + len(conn.from_orig)
         object.__setattr__(conn, "packets", _RowsOf(columns, start, stop))
         object.__setattr__(conn, "from_orig", from_orig[start:stop])

@@ -180,6 +180,23 @@ def test_compacted_connections_keep_their_rows_and_drop_the_chunk(mixed_pcap: Pa
     assert compact_packets([]) == []
 
 
+def test_compacted_connections_hold_nothing_of_the_tracker_chunk(mixed_pcap: Path) -> None:
+    """Neither the rows nor the fields the core builds on first read keep the chunk alive after compaction."""
+    import gc
+    import weakref
+
+    from whyreset.analysis import compact_packets, iter_connections
+
+    connections = list(iter_connections(str(mixed_pcap)))
+    frame_column = connections[0].packets["frame"]
+    chunk = weakref.ref(frame_column.base if frame_column.base is not None else frame_column)
+    del frame_column
+    compact_packets(connections)
+    gc.collect()
+    assert chunk() is None, "a compacted connection still holds the tracker's chunk"
+    assert [len(conn.packets) for conn in connections] == [8, 2, 5, 5]
+
+
 def test_progress_bar_draws_on_a_terminal(mixed_pcap: Path) -> None:
     from rich.console import Console
 
