@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from segments import CLIENT, MS, SERVER, Dialogue, S
@@ -248,3 +249,30 @@ def test_packed_marks_round_trip() -> None:
         code = mark_code(side, flags, syn_proof, fin_proof, reply)
         assert 0 <= code < 256
         assert marks_from_codes(bytes([code])) == [Mark(side, flags, syn_proof, fin_proof, False, None, reply)]
+
+
+# -- the tracker analyses each row once
+
+
+def test_open_connections_are_not_reanalysed_at_every_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    from synthetic import split, synthetic_table
+
+    from whyreset.core import tracker as tracker_module
+    from whyreset.core.tracker import ConnectionTracker
+    from whyreset.model import Capture, ReadReport
+
+    analysed: list[int] = []
+    real_analyse = tracker_module.analyse
+
+    def counting(table: Any, demux: Any) -> Any:
+        analysed.append(len(table))
+        return real_analyse(table, demux)
+
+    monkeypatch.setattr(tracker_module, "analyse", counting)
+    table = synthetic_table(6000, segments=4)
+    # A linger longer than the whole capture: every connection stays open through every chunk.
+    tracker = ConnectionTracker(close_linger_ns=10**6 * S)
+    emitted = [c for part in split(table, 12) for c in tracker.feed(Capture(part, [], {}, ReadReport()))]
+    emitted += tracker.finish()
+    assert sum(analysed) == len(table)  # each open row used to be analysed again at every chunk
+    assert sorted(c.index for c in emitted) == list(range(len(build_connections(table))))
