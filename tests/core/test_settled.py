@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from segments import CLIENT, MS, SERVER, Dialogue, S
+from test_property import _table, segment
 
 from whyreset.core.connection import Connection, Deferred, EventKind
 from whyreset.core.tracker import build_connections
@@ -276,3 +279,50 @@ def test_open_connections_are_not_reanalysed_at_every_chunk(monkeypatch: pytest.
     emitted += tracker.finish()
     assert sum(analysed) == len(table)  # each open row used to be analysed again at every chunk
     assert sorted(c.index for c in emitted) == list(range(len(build_connections(table))))
+
+
+# -- the batch shortcuts give what the per-connection reference gives
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(segment, max_size=40))
+def test_zeek_fields_and_packed_marks_match_the_reference(segments: list[tuple[int, ...]]) -> None:
+    """Zeek's fields from the batch shortcuts (no row arrays, or one Python pass for W/T letters) equal the
+    reference `summarise` that derives everything from the connection's rows with numpy; the packed marks of
+    connections without RST equal the marks made row by row."""
+    from whyreset.core.analysis import analyse
+    from whyreset.core.build import Batch, _Walk
+    from whyreset.core.demux import demultiplex
+    from whyreset.core.walk import marks_from_codes
+    from whyreset.core.zeek import ZeekRows, summarise
+
+    table = _table(segments)
+    demux = demultiplex(table)
+    batch = Batch(analyse(table, demux), demux)
+    by_first_frame = {c.first_frame: c for c in build_connections(table)}
+    for conn in range(len(demux.starts)):
+        start, stop = batch.starts_list[conn], batch.stops_list[conn]
+        window = slice(start, stop)
+        gap = batch.analysis.first_gap_ack_row
+        reference = summarise(
+            ZeekRows(
+                flags=batch.flags[window],
+                from_orig=batch.fo[window],
+                rel_seq=batch.rel_seq[window],
+                rel_ack=batch.rel_ack[window],
+                payload=batch.payload[window],
+                window=batch.table["window"][window],
+                flipped=not batch.fo_list[start],
+                first_gap_row_orig=int(gap[2 * conn]) - start if gap[2 * conn] >= 0 else -1,
+                first_gap_row_resp=int(gap[2 * conn + 1]) - start if gap[2 * conn + 1] >= 0 else -1,
+                missed_bytes=0,
+            )
+        )
+        built = by_first_frame[batch.frame_list[start]]
+        assert (built.history, built.conn_state) == (reference.history, reference.conn_state)
+        assert (built.zeek_orig_bytes, built.zeek_resp_bytes) == (reference.orig_bytes, reference.resp_bytes)
+        walk = _Walk(batch, conn, start, stop, {})
+        walk.rows = batch.index.control[conn]
+        if batch.coded_walk[conn] and walk.both_ways_row < 0:
+            lo, hi = batch.index.control.span(conn)
+            assert marks_from_codes(batch.mark_codes[lo:hi]) == walk._marks()

@@ -72,12 +72,11 @@ from whyreset.core.walk import (
     walk_coded,
 )
 from whyreset.core.zeek import (
-    ZeekRows,
-    ZeekShortcut,
+    PlainRows,
     ZeekSummary,
     community_id,
-    summarise,
     summarise_plain,
+    summarise_small,
     zeek_uid,
 )
 from whyreset.ids import Outcome, Side, TcpState
@@ -398,7 +397,6 @@ class _LazyRows(PacketTable):
 
 
 _new_connection = slot_builder(Connection)
-_new_shortcut = slot_builder(ZeekShortcut)
 _new_direction_stats = slot_builder(DirectionStats)
 _new_reset = slot_builder(ResetInfo)
 _new_event = slot_builder(Event)
@@ -509,38 +507,19 @@ def _zeek_summary(batch: Batch, conn: int, start: int, stop: int, first_from_ori
     gap_resp = _local_row(batch.first_gap_list[key + 1], start)
     missed = batch.holes_missed_list[key] + batch.holes_missed_list[key + 1]
     shape = index.zeek_shapes[lo:hi]
+    gaps = ([(gap_orig, 3, "G")] if gap_orig >= 0 else []) + ([(gap_resp, 3, "g")] if gap_resp >= 0 else [])
+    fed_rows = [row - start for row in fed]
     if not index.zeek_bulk_candidates[conn]:
-        if gap_orig >= 0:
-            letters.append((gap_orig, 3, "G"))
-        if gap_resp >= 0:
-            letters.append((gap_resp, 3, "g"))
-        fed_rows = [row - start for row in fed]
+        letters += gaps
         return summarise_plain(shape, load_fed, fed_rows, letters, own_last, peer_acked, not first_from_orig, missed)
-    window = slice(start, stop)
-    shortcut = _new_shortcut(
-        fed_rows=[row - start for row in fed],
-        shape=shape,
-        load_fed=load_fed,
-        plain_letters=letters,
-        bulk_candidates=True,
-        own_last=own_last,
-        peer_acked=peer_acked,
+    rows = PlainRows(
+        batch.fo_list[start:stop],
+        batch.flags_list[start:stop],
+        batch.rel_seq_list[start:stop],
+        batch.payload_list[start:stop],
+        batch.table["window"][start:stop].tolist(),
     )
-    return summarise(
-        ZeekRows(
-            flags=batch.flags[window],
-            from_orig=batch.fo[window],
-            rel_seq=batch.rel_seq[window],
-            rel_ack=batch.rel_ack[window],
-            payload=batch.payload[window],
-            window=batch.table["window"][window],
-            flipped=not first_from_orig,
-            first_gap_row_orig=gap_orig,
-            first_gap_row_resp=gap_resp,
-            missed_bytes=missed,
-            shortcut=shortcut,
-        )
-    )
+    return summarise_small(shape, load_fed, fed_rows, gaps, own_last, peer_acked, not first_from_orig, missed, rows)
 
 
 def _local_row(row: int, start: int) -> int:

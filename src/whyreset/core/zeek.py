@@ -409,6 +409,115 @@ def summarise_plain(
     )
 
 
+class PlainRows(NamedTuple):
+    """One connection's columns as Python lists (connection order), for `summarise_small`."""
+
+    from_orig: list[bool]
+    flags: list[int]
+    rel_seq: list[int]
+    payload: list[int]
+    window: list[int]
+
+
+def summarise_small(
+    shape: bytes,
+    load_fed: Callable[[], Sequence[tuple[int, bool, int, int, int]]],
+    fed_rows: list[int],
+    gap_letters: list[tuple[int, int, str]],
+    own_last: tuple[int, int],
+    peer_acked: tuple[int, int],
+    flipped: bool,
+    missed_bytes: int,
+    rows: PlainRows,
+) -> ZeekSummary:
+    """`summarise` with its bulk letters (D A W T) found by one Python pass over the rows instead of numpy: a
+    connection has tens of rows, where each numpy call costs more than the pass. Same letters, same order."""
+    run = emulate_shape(shape, load_fed)
+    letters = [(fed_rows[position], order, code) for position, order, code in run.letters]
+    letters += _bulk_letters_small(rows, fed_rows, run.states_after)
+    letters += gap_letters
+    letters.sort(key=_LETTER_ORDER)
+    history = ("^" if flipped else "") + "".join([code for _, _, code in letters])
+    orig_size = size_from(own_last[0], peer_acked[0], run.orig)
+    resp_size = size_from(own_last[1], peer_acked[1], run.resp)
+    return _new_summary(
+        conn_state=conn_state(run.orig.state, run.resp.state, orig_size, resp_size, history),
+        history=history,
+        orig_bytes=orig_size,
+        resp_bytes=resp_size,
+        missed_bytes=missed_bytes,
+        orig_state=run.orig.state,
+        resp_state=run.resp.state,
+    )
+
+
+def _bulk_letters_small(
+    rows: PlainRows, fed_rows: list[int], states_after: tuple[tuple[ZeekState, ZeekState], ...]
+) -> list[tuple[int, int, str]]:
+    """`_bulk_letters` (without the gap letters) as one pass per side over Python lists."""
+    letters: list[tuple[int, int, str]] = []
+    n = len(rows.flags)
+    before: list[tuple[ZeekState, ZeekState]] = []
+    fed_at = 0
+    state = (ZeekState.INACTIVE, ZeekState.INACTIVE)
+    for row in range(n):  # each endpoint's state before the row was processed
+        while fed_at < len(fed_rows) and fed_rows[fed_at] < row:
+            state = states_after[fed_at]
+            fed_at += 1
+        before.append(state)
+    for is_orig, upper in ((True, True), (False, False)):
+        own_index, peer_index = (0, 1) if is_orig else (1, 0)
+        data_row = ack_row = -1
+        zero_rows: list[int] = []
+        retransmitted: list[int] = []
+        initial = previous = 0
+        first = True
+        for row in range(n):
+            if rows.from_orig[row] != is_orig:
+                continue
+            flags, payload, rel_seq = rows.flags[row], rows.payload[row], rows.rel_seq[row]
+            own_state, peer_state = before[row][own_index], before[row][peer_index]
+            if not flags & (SYN | FIN | RST):
+                if payload > 0 and data_row < 0:
+                    data_row = row
+                elif payload == 0 and flags & ACK and ack_row < 0:
+                    ack_row = row
+            if (
+                rows.window[row] == 0
+                and not flags & RST
+                and peer_state is not ZeekState.CLOSED
+                and own_state is not ZeekState.RESET
+            ):
+                zero_rows.append(row)
+            end = rel_seq + (0 if flags & RST else payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+            trusted = own_state is not ZeekState.RESET
+            if first:
+                initial = previous = end if flags & SYN else rel_seq
+                first = False
+                previous = max(previous, end if trusted else initial)
+                continue
+            if trusted and payload > 0 and end <= previous:
+                retransmitted.append(row)
+            previous = max(previous, end if trusted else initial)
+        if data_row >= 0:
+            letters.append((data_row, 0, "D" if upper else "d"))
+        if ack_row >= 0:
+            letters.append((ack_row, 0, "A" if upper else "a"))
+        letters += [(row, 1, "W" if upper else "w") for row in _scaled(zero_rows)]
+        letters += [(row, 2, "T" if upper else "t") for row in _scaled(retransmitted)]
+    return letters
+
+
+def _scaled(rows: list[int]) -> list[int]:
+    """The 1st, 10th, 100th... of ``rows`` (`scaled_positions` on a list)."""
+    picks = []
+    threshold = 1
+    while threshold <= len(rows):
+        picks.append(rows[threshold - 1])
+        threshold *= 10
+    return picks
+
+
 def summarise(rows: ZeekRows) -> ZeekSummary:
     """Run the emulator over the state-changing rows and merge in the bulk letters."""
     shortcut = rows.shortcut
