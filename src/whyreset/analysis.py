@@ -318,8 +318,10 @@ def needs_complete_context(conn: Connection) -> bool:
     return conn.outcome is not Outcome.CLEAN or bool(conn.resets)
 
 
-DEFAULT_MAX_DEFERRED = 100_000
-"""Connections held back for the complete context, at most (see `AnalysisStream`)."""
+DEFAULT_MAX_DEFERRED = 50_000
+"""Connections held back for the complete context, at most (see `AnalysisStream`). A deferred connection costs
+3-4 kB (its objects and compacted rows, ~11 packets on the benchmark's mix): ~200 MB at this bound. A port scan or
+a flood of refused connections is what reaches it."""
 
 
 class AnalysisStream:

@@ -64,7 +64,7 @@ def main() -> None:
     type=click.IntRange(min=0),
     metavar="N",
     help="Abnormal connections held until the capture's end, when their diagnosis can use all of it "
-    "(default 100000, about 3 kB each); beyond N the oldest is diagnosed with the capture so far, and a "
+    "(default 50000, 3-4 kB each); beyond N the oldest is diagnosed with the capture so far, and a "
     "warning says how many were.",
 )
 @click.option(
