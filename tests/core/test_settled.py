@@ -326,3 +326,24 @@ def test_zeek_fields_and_packed_marks_match_the_reference(segments: list[tuple[i
         if batch.coded_walk[conn] and walk.both_ways_row < 0:
             lo, hi = batch.index.control.span(conn)
             assert marks_from_codes(batch.mark_codes[lo:hi]) == walk._marks()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(segment, max_size=40), st.randoms(use_true_random=False))
+def test_selected_connections_group_as_if_demultiplexed_alone(segments: list[tuple[int, ...]], rng: Any) -> None:
+    """`Demux.select` (the tracker's rows that may be over) equals grouping those rows again, for what the
+    tracker picks: on each 4-tuple, all its connections but possibly the last."""
+    import numpy as np
+
+    from whyreset.core.demux import demultiplex
+
+    table = _table(segments)
+    whole = demultiplex(table)
+    count = len(whole.starts)
+    last_of_flow = np.ones(count, bool)
+    last_of_flow[:-1] = whole.flow[1:] != whole.flow[:-1]
+    picked_connections = ~last_of_flow | np.asarray([rng.random() < 0.5 for _ in range(count)], bool)
+    rows, selection = whole.select(picked_connections)
+    again = demultiplex(table.take(rows))
+    for name in ("order", "starts", "sender_is_a", "orig_is_a", "inferred_by", "reuse_index"):
+        assert np.array_equal(getattr(selection, name), getattr(again, name)), name

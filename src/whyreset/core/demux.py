@@ -60,6 +60,31 @@ class Demux:
     flow: IntArray
     """Per connection: the 4-tuple group it belongs to (equal for connections that reuse a 4-tuple)."""
 
+    def select(self, picked_connections: Array) -> tuple[IntArray, Demux]:
+        """The demux of the table's rows that belong to the picked connections (a boolean mask over
+        connections), without grouping them again: (the rows picked, in capture order; their demux, whose
+        rows index that selection and whose i-th connection is the i-th picked one).
+
+        Taking whole connections out of a table does not change how they group: ``demultiplex`` on the
+        selection would split them the same way, in the same (4-tuple, frame) order.
+        """
+        lengths = np.diff(np.append(self.starts, len(self.order)))
+        positions = np.flatnonzero(np.repeat(picked_connections, lengths))
+        rows = self.order[positions]
+        picked_rows = np.sort(rows)
+        kept_lengths = lengths[picked_connections]
+        starts = np.concatenate(([0], np.cumsum(kept_lengths)[:-1])).astype(np.int64)
+        selection = Demux(
+            order=np.searchsorted(picked_rows, rows).astype(np.int64),
+            starts=starts if len(kept_lengths) else np.zeros(0, np.int64),
+            sender_is_a=self.sender_is_a[positions],
+            orig_is_a=self.orig_is_a[picked_connections],
+            inferred_by=self.inferred_by[picked_connections],
+            reuse_index=self.reuse_index[picked_connections],
+            flow=self.flow[picked_connections],
+        )
+        return picked_rows, selection
+
     @property
     def from_orig(self) -> Array:
         """Per row of `order`: the originator sent it."""

@@ -125,20 +125,15 @@ class ConnectionTracker:
             self._carry = table
             self._forget_old(now)
             return []
-        picked = np.sort(order[np.repeat(candidates, lengths)])
-        subset = table.take(picked) if len(picked) < n else table
-        sub_demux = demultiplex(subset, self.reuse_gap_ns) if len(picked) < n else demux
-        # Whole connections keep their grouping when taken out of the table: the subset splits the same way,
-        # in the same (4-tuple, frame) order, so its i-th connection is the i-th candidate.
-        assert len(sub_demux.starts) == int(candidates.sum())
+        if candidates.all():
+            picked, subset, sub_demux = np.arange(n), table, demux
+        else:
+            picked, sub_demux = demux.select(candidates)
+            subset = table.take(picked)
         analysis = analyse(subset, sub_demux)
         finished, keep = self._rebuild(Batch(analysis, sub_demux), now, superseded[candidates], final)
         sub_lengths = np.diff(np.append(sub_demux.starts, len(subset)))
-        kept_rows = (
-            picked[sub_demux.order[np.repeat(keep, sub_lengths)]]
-            if len(picked) < n
-            else (sub_demux.order[np.repeat(keep, sub_lengths)])
-        )
+        kept_rows = picked[sub_demux.order[np.repeat(keep, sub_lengths)]]
         self._keep(table, np.concatenate([order[np.repeat(~candidates, lengths)], kept_rows]))
         self._forget_old(now)
         finished.sort(key=lambda c: c.index)
