@@ -477,3 +477,34 @@ def test_syn_inside_an_established_connection_draws_a_challenge_ack() -> None:
     acks = [e for e in c.events if e.kind is EventKind.CHALLENGE_ACK]
     assert [(e.frame, e.side) for e in acks] == [(challenge["frame"], Side.RESP)]
     assert acks[0].detail["syn_frame"] == challenge["frame"] - 1
+
+
+def test_reply_rst_to_a_request_that_crossed_a_lost_fin_is_exact() -> None:
+    """Seen next to the server: its idle-timeout FIN leaves (and is lost on the path), the client's request still
+    acknowledges only up to before the FIN, and the server's kernel answers with a reply RST whose seq is that
+    ACK. The client never got the FIN: its RCV.NXT is its own ACK, so the RST is exact and accepted."""
+    d = Dialogue()
+    d.handshake()
+    d.data(CLIENT, 120)
+    d.data(SERVER, 700)
+    d.ack(CLIENT)
+    before_fin = d.server.nxt
+    d.fin(SERVER, gap_ns=S)
+    d.data(CLIENT, 120, ack=before_fin)  # sent before the FIN could arrive
+    d.rst(SERVER, seq=before_fin)
+    c = one(d)
+    reset = c.resets[0]
+    assert reset.sender is Side.RESP and reset.acceptability is RstAcceptability.EXACT
+    assert c.outcome is Outcome.RESET
+    assert c.final_state(Side.ORIG) is TcpState.CLOSED
+
+
+def test_rst_below_the_receivers_own_ack_is_still_rejected() -> None:
+    """The receiver's own highest ACK is a floor for its RCV.NXT: an RST below it cannot be exact."""
+    d = Dialogue()
+    d.handshake()
+    d.data(SERVER, 700)
+    d.ack(CLIENT)
+    d.rst(SERVER, seq=d.server.nxt - 300)
+    reset = one(d).resets[0]
+    assert reset.acceptability is RstAcceptability.OUT_OF_WINDOW

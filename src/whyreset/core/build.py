@@ -18,11 +18,12 @@ forged RST acknowledges whatever the forger guessed).
 RST acceptability (RFC 5961 3.2, RFC 9293 3.10.7.4), judged against the receiver R of an RST sent by X:
 
 * R in SYN_SENT: accepted when the RST has ACK and acknowledges R's SYN (ack = ISN + 1), else dropped.
-* otherwise R's RCV.NXT is taken as the furthest of X's sequence end sent so far and R's own highest ACK; R's
-  window is its last advertised window, shifted by R's window scale when both SYNs carried the option
-  (RFC 7323). seq = RCV.NXT is exact (accepted), RCV.NXT < seq < RCV.NXT + window draws a challenge ACK (not
-  accepted), anything else is dropped. Without SYNs the scale is unknown: only an exact match or a fit in the
-  unscaled window can be judged.
+* otherwise R's RCV.NXT lies between R's own highest ACK and X's sequence end sent so far (X's last segments
+  may be in flight, or lost past the capture point): an RST matching either is exact. Otherwise the furthest
+  of the two is RCV.NXT, and R's window is its last advertised window, shifted by R's window scale when both
+  SYNs carried the option (RFC 7323). seq = RCV.NXT is exact (accepted), RCV.NXT < seq < RCV.NXT + window
+  draws a challenge ACK (not accepted), anything else is dropped. Without SYNs the scale is unknown: only an
+  exact match or a fit in the unscaled window can be judged.
 * when R's receive state is unknown, the RST counts as accepted unless R keeps sending afterwards.
 
 Outcomes (design/causes.md), first rule that matches: ``not_established`` (no handshake; but SYNs
@@ -748,10 +749,13 @@ class _Walk:
             candidates.append(peer_ack)
         if not candidates:
             return RstAcceptability.UNKNOWN
-        rcv_nxt = max(candidates)
         seq = batch.rel_seq_list[row]
-        if seq == rcv_nxt:
+        # R's RCV.NXT lies between its own highest ACK (what it surely received) and X's sequence end (all of X's
+        # segments arrived): a segment of X seen here may still be in flight, or lost after this capture point
+        # (a FIN dropped on the path). An RST matching either bound is exact: a reply RST carries R's own ACK.
+        if seq in candidates:
             return RstAcceptability.EXACT
+        rcv_nxt = max(candidates)
         raw_window = int(batch.table["window"][peer_last_row])
         scale = self._window_scale(peer)
         if scale is None:
