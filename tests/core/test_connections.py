@@ -508,3 +508,23 @@ def test_rst_below_the_receivers_own_ack_is_still_rejected() -> None:
     d.rst(SERVER, seq=d.server.nxt - 300)
     reset = one(d).resets[0]
     assert reset.acceptability is RstAcceptability.OUT_OF_WINDOW
+
+
+def test_simultaneous_close_puts_both_sides_through_closing() -> None:
+    """FINs cross: the server's FIN does not acknowledge the client's, and each side's ACK of the other's FIN
+    comes after. Segments of one direction arrive in order, so the server received the client's FIN before the
+    client's ACK of its own: both go FIN_WAIT1 -> CLOSING -> TIME_WAIT, whichever ACK is captured first."""
+    d = Dialogue()
+    d.handshake()
+    d.data(CLIENT, 100)
+    d.data(SERVER, 200)
+    d.ack(CLIENT)
+    d.fin(CLIENT)
+    d.segment(SERVER, FIN | ACK, ack=d.client.nxt - 1)  # sent before the client's FIN arrived
+    d.ack(CLIENT)
+    d.ack(SERVER)
+    c = one(d)
+    closing = [TcpState.FIN_WAIT_1, TcpState.CLOSING, TcpState.TIME_WAIT]
+    assert states(c, Side.ORIG)[-3:] == closing
+    assert states(c, Side.RESP)[-3:] == closing
+    assert c.outcome is Outcome.CLEAN and c.conn_state == "SF"

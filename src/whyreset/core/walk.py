@@ -167,9 +167,28 @@ class _Simulation:
         self.out = WalkTemplate(timeline={True: [], False: []})
 
     def run(self, marks: tuple[Mark, ...]) -> WalkTemplate:
+        self.marks = marks
+        self.fin_sent = {True: False, False: False}
+        self.fin_received = {True: False, False: False}
         for index, mark in enumerate(marks):
             self._mark(index, mark)
         return self.out
+
+    def _fin_arrived_before(self, index: int, sender: bool) -> bool:
+        """``sender``'s FIN, sent before mark ``index`` (a segment from ``sender`` too), reached the peer first.
+
+        The peer proves the FIN's arrival only later, by its ACK; if ``sender`` sent no FIN again in between, the
+        copy that arrived left before this mark, and segments of one direction arrive in order (FIFO). So the
+        peer processed the FIN before this mark: in a simultaneous close it went to CLOSING, not FIN_WAIT2.
+        """
+        if not self.fin_sent[sender] or self.fin_received[not sender]:
+            return False
+        for later in self.marks[index + 1 :]:
+            if later.from_orig == sender and later.flags & FIN:
+                return False  # resent: the earlier copies may all have been lost
+            if later.from_orig != sender and later.proves_fin:
+                return True
+        return False
 
     def _feed(self, side: bool, event: Input, mark: int) -> Action:
         before = self.state[side]
@@ -200,7 +219,10 @@ class _Simulation:
                 self.out.handshake_ack_mark = index
                 self._event(EventKind.HANDSHAKE_ACK, index)
         if mark.proves_fin:
-            self._feed(side, Input.RECV_FIN, index)
+            if self._fin_arrived_before(index, side):
+                self._receive_fin(peer, index)
+            if not self.fin_received[side]:
+                self._receive_fin(side, index)
             self._feed(peer, Input.FIN_ACKED, index)
             self.out.fin_acked_mark[peer] = index
             self._event(EventKind.FIN_ACKED, index)
@@ -210,10 +232,15 @@ class _Simulation:
         if flags & SYN and not flags & RST:
             self._syn(index, side, flags, mark.syn_reply)
         if flags & FIN and not flags & RST:
+            self.fin_sent[side] = True
             self._feed(side, Input.SEND_FIN, index)
             self._event(EventKind.FIN, index)
         if flags & RST and mark.rst is not None:
             self._rst(index, side, mark.rst)
+
+    def _receive_fin(self, side: bool, index: int) -> None:
+        self.fin_received[side] = True
+        self._feed(side, Input.RECV_FIN, index)
 
     def _syn(self, index: int, side: bool, flags: int, syn_reply: bool) -> None:
         if not flags & ACK:
