@@ -187,9 +187,9 @@ def _shape_factor(shape: AbortShape) -> float:
     return 1.0 if is_active_shape(shape.reset) else 0.4
 
 
-def _abort_evidence(f: Facts, shape: AbortShape) -> list[EvidenceItem]:
+def _abort_evidence(f: Facts, shape: AbortShape) -> tuple[EvidenceItem, ...]:
     """The evidence of an abort (the same for the three rules that read the shape: built once)."""
-    return list(memoized(f, "abort_evidence", lambda: tuple(_describe_abort(f, shape))))
+    return memoized(f, "abort_evidence", lambda: tuple(_describe_abort(f, shape)))
 
 
 def _describe_abort(f: Facts, shape: AbortShape) -> list[EvidenceItem]:
@@ -238,7 +238,6 @@ def close_with_unread_data(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candi
         score += 0.15 if shape.window_drop[1] == 0 else 0.1
     score -= forgery(f, ctx, v, shape.reset).score * 0.5
     closer = shape.closer.side
-    evidence = _abort_evidence(f, shape)
     summary = (
         f"the {'server' if closer is Side.RESP else 'client'} application closed its socket with "
         f"received data still unread ({shape.received} byte(s) received), so its kernel sent RST instead "
@@ -251,7 +250,7 @@ def close_with_unread_data(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candi
         clamp(score * _shape_factor(shape)),
         closer,
         summary,
-        tuple(evidence),
+        lambda: _abort_evidence(f, shape),  # deferred: written only when it is the primary cause
         {shape.peer.side: victim_view_for_reset(shape.reset, shape.peer), closer: SILENT},
         "TCPAbortOnClose in the closer's /proc/net/netstat (or reset reason TCP_ABORT_ON_CLOSE); "
         "does the application read the whole request before closing?",
@@ -299,7 +298,6 @@ def abortive_close(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
         score = 0.35
     score -= forgery(f, ctx, v, shape.reset).score * 0.5
     closer = shape.closer.side
-    evidence = _abort_evidence(f, shape)
     summary = (
         f"the {'server' if closer is Side.RESP else 'client'} aborted the connection (RST without FIN: "
         "SO_LINGER 0 close or a forced abort)"
@@ -310,7 +308,7 @@ def abortive_close(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
         clamp(score * _shape_factor(shape)),
         closer,
         summary,
-        tuple(evidence),
+        lambda: _abort_evidence(f, shape),  # deferred: written only when it is the primary cause
         {shape.peer.side: victim_view_for_reset(shape.reset, shape.peer), closer: SILENT},
         "look for setsockopt(SO_LINGER, {1, 0}) in the closer, or reset reason TCP_STATE / "
         "TCPAbortOnLinger; unread data (TCPAbortOnClose) would make it close_with_unread_data",
@@ -346,6 +344,11 @@ def _linger_abort(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts
     )
 
 
+NOTHING_PENDING = EvidenceItem(
+    "every byte in both directions was acknowledged and no request was pending when the RST was sent"
+)
+
+
 def benign_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
     """An RST after everything was delivered and acknowledged: nothing lost."""
     reset = f.ending_reset
@@ -379,10 +382,10 @@ def benign_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | Non
     score -= forgery(f, ctx, v, reset).score * 0.6
     exchanged = f.orig.data or f.resp.data or reset.capture_gap is not None
     what = "after the exchange completed" if exchanged else "right after the handshake, with no data (a probe)"
-    evidence = [
-        describe_rst(f, reset),
-        EvidenceItem("every byte in both directions was acknowledged and no request was pending when the RST was sent"),
-    ]
+
+    def evidence() -> tuple[EvidenceItem, ...]:  # deferred: written only when it is the primary cause
+        return (describe_rst(f, reset), NOTHING_PENDING)
+
     summary = f"{who(f, closer.side)} reset the connection {what}: nothing was lost"
     peer_view = AppView(
         None,
@@ -394,7 +397,7 @@ def benign_reset(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | Non
         clamp(score),
         closer.side,
         summary,
-        tuple(evidence),
+        evidence,
         {peer.side: peer_view, closer.side: SILENT},
         "harmless unless the peer logs the ECONNRESET; the closer uses SO_LINGER 0 (load balancer "
         "nolinger, health checks) or aborts after reading",
@@ -441,16 +444,20 @@ def data_after_close(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate |
     fin, data = found
     delay = data.ts_ns - fin.ts_ns
     closer, peer = reset.seg.side, reset.seg.side.other
-    evidence = [
-        seg_item(f, fin, f"FIN from {who(f, closer)}: its application closed"),
-        seg_item(f, data, f"{data.length} byte(s) of data from {who(f, peer)} {ms(delay)} later"),
-        describe_rst(f, reset),
-    ]
     score = 0.7 if reset.answers_trigger or not reset.seg.has_ack else 0.55
-    if delay >= LEAK_MIN_NS:
-        evidence.append(
-            EvidenceItem(f"the peer kept writing {ms(delay)} after the FIN: it sat in CLOSE_WAIT without closing")
-        )
+
+    def evidence() -> tuple[EvidenceItem, ...]:  # deferred: written only when it is the primary cause
+        items = [
+            seg_item(f, fin, f"FIN from {who(f, closer)}: its application closed"),
+            seg_item(f, data, f"{data.length} byte(s) of data from {who(f, peer)} {ms(delay)} later"),
+            describe_rst(f, reset),
+        ]
+        if delay >= LEAK_MIN_NS:
+            items.append(
+                EvidenceItem(f"the peer kept writing {ms(delay)} after the FIN: it sat in CLOSE_WAIT without closing")
+            )
+        return tuple(items)
+
     summary = (
         f"{who(f, peer)} wrote after {who(f, closer)} had closed the connection (FIN); the closed side's "
         "kernel answered with RST"
@@ -460,7 +467,7 @@ def data_after_close(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate |
         clamp(score),
         closer,
         summary,
-        tuple(evidence),
+        evidence,
         {peer: _delivery_view(reset, f.side(peer)), closer: SILENT},
         "TCPAbortOnData (or reset reason TCP_ABORT_ON_DATA / TCP_TIMEWAIT_SOCKET) on the closer's "
         "host; the writer should stop writing when it reads EOF",
@@ -493,20 +500,23 @@ def keepalive_race(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
     # Without an idle period before the FIN this is a server closing mid-conversation (data_after_close), not
     # a keep-alive timeout racing a reused connection.
     score = 0.4 + (0.35 if idle_close else 0.0) + (0.1 if crossed else 0.0) + role
-    evidence = [
-        seg_item(f, fin, f"FIN from {who(f, closer)} after {ms(idle)} of idle"),
-        seg_item(
-            f,
-            data,
-            f"request from {who(f, peer)} "
-            + (
-                "sent before the FIN reached it (its ACK does not cover the FIN)"
-                if crossed
-                else f"only {ms(delay)} after the FIN: before its application could notice it"
+
+    def evidence() -> tuple[EvidenceItem, ...]:  # deferred: written only when it is the primary cause
+        return (
+            seg_item(f, fin, f"FIN from {who(f, closer)} after {ms(idle)} of idle"),
+            seg_item(
+                f,
+                data,
+                f"request from {who(f, peer)} "
+                + (
+                    "sent before the FIN reached it (its ACK does not cover the FIN)"
+                    if crossed
+                    else f"only {ms(delay)} after the FIN: before its application could notice it"
+                ),
             ),
-        ),
-        describe_rst(f, reset),
-    ]
+            describe_rst(f, reset),
+        )
+
     summary = (
         f"keep-alive race: {who(f, closer)} closed the idle connection after {ms(idle)} just as "
         f"{who(f, peer)} reused it for a new request"
@@ -517,7 +527,7 @@ def keepalive_race(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
         clamp(score),
         closer,
         summary,
-        tuple(evidence),
+        evidence,
         views,
         "compare the client's idle timeout with the server's keep-alive timeout: the client's must be shorter",
     )

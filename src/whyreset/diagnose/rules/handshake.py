@@ -387,21 +387,24 @@ def listener_closed(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | 
     refused_after = ctx.refusals_after(server, reset.seg.ts_ns)
     accepted_after = ctx.synacks_after(server, reset.seg.ts_ns)
     score = 0.3 if is_active_shape(reset) else 0.15
-    evidence: list[EvidenceItem] = [
-        describe_rst(f, reset),
-        EvidenceItem("the server sent no data and no FIN after the handshake"),
-    ]
     if burst:
         score += 0.3 if len(burst) == 1 else 0.4
-        evidence.append(
-            EvidenceItem(
-                f"{len(burst)} other connection(s) to {server[0]}:{server[1]} were reset the "
-                "same way within 2 ms: the accept queue was flushed at once"
-            )
-        )
     if refused_after:
         score += 0.25 if accepted_after == 0 else 0.1
-        evidence.append(EvidenceItem(f"later SYNs to the port were refused ({refused_after}): the listener was gone"))
+
+    def evidence() -> tuple[EvidenceItem, ...]:  # deferred: written only when it is the primary cause
+        items = [describe_rst(f, reset), EvidenceItem("the server sent no data and no FIN after the handshake")]
+        if burst:
+            items.append(
+                EvidenceItem(
+                    f"{len(burst)} other connection(s) to {server[0]}:{server[1]} were reset the "
+                    "same way within 2 ms: the accept queue was flushed at once"
+                )
+            )
+        if refused_after:
+            items.append(EvidenceItem(f"later SYNs to the port were refused ({refused_after}): the listener was gone"))
+        return tuple(items)
+
     summary = (
         f"the server's listening socket on port {f.conn.resp_p} closed while this connection waited in its "
         "accept queue; the kernel reset it"
@@ -411,7 +414,7 @@ def listener_closed(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | 
         clamp(score),
         Side.RESP,
         summary,
-        tuple(evidence),
+        evidence,
         {Side.ORIG: victim_view_for_reset(reset, f.orig), Side.RESP: SILENT},
         "several connections reset at the same instant, and refusals afterwards, mark a listener "
         "that closed (restart, crash, deploy)",
