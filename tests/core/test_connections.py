@@ -528,3 +528,26 @@ def test_simultaneous_close_puts_both_sides_through_closing() -> None:
     assert states(c, Side.ORIG)[-3:] == closing
     assert states(c, Side.RESP)[-3:] == closing
     assert c.outcome is Outcome.CLEAN and c.conn_state == "SF"
+
+
+def test_rst_proving_missed_segments_has_unknown_acceptability() -> None:
+    """A paste that skips the transfer (seed 000's ssh ^C): the RST is ahead of everything its sender was seen to
+    send and acknowledges data the receiver was never seen to send. The receiver's RCV.NXT is unknown, and as it
+    never speaks again the RST ended the connection."""
+    d = Dialogue()
+    d.handshake()
+    d.rst(CLIENT, with_ack=True, seq=d.client.nxt + 1342, ack=d.server.nxt + 132_928)
+    c = one(d)
+    assert c.resets[0].acceptability is RstAcceptability.UNKNOWN
+    assert c.outcome is Outcome.RESET
+
+
+def test_blind_rst_answered_by_its_receiver_stays_in_window() -> None:
+    """The same numbers, but the receiver answers and carries on: a blind RST it did not accept."""
+    d = Dialogue()
+    d.handshake()
+    d.rst(CLIENT, with_ack=True, seq=d.client.nxt + 1342, ack=d.server.nxt + 132_928)
+    d.ack(SERVER)
+    c = one(d)
+    assert c.resets[0].acceptability is RstAcceptability.IN_WINDOW
+    assert c.outcome is not Outcome.RESET

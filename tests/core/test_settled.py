@@ -288,13 +288,17 @@ def test_open_connections_are_not_reanalysed_at_every_chunk(monkeypatch: pytest.
 @given(st.lists(segment, max_size=40))
 def test_zeek_fields_and_packed_marks_match_the_reference(segments: list[tuple[int, ...]]) -> None:
     """Zeek's fields from the batch shortcuts (no row arrays, or one Python pass for W/T letters) equal the
-    reference `summarise` that derives everything from the connection's rows with numpy; the packed marks of
-    connections without RST equal the marks made row by row."""
+    reference `summarise` that derives everything from the connection's rows with numpy; the packed marks (and
+    the RFC 5961 facts of RST marks, computed for the whole batch) equal the marks made row by row."""
+    import numpy as np
+
     from whyreset.core.analysis import analyse
     from whyreset.core.build import Batch, _Walk
+    from whyreset.core.connection import RstAcceptability
     from whyreset.core.demux import demultiplex
-    from whyreset.core.walk import marks_from_codes
+    from whyreset.core.walk import marks_from_codes, marks_from_rst_codes
     from whyreset.core.zeek import ZeekRows, summarise
+    from whyreset.model import RST
 
     table = _table(segments)
     demux = demultiplex(table)
@@ -323,9 +327,21 @@ def test_zeek_fields_and_packed_marks_match_the_reference(segments: list[tuple[i
         assert (built.zeek_orig_bytes, built.zeek_resp_bytes) == (reference.orig_bytes, reference.resp_bytes)
         walk = _Walk(batch, conn, start, stop, {})
         walk.rows = batch.index.control[conn]
-        if batch.coded_walk[conn] and walk.both_ways_row < 0:
+        if walk.both_ways_row < 0:
             lo, hi = batch.index.control.span(conn)
-            assert marks_from_codes(batch.mark_codes[lo:hi]) == walk._marks()
+            codes = batch.mark_codes[lo:hi]
+            packed = (
+                marks_from_codes(codes)
+                if batch.coded_walk[conn]
+                else marks_from_rst_codes(codes, batch.rst_codes[lo:hi])
+            )
+            assert packed == walk._marks()
+            packed_replies = {p: r for p, r in enumerate(batch.syn_reply_rows[lo:hi]) if r >= 0}
+            assert packed_replies == walk.replies
+        for row in np.flatnonzero(batch.flags[start:stop] & RST) + start:
+            side = batch.fo_list[row]
+            own_ttl = batch.reset_row_facts()[int(row)][4]
+            assert own_ttl == walk._trusted_rst(RstAcceptability.EXACT, int(row), side)
 
 
 @settings(max_examples=100, deadline=None)

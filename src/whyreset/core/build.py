@@ -65,10 +65,15 @@ from whyreset.core.walk import (
     MARK_PROVES_FIN,
     MARK_PROVES_SYN,
     MARK_SYN_REPLY,
+    RST_HAS_REPLY,
+    RST_RECEIVER_KEEPS_SENDING,
+    RST_SYN_SENT_OK,
+    RST_VERDICTS,
     Mark,
     RstFacts,
     WalkTemplate,
     marks_from_codes,
+    marks_from_rst_codes,
     walk,
     walk_coded,
 )
@@ -227,6 +232,7 @@ class Batch:
         self.isn_list: list[int] = analysis.isn_abs.tolist()
         self.direction_rows = self._direction_rows()
         self._own_ttls: set[int] | None = None
+        self._reset_rows: dict[int, tuple[int, int, int, int, bool]] | None = None
         self._mark_codes(analysis)
         self.holes_missed_list: list[int] = analysis.holes_missed.tolist()
         index = self.index
@@ -292,9 +298,13 @@ class Batch:
         proves_syn = np.asarray(index.syn_proof_row, np.int64)[key] == control
         proves_fin = np.asarray(index.fin_proof_row, np.int64)[key] == control
         reply = np.full(len(control), -1, np.int64)
-        pure_syn = np.flatnonzero((flags & (SYN | ACK | RST)) == SYN)
+        pure_syn_mask = (flags & (SYN | ACK | RST)) == SYN
+        rst_mask = (flags & RST) != 0
+        # A pure SYN's reply is a challenge ACK if the SYN reached a synchronised endpoint, an RST's if it was in
+        # the receiver's window: the same lookup for both.
+        asking_rows = np.flatnonzero(pure_syn_mask | rst_mask)
         for receiver in (True, False):
-            asking = pure_syn[fo[pure_syn] != receiver]
+            asking = asking_rows[fo[asking_rows] != receiver]
             own_rows = np.flatnonzero(self.fo == receiver)
             if not len(asking) or not len(own_rows):
                 continue
@@ -314,12 +324,60 @@ class Batch:
             | np.where(fo, MARK_FROM_ORIG, 0)
             | np.where(proves_syn, MARK_PROVES_SYN, 0)
             | np.where(proves_fin, MARK_PROVES_FIN, 0)
-            | np.where(reply >= 0, MARK_SYN_REPLY, 0)
+            | np.where(pure_syn_mask & (reply >= 0), MARK_SYN_REPLY, 0)
         )
         self.mark_codes: bytes = codes.astype(np.uint8).tobytes()
         self.syn_reply_rows: list[int] = reply.tolist()
+        """Per control row: the reply row of a pure SYN or an RST (a possible challenge ACK), or -1."""
+        rst_codes = np.zeros(len(control), np.int64)
+        rst_codes[rst_mask] = self._rst_codes(control[rst_mask], reply[rst_mask] >= 0)
+        self.rst_codes: bytes = rst_codes.astype(np.uint8).tobytes()
         has_rst = np.bincount(index.conn[(self.flags & RST) != 0], minlength=count) > 0
         self.coded_walk: list[bool] = (~has_rst).tolist()
+
+    def _rst_codes(self, rows: IntArray, has_reply: Array) -> IntArray:
+        """`walk.rst_code` of the RST rows ``rows``: the facts `_Walk._rst_facts` finds row by row (the
+        reference), for every RST of the batch at once."""
+        index = self.index
+        side = self.fo[rows]
+        key = index.key[rows]
+        peer_key = key ^ 1
+        if_syn_sent_ok = ((self.flags[rows] & ACK) != 0) & (self.rel_ack[rows] == 1)
+        keeps_sending = np.asarray(index.last_non_rst_row, np.int64)[peer_key] > rows
+        verdict = _rst_verdicts(self, rows, side, key, peer_key)
+        return np.asarray(
+            verdict
+            | np.where(if_syn_sent_ok, RST_SYN_SENT_OK, 0)
+            | np.where(keeps_sending, RST_RECEIVER_KEEPS_SENDING, 0)
+            | np.where(has_reply, RST_HAS_REPLY, 0),
+            np.int64,
+        )
+
+    def reset_row_facts(self) -> dict[int, tuple[int, int, int, int, bool]]:
+        """Per RST row of the batch: seq, ack, TTL, IP ID, and whether the TTL is one the sender's own non-RST
+        segments carry (made on first use, for every RST at once)."""
+        if self._reset_rows is None:
+            table = self.table
+            rows = np.flatnonzero((self.flags & RST) != 0)
+            not_rst = (self.flags & RST) == 0
+            own_codes = np.unique(self.index.key[not_rst] * 256 + table["ttl"][not_rst].astype(np.int64))
+            ttl = table["ttl"][rows].astype(np.int64)
+            own_ttl = np.isin(self.index.key[rows] * 256 + ttl, own_codes)
+            self._reset_rows = dict(
+                zip(
+                    rows.tolist(),
+                    zip(
+                        table["seq"][rows].tolist(),
+                        table["ack"][rows].tolist(),
+                        ttl.tolist(),
+                        table["ip_id"][rows].tolist(),
+                        own_ttl.tolist(),
+                        strict=True,
+                    ),
+                    strict=True,
+                )
+            )
+        return self._reset_rows
 
     def _direction_rows(self) -> list[tuple[Any, ...]]:
         """Every direction key's `DirectionStats` fields, in field order, for the whole batch at once (the
@@ -415,6 +473,56 @@ def _ttl_lists(ttl: Array, key: IntArray, keys: int) -> list[tuple[int, ...]]:
     for k, value in zip(owner[order].tolist(), (values[order] % 256).tolist(), strict=True):
         result[k].append(value)
     return [tuple(v) for v in result]
+
+
+_VERDICT_CODE = {verdict: number for number, verdict in enumerate(RST_VERDICTS)}
+
+
+def _rst_verdicts(batch: Batch, rows: IntArray, side: Array, key: IntArray, peer_key: IntArray) -> IntArray:
+    """`_Walk._acceptability` (the receiver not in SYN_SENT) of the RST rows ``rows`` sent by ``side``, as the
+    index of each verdict in `walk.RST_VERDICTS`."""
+    index = batch.index
+    analysis = batch.analysis
+    table = batch.table
+    no_ack = np.iinfo(np.int64).min
+    starts = analysis.starts[index.conn[rows]]
+    peer_last_row = np.where(side, index.last_row_resp[rows], index.last_row_orig[rows]).astype(np.int64)
+    has_expected = np.asarray(index.first_row, np.int64)[key] < rows
+    expected = analysis.next_expected[rows].astype(np.int64)
+    peer_ack = np.where(side, index.ack_max_resp[rows], index.ack_max_orig[rows]).astype(np.int64)
+    has_peer_ack = peer_ack > no_ack
+    seq = batch.rel_seq[rows].astype(np.int64)
+    # See `_Walk._acceptability`: R's RCV.NXT lies between its own highest ACK and X's sequence end.
+    exact = (has_expected & (seq == expected)) | (has_peer_ack & (seq == peer_ack))
+    rcv_nxt = np.maximum(np.where(has_expected, expected, no_ack), np.where(has_peer_ack, peer_ack, no_ack))
+    raw_window = table["window"][np.maximum(peer_last_row, 0)].astype(np.int64)
+    syn_rows = np.asarray(index.first_syn_row, np.int64)
+    receiver_syn, sender_syn = syn_rows[peer_key], syn_rows[key]
+    scale_known = (receiver_syn >= 0) & (sender_syn >= 0)
+    wscale = table["opt_wscale"].astype(np.int64)
+    receiver_wscale, sender_wscale = wscale[np.maximum(receiver_syn, 0)], wscale[np.maximum(sender_syn, 0)]
+    scale = np.where(scale_known & (receiver_wscale >= 0) & (sender_wscale >= 0), np.minimum(receiver_wscale, 14), 0)
+    in_window = (rcv_nxt < seq) & (seq < rcv_nxt + (raw_window << scale))
+    unknown = (peer_last_row < starts) | ~(has_expected | has_peer_ack)
+    # Missed segments both ways (`_Walk._acceptability`): ahead of RCV.NXT, acknowledging data the receiver was
+    # never seen to send, and the receiver never speaks again.
+    receiver_last = np.maximum(peer_last_row, 0)
+    receiver_end = np.maximum(analysis.next_expected[receiver_last], analysis.seg_end[receiver_last])
+    receiver_silent = np.asarray(index.last_non_rst_row, np.int64)[peer_key] <= rows
+    acks_unseen = ((batch.flags[rows] & ACK) != 0) & (batch.rel_ack[rows] > receiver_end)
+    unknown |= ~exact & receiver_silent & (seq > rcv_nxt) & acks_unseen
+    verdict = np.where(
+        exact,
+        _VERDICT_CODE[RstAcceptability.EXACT],
+        np.where(
+            in_window,
+            _VERDICT_CODE[RstAcceptability.IN_WINDOW],
+            np.where(
+                scale_known, _VERDICT_CODE[RstAcceptability.OUT_OF_WINDOW], _VERDICT_CODE[RstAcceptability.UNKNOWN]
+            ),
+        ),
+    )
+    return np.asarray(np.where(unknown, _VERDICT_CODE[RstAcceptability.UNKNOWN], verdict), np.int64)
 
 
 def build_connection(
@@ -590,10 +698,12 @@ class _Walk:
         batch = self.batch
         self.rows = batch.index.control[self.conn]  # sorted, and holding the SYN and FIN proofs
         codes = b""
-        if batch.coded_walk[self.conn] and self.both_ways_row < 0:
+        rst_codes = None
+        if self.both_ways_row < 0:
             lo, hi = batch.index.control.span(self.conn)
             codes = batch.mark_codes[lo:hi]
-            template = walk_coded(self.initial[True], self.initial[False], codes)
+            rst_codes = None if batch.coded_walk[self.conn] else batch.rst_codes[lo:hi]
+            template = walk_coded(self.initial[True], self.initial[False], codes, rst_codes)
             for position, reply in enumerate(batch.syn_reply_rows[lo:hi]):
                 if reply >= 0:
                     self.replies[position] = reply
@@ -603,7 +713,8 @@ class _Walk:
             template = walk(self.initial[True], self.initial[False], tuple(marks))
         for side in (True, False):
             if template.timeline[side] and template.timeline[side][-1][0] is TcpState.SYN_RECEIVED:
-                marks = marks if marks is not None else marks_from_codes(codes)
+                if marks is None:
+                    marks = marks_from_codes(codes) if rst_codes is None else marks_from_rst_codes(codes, rst_codes)
                 template = self._settle_syn_received(side, marks, template)
         self._resolve(template)
         return template
@@ -678,7 +789,7 @@ class _Walk:
             RstAcceptability.SYN_SENT_ACK_OK
             if flags & ACK and self.batch.rel_ack_list[row] == 1
             else RstAcceptability.SYN_SENT_ACK_BAD,
-            self._acceptability(row, side),
+            self._acceptability(row, side, receiver_silent=self.batch.index.last_non_rst_row[self.keys[peer]] <= row),
             self.batch.index.last_non_rst_row[self.keys[peer]] > row,
             reply >= 0,
         )
@@ -699,25 +810,28 @@ class _Walk:
     def stamp_resets(self, template: WalkTemplate) -> tuple[ResetInfo, ...]:
         """The template's RST verdicts on this connection's RST rows."""
         batch = self.batch
-        table = batch.table
+        row_facts = batch.reset_row_facts()
         resets = []
         for reset in template.resets:
             row = self.rows[reset.mark]
             flags = batch.flags_list[row]
             side = batch.fo_list[row]
             frame = batch.frame_list[row]
-            if flags & ACK and self._trusted_rst(reset.acceptability, row, side):
+            seq, ack, ttl, ip_id, own_ttl = row_facts[row]
+            # Trusted: its receiver accepted it, and its TTL is one the sender's own packets carry (a forged
+            # RST's ack is the forger's guess); see `_trusted_rst`, the row-by-row reference.
+            if flags & ACK and own_ttl and reset.acceptability in ACCEPTED:
                 self.rst_acked[not side] = max(self.rst_acked[not side], batch.rel_ack_list[row])
             resets.append(
                 _new_reset(
                     sender=Side.ORIG if side else Side.RESP,
                     frame=frame,
                     ts_ns=batch.ts_list[row],
-                    seq=int(table["seq"][row]),
-                    ack=int(table["ack"][row]) if flags & ACK else None,
+                    seq=seq,
+                    ack=ack if flags & ACK else None,
                     rel_seq=batch.rel_seq_list[row] if self.isn[side] is not None else None,
-                    ttl=int(table["ttl"][row]),
-                    ip_id=int(table["ip_id"][row]),
+                    ttl=ttl,
+                    ip_id=ip_id,
                     acceptability=reset.acceptability,
                     receiver_state=reset.receiver_state,
                     sender_state=reset.sender_state,
@@ -733,8 +847,13 @@ class _Walk:
             return False
         return self.keys[side] * 256 + int(self.batch.table["ttl"][row]) in self.batch.own_ttls()
 
-    def _acceptability(self, row: int, side: bool) -> RstAcceptability:
-        """RFC 5961 verdict for an RST from ``side`` whose receiver is not in SYN_SENT."""
+    def _acceptability(self, row: int, side: bool, *, receiver_silent: bool = False) -> RstAcceptability:
+        """RFC 5961 verdict for an RST from ``side`` whose receiver is not in SYN_SENT.
+
+        An RST ahead of everything its sender was seen to send, acknowledging data its receiver was never seen to
+        send, after which the receiver never speaks again, proves the capture missed segments both ways (a paste
+        that skips the transfer, a capture dropping packets): the receiver's RCV.NXT is then unknown, not "in
+        window". A blind injected RST is ahead too, but its receiver answers (challenge ACK) and carries on."""
         batch = self.batch
         index = batch.index
         peer = not side
@@ -756,6 +875,8 @@ class _Walk:
         if seq in candidates:
             return RstAcceptability.EXACT
         rcv_nxt = max(candidates)
+        if receiver_silent and seq > rcv_nxt and self._acks_unseen_data(row, peer_last_row):
+            return RstAcceptability.UNKNOWN
         raw_window = int(batch.table["window"][peer_last_row])
         scale = self._window_scale(peer)
         if scale is None:
@@ -765,6 +886,14 @@ class _Walk:
         if rcv_nxt < seq < rcv_nxt + (raw_window << scale):
             return RstAcceptability.IN_WINDOW
         return RstAcceptability.OUT_OF_WINDOW
+
+    def _acks_unseen_data(self, row: int, receiver_last_row: int) -> bool:
+        """The RST at ``row`` acknowledges sequence space its receiver was never seen to send."""
+        if not int(self.batch.table["flags"][row]) & ACK:
+            return False
+        analysis = self.batch.analysis
+        receiver_end = max(int(analysis.next_expected[receiver_last_row]), int(analysis.seg_end[receiver_last_row]))
+        return int(self.batch.rel_ack_list[row]) > receiver_end
 
     def _window_scale(self, side: bool) -> int | None:
         """Shift applied to ``side``'s advertised windows: 0 unless both SYNs had wscale (RFC 7323)."""

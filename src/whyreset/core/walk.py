@@ -110,7 +110,7 @@ def walk(initial_orig: TcpState, initial_resp: TcpState, marks: tuple[Mark, ...]
     return template
 
 
-_CODED: dict[tuple[TcpState, TcpState, bytes], WalkTemplate] = {}
+_CODED: dict[tuple[TcpState, TcpState, bytes, bytes | None], WalkTemplate] = {}
 
 MARK_FROM_ORIG = 0x10
 MARK_PROVES_SYN = 0x20
@@ -119,9 +119,10 @@ MARK_SYN_REPLY = 0x80
 
 
 def mark_code(from_orig: bool, flags: int, proves_syn: bool, proves_fin: bool, syn_reply: bool) -> int:
-    """A `Mark` without RST facts, both-ways or accepts flag, in one byte (`walk_coded`'s memo key).
+    """A `Mark` without RST facts, both-ways or accepts flag, in one byte (`walk_coded`'s memo key; an RST
+    mark's facts go in a second byte, `rst_code`).
 
-    Bits: FIN 0x1, SYN 0x2, RST 0x4 (always clear here), ACK 0x8, then the constants above.
+    Bits: FIN 0x1, SYN 0x2, RST 0x4, ACK 0x8, then the constants above.
     """
     return (
         (flags & (FIN | SYN | RST))
@@ -149,15 +150,55 @@ def marks_from_codes(codes: bytes) -> list[Mark]:
     ]
 
 
-def walk_coded(initial_orig: TcpState, initial_resp: TcpState, codes: bytes) -> WalkTemplate:
-    """`walk` for a connection without RST whose marks are packed by `mark_code` (no `Mark` objects made
-    unless the shape is new)."""
-    key = (initial_orig, initial_resp, codes)
+RST_VERDICTS = tuple(RstAcceptability)
+"""`RstFacts.otherwise` packed as its index here (bits 0-2 of an RST code)."""
+RST_SYN_SENT_OK = 0x08
+RST_RECEIVER_KEEPS_SENDING = 0x10
+RST_HAS_REPLY = 0x20
+
+
+def rst_code(facts: RstFacts) -> int:
+    """`RstFacts` in one byte (the second memo key of `walk_coded`): bits 0-2 the index of ``otherwise`` in
+    `RST_VERDICTS`, then the constants above (``if_syn_sent`` is SYN_SENT_ACK_OK or SYN_SENT_ACK_BAD)."""
+    return (
+        RST_VERDICTS.index(facts.otherwise)
+        | (RST_SYN_SENT_OK if facts.if_syn_sent is RstAcceptability.SYN_SENT_ACK_OK else 0)
+        | (RST_RECEIVER_KEEPS_SENDING if facts.receiver_keeps_sending else 0)
+        | (RST_HAS_REPLY if facts.has_reply else 0)
+    )
+
+
+def _rst_facts(code: int) -> RstFacts:
+    return RstFacts(
+        RstAcceptability.SYN_SENT_ACK_OK if code & RST_SYN_SENT_OK else RstAcceptability.SYN_SENT_ACK_BAD,
+        RST_VERDICTS[code & 0x07],
+        bool(code & RST_RECEIVER_KEEPS_SENDING),
+        bool(code & RST_HAS_REPLY),
+    )
+
+
+def marks_from_rst_codes(codes: bytes, rst_codes: bytes) -> list[Mark]:
+    """The `Mark`s of a connection with RSTs: `mark_code` bytes, and for each RST mark its `rst_code` (the
+    byte at the same position; ignored on other marks)."""
+    marks = marks_from_codes(codes)
+    for position, code in enumerate(codes):
+        if code & RST:
+            marks[position] = marks[position]._replace(rst=_rst_facts(rst_codes[position]))
+    return marks
+
+
+def walk_coded(
+    initial_orig: TcpState, initial_resp: TcpState, codes: bytes, rst_codes: bytes | None = None
+) -> WalkTemplate:
+    """`walk` for a connection whose marks are packed by `mark_code`, with ``rst_codes`` (`rst_code` at each
+    RST mark's position) when it has RSTs (no `Mark` objects made unless the shape is new)."""
+    key = (initial_orig, initial_resp, codes, rst_codes)
     template = _CODED.get(key)
     if template is None:
         if len(_CODED) >= CACHE_LIMIT:
             _CODED.clear()
-        template = _CODED[key] = walk(initial_orig, initial_resp, tuple(marks_from_codes(codes)))
+        marks = marks_from_codes(codes) if rst_codes is None else marks_from_rst_codes(codes, rst_codes)
+        template = _CODED[key] = walk(initial_orig, initial_resp, tuple(marks))
     return template
 
 
