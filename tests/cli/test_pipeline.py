@@ -249,3 +249,18 @@ def test_reading_a_mapped_capture_gives_its_pages_back(tmp_path: Path) -> None:
     assert rows == count
     held_mb = (peak - baseline) / 1024
     assert held_mb < RELEASE_STEP / 2**20 + 8, f"{held_mb:.0f} MB of the {size_mb} MB file stayed resident"
+
+
+def test_json_lines_reach_a_stdout_without_byte_layer(mixed_pcap: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """JSON lines are written as bytes; a replaced stdout with no ``buffer`` (an io.StringIO) still gets them."""
+    import json
+
+    from whyreset import cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", screen)
+    options = cli._Options(False, 50, False, True, None, False)
+    outcome = cli._stream_json(str(mixed_pcap), options, None, None)
+    records = [json.loads(line) for line in screen.getvalue().splitlines()]
+    assert outcome.status is ExitStatus.FINDINGS
+    assert sorted(record["index"] for record in records) == [0, 1, 2, 3]
