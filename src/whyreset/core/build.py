@@ -80,10 +80,10 @@ from whyreset.core.walk import (
 from whyreset.core.zeek import (
     PlainRows,
     ZeekSummary,
-    community_id,
+    community_ids,
     summarise_plain,
     summarise_small,
-    zeek_uid,
+    zeek_uids,
 )
 from whyreset.ids import Outcome, Side, TcpState
 from whyreset.model import ACK, FIN, RST, SYN, Array, IcmpError, PacketTable, format_addr
@@ -228,6 +228,12 @@ class Batch:
             )
         )
         self._per_key_lists(table)
+        self.community_id_list = community_ids(
+            *(table[name][starts] for name in ("src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport"))
+        )
+        self.uid_list = zeek_uids(
+            self.community_id_list, [self.ts_list[row] for row in self.starts_list], self.frame[starts].tolist()
+        )
         self.first_gap_list: list[int] = analysis.first_gap_ack_row.tolist()
         self.isn_list: list[int] = analysis.isn_abs.tolist()
         self.direction_rows = self._direction_rows()
@@ -548,15 +554,14 @@ def build_connection(
     icmp_events = _icmp_events(icmp_errors, orig_h, orig_p, resp_h, resp_p) if icmp_errors else []
     deferred = Deferred(_Details(batch.source, walk, template, icmp_events))
     zeek = _zeek_summary(batch, conn, start, stop, first_from_orig)
-    cid = community_id(orig_h, resp_h, orig_p, resp_p)
     first_frame, last_frame = batch.frame_list[start], batch.frame_list[stop - 1]
     ts_first, ts_last = batch.ts_list[start], batch.ts_list[stop - 1]
     key = 2 * conn
     resets = walk.stamp_resets(template) if template.resets else ()
     return _new_connection(
         index=index,
-        uid=zeek_uid(cid, ts_first, first_frame),
-        community_id=cid,
+        uid=batch.uid_list[conn],
+        community_id=batch.community_id_list[conn],
         ip_version=ip_version,
         orig_h=orig_h,
         orig_p=orig_p,

@@ -45,7 +45,7 @@ import numpy as np
 
 from whyreset.core.seqmath import IntArray
 from whyreset.core.slots import slot_builder
-from whyreset.model import ACK, FIN, RST, SYN, Array
+from whyreset.model import ACK, FIN, RST, SYN, Array, format_addr
 
 TOO_LARGE_SEQ_DELTA = 1_048_576
 """Zeek ignores SYN/RST sequence numbers that jump further than this (TCPSessionAdapter.cc)."""
@@ -690,3 +690,87 @@ def zeek_uid(community: str, first_ts_ns: int, first_frame: int) -> str:
         value, digits = divmod(value, 3844)
         pairs.append(_BASE62_PAIRS[digits])
     return "C" + "".join(reversed(pairs)).lstrip("0").rjust(17, "0")
+
+
+def community_ids(src_hi: Array, src_lo: Array, dst_hi: Array, dst_lo: Array, sport: Array, dport: Array) -> list[str]:
+    """`community_id` of many TCP connections at once (addresses as the packet table's halves): the hashed
+    records are laid out with numpy, and the SHA-1 digests base64-encoded in one call."""
+    src_hi, src_lo, dst_hi, dst_lo = (np.asarray(a, np.uint64) for a in (src_hi, src_lo, dst_hi, dst_lo))
+    sport, dport = np.asarray(sport, np.int64), np.asarray(dport, np.int64)
+    src_v4, dst_v4 = _is_ipv4(src_hi, src_lo), _is_ipv4(dst_hi, dst_lo)
+    # The lower endpoint first: packed addresses of one family compare as their (hi, lo) halves do.
+    swap = (src_hi > dst_hi) | ((src_hi == dst_hi) & ((src_lo > dst_lo) | ((src_lo == dst_lo) & (sport > dport))))
+    low = (np.where(swap, dst_hi, src_hi), np.where(swap, dst_lo, src_lo), np.where(swap, dport, sport))
+    high = (np.where(swap, src_hi, dst_hi), np.where(swap, src_lo, dst_lo), np.where(swap, sport, dport))
+    digests = np.zeros((len(src_hi), 21), np.uint8)  # 21 bytes: 28 base64 characters with no padding between
+    for v4, width in ((True, 4), (False, 16)):
+        picked = np.flatnonzero((src_v4 == v4) & (dst_v4 == v4))
+        if not len(picked):
+            continue
+        size = 2 + 2 * width + 6  # seed, addresses, proto, zero, ports
+        records = np.zeros((len(picked), size), np.uint8)
+        records[:, 2 : 2 + width] = _address_bytes(low[0][picked], low[1][picked], width)
+        records[:, 2 + width : 2 + 2 * width] = _address_bytes(high[0][picked], high[1][picked], width)
+        records[:, 2 + 2 * width] = 6
+        records[:, size - 4 : size - 2] = _be16(low[2][picked])
+        records[:, size - 2 :] = _be16(high[2][picked])
+        flat = records.tobytes()
+        sha1 = hashlib.sha1
+        joined = b"".join([sha1(flat[at : at + size]).digest() for at in range(0, len(flat), size)])
+        digests[picked, :20] = np.frombuffer(joined, np.uint8).reshape(-1, 20)
+    encoded = np.frombuffer(base64.b64encode(digests.tobytes()), np.uint8).reshape(-1, 28).copy()
+    encoded[:, 27] = ord("=")  # the 21st byte was padding: base64 of 20 bytes ends in one '='
+    ids = _strings(np.concatenate([np.full((len(encoded), 2), (ord("1"), ord(":")), np.uint8), encoded], axis=1))
+    for conn in np.flatnonzero(src_v4 != dst_v4).tolist():  # mixed families (never on the wire): one by one
+        ids[conn] = community_id(
+            format_addr(int(src_hi[conn]), int(src_lo[conn])),
+            format_addr(int(dst_hi[conn]), int(dst_lo[conn])),
+            int(sport[conn]),
+            int(dport[conn]),
+        )
+    return ids
+
+
+def zeek_uids(community: Sequence[str], first_ts_ns: Sequence[int], first_frame: Sequence[int]) -> list[str]:
+    """`zeek_uid` of many connections at once: hashed one by one, the base62 digits found with numpy."""
+    blake2b = hashlib.blake2b
+    joined = b"".join(
+        [
+            blake2b(f"{cid}|{ts}|{frame}".encode(), digest_size=12).digest()
+            for cid, ts, frame in zip(community, first_ts_ns, first_frame, strict=True)
+        ]
+    )
+    # 96-bit big-endian values as three 32-bit limbs, divided by 62 seventeen times (62**17 > 2**96): long
+    # division by limb, each remainder below 62 * 2**32 (fits in int64).
+    limbs = np.frombuffer(joined, ">u4").reshape(-1, 3).astype(np.int64)
+    digits = np.empty((len(limbs), 18), np.uint8)
+    digits[:, 0] = ord("C")
+    alphabet = np.frombuffer(_BASE62.encode(), np.uint8)
+    for place in range(17, 0, -1):
+        remainder = np.zeros(len(limbs), np.int64)
+        for limb in range(3):
+            current = (remainder << 32) | limbs[:, limb]
+            limbs[:, limb], remainder = np.divmod(current, 62)
+        digits[:, place] = alphabet[remainder]
+    return _strings(digits)
+
+
+def _is_ipv4(hi: Array, lo: Array) -> Array:
+    """IPv4-mapped halves (as `format_addr` reads them)."""
+    return np.asarray((hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF)))
+
+
+def _address_bytes(hi: Array, lo: Array, width: int) -> Array:
+    """Packed addresses (network order), ``width`` bytes each: the low 4 bytes for IPv4, else all 16."""
+    both = np.stack([hi, lo], axis=1).astype(">u8").view(np.uint8).reshape(-1, 16)
+    return both[:, 16 - width :]
+
+
+def _be16(values: Array) -> Array:
+    return np.asarray(values, ">u2").view(np.uint8).reshape(-1, 2)
+
+
+def _strings(ascii_rows: Array) -> list[str]:
+    """Each row of ASCII codes as a str."""
+    width = ascii_rows.shape[1]
+    return list(np.ascontiguousarray(ascii_rows, np.uint32).view(f"<U{width}").ravel().tolist())
