@@ -168,7 +168,7 @@ class DiagnosisContext:
     # ---- queries used by the rules -------------------------------------------------------------------------
 
     def ttl_profile(self, host: str) -> Counter[int]:
-        return self.host_ttls.get(host, Counter())
+        return self.host_ttls.get(host) or _NO_TTLS  # shared and empty: callers only read profiles
 
     def icmp_for(self, conn: Connection) -> list[IcmpError]:
         """ICMP errors quoting either direction of the connection, in capture order."""
@@ -207,3 +207,7 @@ def build_context(connections: Iterable[Connection], icmp_errors: Iterable[IcmpE
         context.observe(conn)
     context.add_icmp(icmp_errors)
     return context
+
+
+_NO_TTLS: Counter[int] = Counter()
+"""The TTL profile of a host the capture has no ordinary packet from (never written to)."""

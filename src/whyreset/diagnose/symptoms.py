@@ -594,19 +594,41 @@ def render_views(
     if endpoints is None or any(side not in endpoints for side in views) or len(endpoints) != 2:
         return _render_each(views, client_side, endpoints)
     slots: dict[str, dict[str, str]] = {}
-    for side in views:
-        remote = next(a for s, a in endpoints.items() if s != side)
-        host, _, port = remote.rpartition(":")
-        slots[side] = {
-            "local": endpoints[side],
-            "remote": remote,
-            "remote_host": host.strip("[]"),
-            "remote_port": port,
-        }
     out: dict[str, dict[str, str]] = {}
-    for runtime, messages in _templates(key, client_side):
-        out[runtime] = {side: text.format_map(slots[side]) if has_slots else text for side, text, has_slots in messages}
+    for runtime, fixed, messages in _plan(key, client_side):
+        if fixed is not None:
+            out[runtime] = fixed.copy()  # no address in any message: a fresh copy of the rendered texts
+            continue
+        inner: dict[str, str] = {}
+        for side, text, has_slots in messages:
+            if has_slots:
+                side_slots = slots.get(side)
+                if side_slots is None:
+                    side_slots = slots[side] = _address_slots(side, endpoints)
+                text = text.format_map(side_slots)
+            inner[side] = text
+        out[runtime] = inner
     return out
+
+
+def _address_slots(side: str, endpoints: dict[str, str]) -> dict[str, str]:
+    """The values of a side's address slots in the message templates."""
+    remote = next(a for s, a in endpoints.items() if s != side)
+    host, _, port = remote.rpartition(":")
+    return {"local": endpoints[side], "remote": remote, "remote_host": host.strip("[]"), "remote_port": port}
+
+
+@lru_cache(maxsize=4096)
+def _plan(
+    views: tuple[tuple[str, AppView], ...], client_side: str
+) -> tuple[tuple[str, dict[str, str] | None, tuple[tuple[str, str, bool], ...]], ...]:
+    """Per runtime: (runtime, side -> text when no message of that runtime has address slots (else None), the
+    `_templates` messages). Most runtimes' messages carry no address: their texts are copied, not formatted."""
+    plan: list[tuple[str, dict[str, str] | None, tuple[tuple[str, str, bool], ...]]] = []
+    for runtime, messages in _templates(views, client_side):
+        fixed = None if any(has_slots for _, _, has_slots in messages) else {side: text for side, text, _ in messages}
+        plan.append((runtime, fixed, messages))
+    return tuple(plan)
 
 
 _LOCAL_MARK = "\x01L\x01"

@@ -195,14 +195,27 @@ def impact(facts: Facts) -> Impact:
     unanswered."""
     first_speaker: Side | None = None
     answered = False  # whether the other side sent data after the first speaker's latest
+    # Per side (originator, responder): the highest payload end and the lowest payload start it sent, RSTs
+    # excluded; one pass over the segments for both (this runs for every finding).
+    sent = {Side.ORIG: 0, Side.RESP: 0}
+    start: dict[Side, int | None] = {Side.ORIG: None, Side.RESP: None}
     for seg in facts.segs:
-        if seg.length == 0 or seg.rst:
+        length = seg.length
+        if length == 0 or seg.rst:
             continue
+        side = seg.side
         if first_speaker is None:
-            first_speaker = seg.side
-        answered = seg.side is not first_speaker
+            first_speaker = side
+        answered = side is not first_speaker
+        rel_seq = seg.rel_seq
+        if rel_seq + length > sent[side]:
+            sent[side] = rel_seq + length
+        lowest = start[side]
+        if lowest is None or rel_seq < lowest:
+            start[side] = rel_seq
     unanswered = first_speaker is not None and not answered
-    orig_lost, resp_lost = _unacked(facts, Side.ORIG), _unacked(facts, Side.RESP)
+    orig_lost = _unacked(facts, Side.ORIG, sent[Side.ORIG], start[Side.ORIG])
+    resp_lost = _unacked(facts, Side.RESP, sent[Side.RESP], start[Side.RESP])
     parts = []
     if orig_lost:
         parts.append(f"{orig_lost} byte(s) from the originator never acknowledged")
@@ -214,16 +227,10 @@ def impact(facts: Facts) -> Impact:
     return Impact(orig_lost, resp_lost, unanswered, summary)
 
 
-def _unacked(facts: Facts, side: Side) -> int:
-    """Payload bytes ``side`` sent that the other side never acknowledged, counting ordinary ACKs and the ACK
-    of the RST that ended the connection, but not the ACK fields of other resets (a forged RST acknowledges
-    nothing)."""
-    sent = 0
-    start: int | None = None
-    for seg in facts.side(side).segs:
-        if seg.length and not seg.rst:
-            sent = max(sent, seg.rel_seq + seg.length)
-            start = seg.rel_seq if start is None else min(start, seg.rel_seq)
+def _unacked(facts: Facts, side: Side, sent: int, start: int | None) -> int:
+    """Payload bytes ``side`` sent (up to ``sent``, from ``start``: its payload's highest end and lowest start,
+    RSTs excluded) that the other side never acknowledged, counting ordinary ACKs and the ACK of the RST that
+    ended the connection, but not the ACK fields of other resets (a forged RST acknowledges nothing)."""
     if sent == 0 or start is None:
         return 0
     acked = facts.side(side.other).ack_prefix[-1]  # the highest ACK of its non-RST segments

@@ -111,8 +111,7 @@ def _measure_abort(f: Facts) -> AbortShape | None:
         answered_up_to = handshake_ack if handshake_ack is not None else 1
     received = reset.seg.rel_ack if reset.seg.rel_ack is not None else closer.highest_ack_before(before)
     peer_data_before = [s for s in peer.data if s.index < before]
-    peer_end = max((s.rel_seq + s.length for s in peer_data_before), default=0)
-    peer_start = min((s.rel_seq for s in peer_data_before), default=0)
+    peer_end, peer_start = _payload_span(peer_data_before)
     seen_data = bool(peer_data_before)
     if reset.capture_gap is not None and received is not None and received > max(peer_end, 1) and peer.isn_seen:
         # The RST acknowledges peer data the capture missed: the closer did receive it (its ACK is the proof).
@@ -144,6 +143,19 @@ def _measure_abort(f: Facts) -> AbortShape | None:
         peer_awaits_reply=awaits,
         window_drop=_window_drop(closer, before) if received_total else None,
     )
+
+
+def _payload_span(data: list[Seg]) -> tuple[int, int]:
+    """(highest end, lowest start) of the payload of ``data`` ((0, 0) when empty), in one loop."""
+    if not data:
+        return 0, 0
+    end, start = data[0].rel_seq + data[0].length, data[0].rel_seq
+    for seg in data:
+        if seg.rel_seq + seg.length > end:
+            end = seg.rel_seq + seg.length
+        if seg.rel_seq < start:
+            start = seg.rel_seq
+    return end, start
 
 
 def _window_drop(closer: SideFacts, before: int) -> tuple[int, int] | None:

@@ -200,7 +200,15 @@ def is_idle_gap(f: Facts, gap_ns: int) -> bool:
 def unacked_at(sender: SideFacts, receiver: SideFacts, index: int) -> int:
     """Bytes ``sender`` had sent before packet ``index`` that ``receiver`` had not acknowledged by then."""
     # Payload only: an unacknowledged FIN is not lost data.
-    sent = max((s.rel_seq + s.length for s in sender.segs if s.index < index and s.length and not s.rst), default=0)
+    highest: int | None = None  # one loop instead of max() over a generator: several rules ask, per connection
+    for s in sender.segs:
+        if s.index >= index:
+            break  # a side's segments are in capture order
+        if s.length and not s.rst:
+            end = s.rel_seq + s.length
+            if highest is None or end > highest:
+                highest = end
+    sent = 0 if highest is None else highest
     if sent == 0:
         return 0
     acked = receiver.highest_ack_before(index)
