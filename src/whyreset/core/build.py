@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -462,6 +462,43 @@ class _LazyRows(PacketTable):
 
 
 _new_connection = slot_builder(Connection)
+_CONNECTION_FIELDS = (
+    "index",
+    "uid",
+    "community_id",
+    "ip_version",
+    "orig_h",
+    "orig_p",
+    "resp_h",
+    "resp_p",
+    "orig_inferred_by",
+    "ts_first_ns",
+    "ts_last_ns",
+    "first_frame",
+    "last_frame",
+    "orig",
+    "resp",
+    "orig_states",
+    "resp_states",
+    "outcome",
+    "conn_state",
+    "history",
+    "resets",
+    "events",
+    "established",
+    "midstream",
+    "port_reuse",
+    "truncated_packets",
+    "packets",
+    "from_orig",
+    "zeek_orig_bytes",
+    "zeek_resp_bytes",
+    "missed_bytes",
+    "icmp_errors",
+)
+"""The order `build_connection` passes `Connection`'s fields in."""
+if tuple(item.name for item in fields(Connection)) != _CONNECTION_FIELDS:
+    raise ImportError("Connection's fields changed: update build_connection's positional call")
 _new_direction_stats = slot_builder(DirectionStats)
 _new_reset = slot_builder(ResetInfo)
 _new_event = slot_builder(Event)
@@ -558,43 +595,50 @@ def build_connection(
     ts_first, ts_last = batch.ts_list[start], batch.ts_list[stop - 1]
     key = 2 * conn
     resets = walk.stamp_resets(template) if template.resets else ()
-    return _new_connection(
-        index=index,
-        uid=batch.uid_list[conn],
-        community_id=batch.community_id_list[conn],
-        ip_version=ip_version,
-        orig_h=orig_h,
-        orig_p=orig_p,
-        resp_h=resp_h,
-        resp_p=resp_p,
-        orig_inferred_by=INFERRED_BY[batch.inferred_by_list[conn]],
-        ts_first_ns=ts_first,
-        ts_last_ns=ts_last,
-        first_frame=first_frame,
-        last_frame=last_frame,
-        orig=_new_direction_stats(*batch.direction_rows[key])
+    orig_stats = (
+        _new_direction_stats(*batch.direction_rows[key])
         if not walk.rst_acked[True]
-        else _direction_stats(batch, key, walk.isn[True], walk.rst_acked[True]),
-        resp=_new_direction_stats(*batch.direction_rows[key + 1])
+        else _direction_stats(batch, key, walk.isn[True], walk.rst_acked[True])
+    )
+    resp_stats = (
+        _new_direction_stats(*batch.direction_rows[key + 1])
         if not walk.rst_acked[False]
-        else _direction_stats(batch, key + 1, walk.isn[False], walk.rst_acked[False]),
-        orig_states=deferred,
-        resp_states=deferred,
-        outcome=walk.outcome(any(event.side is Side.RESP for event in icmp_events)),
-        conn_state=zeek.conn_state,
-        history=zeek.history,
-        resets=resets,
-        events=deferred,
-        established=walk.established,
-        midstream=walk.midstream,
-        port_reuse=port_reuse,
-        truncated_packets=batch.stats.truncated[key] + batch.stats.truncated[key + 1],
-        packets=batch.rows_of(start, stop),
-        from_orig=batch.fo[start:stop],
-        zeek_orig_bytes=zeek.orig_bytes,
-        zeek_resp_bytes=zeek.resp_bytes,
-        missed_bytes=zeek.missed_bytes,
-        icmp_errors=tuple(icmp_errors),
+        else _direction_stats(batch, key + 1, walk.isn[False], walk.rst_acked[False])
+    )
+    # Positional, in field order (`_CONNECTION_FIELDS`): matching 32 keywords cost a microsecond per connection.
+    return _new_connection(
+        index,
+        batch.uid_list[conn],
+        batch.community_id_list[conn],
+        ip_version,
+        orig_h,
+        orig_p,
+        resp_h,
+        resp_p,
+        INFERRED_BY[batch.inferred_by_list[conn]],
+        ts_first,  # ts_first_ns
+        ts_last,  # ts_last_ns
+        first_frame,
+        last_frame,
+        orig_stats,
+        resp_stats,
+        deferred,  # orig_states
+        deferred,  # resp_states
+        walk.outcome(any(event.side is Side.RESP for event in icmp_events)),
+        zeek.conn_state,
+        zeek.history,
+        resets,
+        deferred,  # events
+        walk.established,
+        walk.midstream,
+        port_reuse,
+        batch.stats.truncated[key] + batch.stats.truncated[key + 1],  # truncated_packets
+        batch.rows_of(start, stop),  # packets
+        batch.fo[start:stop],  # from_orig
+        zeek.orig_bytes,
+        zeek.resp_bytes,
+        zeek.missed_bytes,
+        tuple(icmp_errors),
     )
 
 
