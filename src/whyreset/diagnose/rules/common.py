@@ -387,8 +387,10 @@ def _seq_anomaly(f: Facts, reset: ResetFacts, sender: SideFacts, items: list[Evi
 
 
 def _ip_id_anomaly(f: Facts, seg: Seg, sender: SideFacts, items: list[EvidenceItem]) -> float:
+    if f.conn.ip_version != 4 or seg.ip_id == 0:
+        return 0.0
     ids = [i for i in sender.ip_ids if i != 0]
-    if f.conn.ip_version != 4 or len(ids) < 3 or seg.ip_id == 0:
+    if len(ids) < 3:
         return 0.0
     steps = [(b - a) % 65536 for a, b in itertools.pairwise(ids)]
     if max(steps) > 64:
@@ -443,6 +445,8 @@ def _reacts_to(f: Facts, reset: ResetFacts) -> Seg | None:
 
 
 def _both_directions(f: Facts, reset: ResetFacts, items: list[EvidenceItem]) -> float:
+    if len(f.resets) < 2:
+        return 0.0  # most connections: a single RST, which cannot go both ways
     other = [r for r in f.resets if r.seg.side is not reset.seg.side]
     close = [r for r in other if abs(r.seg.ts_ns - reset.seg.ts_ns) <= NS_PER_S]
     if not close:
