@@ -327,6 +327,9 @@ def test_zeek_fields_and_packed_marks_match_the_reference(segments: list[tuple[i
         assert (built.zeek_orig_bytes, built.zeek_resp_bytes) == (reference.orig_bytes, reference.resp_bytes)
         walk = _Walk(batch, conn, start, stop, {})
         walk.rows = batch.index.control[conn]
+        midstream = batch.index.first_syn_row[2 * conn] < 0 and batch.index.first_syn_row[2 * conn + 1] < 0
+        reference = (walk._initial(True), walk._initial(False), midstream, walk._data_both_ways_row())
+        assert batch.walk_starts[conn] == reference
         if walk.both_ways_row < 0:
             lo, hi = batch.index.control.span(conn)
             codes = batch.mark_codes[lo:hi]

@@ -240,6 +240,7 @@ class Batch:
         self._own_ttls: set[int] | None = None
         self._reset_rows: dict[int, tuple[int, int, int, int, bool]] | None = None
         self._mark_codes(analysis)
+        self.walk_starts = self._walk_starts()
         self.holes_missed_list: list[int] = analysis.holes_missed.tolist()
         index = self.index
         self.source = LazySource(
@@ -340,6 +341,26 @@ class Batch:
         self.rst_codes: bytes = rst_codes.astype(np.uint8).tobytes()
         has_rst = np.bincount(index.conn[(self.flags & RST) != 0], minlength=count) > 0
         self.coded_walk: list[bool] = (~has_rst).tolist()
+
+    def _walk_starts(self) -> list[tuple[TcpState, TcpState, bool, int]]:
+        """Per connection: both endpoints' initial states, mid-stream, and the row where a mid-stream
+        connection has seen data both ways (or -1), for the whole batch at once."""
+        index = self.index
+        pure_syn = np.asarray(index.first_pure_syn_row, np.int64).reshape(-1, 2)
+        syn = np.asarray(index.first_syn_row, np.int64).reshape(-1, 2)
+        first = np.asarray(index.first_row, np.int64).reshape(-1, 2)
+        data = np.asarray(index.first_data_row, np.int64).reshape(-1, 2)
+        orig_closed = pure_syn[:, 0] >= 0
+        resp_listen = np.asarray(index.first_synack_row, np.int64).reshape(-1, 2)[:, 1] >= 0
+        resp_first = first[:, 1]
+        # The responder answered the SYN with an RST: no socket, or a closed port.
+        refused = (resp_first >= 0) & orig_closed & ((self.flags[np.maximum(resp_first, 0)] & RST) != 0)
+        midstream = (syn[:, 0] < 0) & (syn[:, 1] < 0)
+        both_ways = np.where(midstream & (data.min(axis=1) >= 0), data.max(axis=1), -1)
+        states = (TcpState.UNKNOWN, TcpState.CLOSED, TcpState.LISTEN)
+        orig = [states[code] for code in orig_closed.astype(np.int64).tolist()]
+        resp = [states[code] for code in np.where(resp_listen, 2, np.where(refused, 1, 0)).tolist()]
+        return list(zip(orig, resp, midstream.tolist(), both_ways.tolist(), strict=True))
 
     def _rst_codes(self, rows: IntArray, has_reply: Array) -> IntArray:
         """`walk.rst_code` of the RST rows ``rows``: the facts `_Walk._rst_facts` finds row by row (the
@@ -703,12 +724,11 @@ class _Walk:
         self.rst_payloads = rst_payloads
         index = batch.index
         self.keys = {True: 2 * conn, False: 2 * conn + 1}
-        self.midstream = index.first_syn_row[2 * conn] < 0 and index.first_syn_row[2 * conn + 1] < 0
+        initial_orig, initial_resp, self.midstream, self.both_ways_row = batch.walk_starts[conn]
         isn_orig, isn_resp = batch.isn_list[2 * conn], batch.isn_list[2 * conn + 1]
         self.isn = {True: isn_orig if isn_orig >= 0 else None, False: isn_resp if isn_resp >= 0 else None}
-        self.syn_options = {side: index.first_syn_row[self.keys[side]] for side in (True, False)}
-        self.initial = {True: self._initial(True), False: self._initial(False)}
-        self.both_ways_row = self._data_both_ways_row()
+        self.syn_options = {True: index.first_syn_row[2 * conn], False: index.first_syn_row[2 * conn + 1]}
+        self.initial = {True: initial_orig, False: initial_resp}
         self.rows: list[int] = []
         self.replies: dict[int, int] = {}
         self.never_established = False
@@ -722,6 +742,7 @@ class _Walk:
         self.handshake_ack_row = -1
 
     def _initial(self, side: bool) -> TcpState:
+        """``side``'s state before its first control segment, row by row (the reference of `_walk_starts`)."""
         index = self.batch.index
         key, peer_key = self.keys[side], self.keys[not side]
         if side:
@@ -734,6 +755,7 @@ class _Walk:
         return TcpState.UNKNOWN
 
     def _data_both_ways_row(self) -> int:
+        """Mid-stream: the row where data has flowed both ways, row by row (the reference of `_walk_starts`)."""
         if not self.midstream:
             return -1
         index = self.batch.index
