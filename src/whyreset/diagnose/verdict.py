@@ -7,14 +7,6 @@
 * a Finding with the best-supported cause, its evidence and ranked alternatives when a rule's score reaches
   `MIN_PRIMARY`;
 * otherwise a Finding with ``cause=None`` and an explicit ``undetermined_reason``: never a guess.
-
-Cost (bench-200k.pcap, 8.4k abnormal connections, ~110 us each, best of 5, no profiler): facts ~27 us (a third
-of it turning numpy columns into Python ints, the rest one `Seg` per packet and each side's totals), triage ~5,
-the rules ~40 (the forgery check ~6 and the abort shape ~5, shared through `Facts.memo`, are the largest), the
-finding ~20 (symptoms ~7, impact ~3). Rules that are usually alternatives defer their evidence (a function in
-`Candidate.evidence`): only the primary's is written. What is left is spread thin over many small Python
-functions; a further halving needs facts built for a whole chunk at once (the tracker's batch arrays), not
-per connection.
 """
 
 from __future__ import annotations
@@ -36,6 +28,15 @@ from whyreset.diagnose.symptoms import AppView, render_views
 from whyreset.diagnose.triage import applicable, conditioned
 from whyreset.diagnose.vantage import Vantage, infer_vantage
 from whyreset.ids import CauseId, Outcome, Side
+
+# Cost (bench-200k.pcap, 8.4k abnormal connections, ~110 us each, best of 5, no profiler): facts ~27 us (a third
+# of it turning numpy columns into Python ints, the rest one `Seg` per packet and each side's totals), triage ~5,
+# the rules ~40 (the forgery check ~6 and the abort shape ~5, shared through `Facts.memo`, are the largest), the
+# finding ~20 (symptoms ~7, impact ~3). Rules that are usually alternatives defer their evidence (a function in
+# `Candidate.evidence`): only the primary's is written. What is left is spread thin over many small Python
+# functions; a further halving needs facts built for a whole chunk at once (the tracker's batch arrays), not
+# per connection.
+# (A comment, not in the docstring: docs/causes/README.md is generated from the docstring.)
 
 MIN_PRIMARY = 0.35
 """Below this no cause is named: the finding is undetermined."""
