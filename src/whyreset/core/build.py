@@ -533,10 +533,9 @@ def _ttl_lists(ttl: Array, key: IntArray, keys: int) -> list[tuple[int, ...]]:
     values, counts = np.unique(combined, return_counts=True)
     owner = values // 256
     order = np.lexsort((-counts, owner))
-    result: list[list[int]] = [[] for _ in range(keys)]
-    for k, value in zip(owner[order].tolist(), (values[order] % 256).tolist(), strict=True):
-        result[k].append(value)
-    return [tuple(v) for v in result]
+    ttls: list[int] = (values[order] % 256).tolist()
+    bounds: list[int] = np.searchsorted(owner[order], np.arange(keys + 1)).tolist()
+    return [tuple(ttls[bounds[k] : bounds[k + 1]]) for k in range(keys)]
 
 
 _VERDICT_CODE = {verdict: number for number, verdict in enumerate(RST_VERDICTS)}

@@ -155,6 +155,12 @@ class ConnectionTracker:
         last_list = table["ts_ns"][np.append(starts[1:], n) - 1].astype(np.int64).tolist()
         start_rows = starts.tolist()
         reuse_list, superseded_list = demux.reuse_index.tolist(), superseded.tolist()
+        idle_since = now - self.idle_timeout_ns
+        over_anyway = [
+            final or superseded or last <= idle_since
+            for superseded, last in zip(superseded_list, last_list, strict=True)
+        ]
+        no_icmp: Sequence[IcmpError] = ()
         for conn in range(count):
             four_tuple = batch.canonical_tuple(conn)
             connection = build_connection(
@@ -162,11 +168,10 @@ class ConnectionTracker:
                 conn,
                 self._index_by_first_frame[frames[conn]],
                 reuse_list[conn] > 0 or self._reused(four_tuple),
-                self._icmp_for(table, start_rows[conn], first_list[conn], last_list[conn]),
+                self._icmp_for(table, start_rows[conn], first_list[conn], last_list[conn]) if self._icmp else no_icmp,
                 self._rst_payloads,
             )
-            idle = now - last_list[conn] >= self.idle_timeout_ns
-            if not (final or idle or superseded_list[conn] or _has_ended(connection)):
+            if not (over_anyway[conn] or connection.outcome in _ENDED):
                 keep[conn] = True
                 continue
             finished.append(connection)
@@ -249,9 +254,9 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _has_ended(connection: Connection) -> bool:
-    """A closing candidate is over once the rebuilt connection ended (an unaccepted RST does not end it)."""
-    return connection.outcome in (Outcome.RESET, Outcome.CLEAN, Outcome.NOT_ESTABLISHED)
+_ENDED = frozenset((Outcome.RESET, Outcome.CLEAN, Outcome.NOT_ESTABLISHED))
+"""Outcomes of a rebuilt connection that is over: a closing candidate with one is emitted (an unaccepted RST
+does not end a connection)."""
 
 
 def build_connections(
