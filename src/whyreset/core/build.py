@@ -241,6 +241,9 @@ class Batch:
         self._reset_rows: dict[int, tuple[int, int, int, int, bool]] | None = None
         self._mark_codes(analysis)
         self.walk_starts = self._walk_starts()
+        fed = np.asarray(self.index.zeek_fed.flat, np.int64)
+        self.zeek_fed_local: list[int] = (fed - starts[self.index.conn[fed]]).tolist()
+        """`index.zeek_fed`'s flat list of rows, each relative to its connection's first row."""
         self.holes_missed_list: list[int] = analysis.holes_missed.tolist()
         index = self.index
         self.source = LazySource(
@@ -666,12 +669,11 @@ def _zeek_summary(batch: Batch, conn: int, start: int, stop: int, first_from_ori
     """Zeek's fields: from the batch's precomputed facts alone, unless some row may give a W or T letter."""
     index = batch.index
     key = 2 * conn
-    fed = index.zeek_fed[conn]
     lo, hi = index.zeek_fed.span(conn)
 
     def load_fed() -> list[tuple[int, bool, int, int, int]]:
         fo, flags, rel_seq, payload = batch.fo_list, batch.flags_list, batch.rel_seq_list, batch.payload_list
-        return [(row - start, fo[row], flags[row], rel_seq[row], payload[row]) for row in fed]
+        return [(row - start, fo[row], flags[row], rel_seq[row], payload[row]) for row in index.zeek_fed.flat[lo:hi]]
 
     letters: list[tuple[int, int, str]] = []
     for side_key, data_letter, ack_letter in ((key, "D", "A"), (key + 1, "d", "a")):
@@ -681,12 +683,14 @@ def _zeek_summary(batch: Batch, conn: int, start: int, stop: int, first_from_ori
             letters.append((row - start, 0, ack_letter))
     own_last = (index.zeek_own_last[key], index.zeek_own_last[key + 1])
     peer_acked = (index.zeek_peer_acked[key], index.zeek_peer_acked[key + 1])
-    gap_orig = _local_row(batch.first_gap_list[key], start)
-    gap_resp = _local_row(batch.first_gap_list[key + 1], start)
+    gaps = []
+    if (gap_orig := batch.first_gap_list[key]) >= 0:
+        gaps.append((gap_orig - start, 3, "G"))
+    if (gap_resp := batch.first_gap_list[key + 1]) >= 0:
+        gaps.append((gap_resp - start, 3, "g"))
     missed = batch.holes_missed_list[key] + batch.holes_missed_list[key + 1]
     shape = index.zeek_shapes[lo:hi]
-    gaps = ([(gap_orig, 3, "G")] if gap_orig >= 0 else []) + ([(gap_resp, 3, "g")] if gap_resp >= 0 else [])
-    fed_rows = [row - start for row in fed]
+    fed_rows = batch.zeek_fed_local[lo:hi]
     if not index.zeek_bulk_candidates[conn]:
         letters += gaps
         return summarise_plain(shape, load_fed, fed_rows, letters, own_last, peer_acked, not first_from_orig, missed)
@@ -698,10 +702,6 @@ def _zeek_summary(batch: Batch, conn: int, start: int, stop: int, first_from_ori
         batch.table["window"][start:stop].tolist(),
     )
     return summarise_small(shape, load_fed, fed_rows, gaps, own_last, peer_acked, not first_from_orig, missed, rows)
-
-
-def _local_row(row: int, start: int) -> int:
-    return int(row) - start if row >= 0 else -1
 
 
 def _event_order(event: Event) -> tuple[int, int]:
