@@ -304,6 +304,7 @@ def test_zeek_fields_and_packed_marks_match_the_reference(segments: list[tuple[i
     demux = demultiplex(table)
     batch = Batch(analyse(table, demux), demux)
     by_first_frame = {c.first_frame: c for c in build_connections(table)}
+    assert batch.canonical_tuples() == [batch.canonical_tuple(conn) for conn in range(len(demux.starts))]
     for conn in range(len(demux.starts)):
         start, stop = batch.starts_list[conn], batch.stops_list[conn]
         window = slice(start, stop)

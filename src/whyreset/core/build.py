@@ -449,6 +449,16 @@ class Batch:
         src, dst = (src_hi, src_lo, sport), (dst_hi, dst_lo, dport)
         return (*min(src, dst), *max(src, dst))
 
+    def canonical_tuples(self) -> list[tuple[int, ...]]:
+        """`canonical_tuple` of every connection of the batch, at once."""
+        starts = self.analysis.starts
+        src_hi, src_lo, dst_hi, dst_lo = (self.table[name][starts] for name in ("src_hi", "src_lo", "dst_hi", "dst_lo"))
+        sport, dport = self.table["sport"][starts], self.table["dport"][starts]
+        swap = (src_hi > dst_hi) | ((src_hi == dst_hi) & ((src_lo > dst_lo) | ((src_lo == dst_lo) & (sport > dport))))
+        low = (np.where(swap, dst_hi, src_hi), np.where(swap, dst_lo, src_lo), np.where(swap, dport, sport))
+        high = (np.where(swap, src_hi, dst_hi), np.where(swap, src_lo, dst_lo), np.where(swap, sport, dport))
+        return list(zip(*(column.tolist() for column in (*low, *high)), strict=True))
+
     def address(self, hi: int, lo: int) -> str:
         text = self._addresses.get((hi, lo))
         if text is None:

@@ -161,8 +161,9 @@ class ConnectionTracker:
             for superseded, last in zip(superseded_list, last_list, strict=True)
         ]
         no_icmp: Sequence[IcmpError] = ()
+        four_tuples = batch.canonical_tuples()
         for conn in range(count):
-            four_tuple = batch.canonical_tuple(conn)
+            four_tuple = four_tuples[conn]
             connection = build_connection(
                 batch,
                 conn,
