@@ -338,6 +338,7 @@ class Batch:
         )
         self.mark_codes: bytes = codes.astype(np.uint8).tobytes()
         self.syn_reply_rows: list[int] = reply.tolist()
+        self.has_replies: list[bool] = (np.bincount(index.conn[control[reply >= 0]], minlength=count) > 0).tolist()
         """Per control row: the reply row of a pure SYN or an RST (a possible challenge ACK), or -1."""
         rst_codes = np.zeros(len(control), np.int64)
         rst_codes[rst_mask] = self._rst_codes(control[rst_mask], reply[rst_mask] >= 0)
@@ -784,9 +785,10 @@ class _Walk:
             codes = batch.mark_codes[lo:hi]
             rst_codes = None if batch.coded_walk[self.conn] else batch.rst_codes[lo:hi]
             template = walk_coded(self.initial[True], self.initial[False], codes, rst_codes)
-            for position, reply in enumerate(batch.syn_reply_rows[lo:hi]):
-                if reply >= 0:
-                    self.replies[position] = reply
+            if batch.has_replies[self.conn]:
+                for position, reply in enumerate(batch.syn_reply_rows[lo:hi]):
+                    if reply >= 0:
+                        self.replies[position] = reply
             marks = None
         else:
             marks = self._marks()
@@ -877,15 +879,18 @@ class _Walk:
     def _resolve(self, template: WalkTemplate) -> None:
         """The rows of the marks the outcome and the RTT read."""
         rows = self.rows
-
-        def row_of(mark: int) -> int:
-            return rows[mark] if mark >= 0 else -1
-
-        self.accepted_rst_row = row_of(template.accepted_rst_mark)
-        self.fin_acked_row = {side: row_of(template.fin_acked_mark[side]) for side in (True, False)}
+        mark = template.accepted_rst_mark
+        self.accepted_rst_row = rows[mark] if mark >= 0 else -1
+        orig_mark, resp_mark = template.fin_acked_mark[True], template.fin_acked_mark[False]
+        self.fin_acked_row = {
+            True: rows[orig_mark] if orig_mark >= 0 else -1,
+            False: rows[resp_mark] if resp_mark >= 0 else -1,
+        }
         self.reached_sync = template.reached_sync
-        self.syn_ack_row = row_of(template.syn_ack_mark)
-        self.handshake_ack_row = row_of(template.handshake_ack_mark)
+        mark = template.syn_ack_mark
+        self.syn_ack_row = rows[mark] if mark >= 0 else -1
+        mark = template.handshake_ack_mark
+        self.handshake_ack_row = rows[mark] if mark >= 0 else -1
 
     def stamp_resets(self, template: WalkTemplate) -> tuple[ResetInfo, ...]:
         """The template's RST verdicts on this connection's RST rows."""
