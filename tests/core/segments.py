@@ -81,12 +81,7 @@ class Dialogue:
             row["opt_mss"] = 1460
         row.update(extra)
         if advance:
-            end = (
-                seq_value
-                + (0 if flags & RST else length)
-                + (1 if flags & SYN else 0)
-                + (1 if flags & FIN else 0)
-            )
+            end = seq_value + (0 if flags & RST else length) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
             me.nxt = max(me.nxt, end)
         self.rows.append(row)
         return row

@@ -392,9 +392,7 @@ def test_handshake_ack_lost() -> None:
     d.server.acked = d.client.isn + 1
     d.segment(SERVER, SYN | ACK, seq=d.server.isn)
     c = one(d)
-    assert any(
-        e.kind is EventKind.SYN_ACK_RETRANSMIT and e.detail.get("handshake_ack_lost") for e in c.events
-    )
+    assert any(e.kind is EventKind.SYN_ACK_RETRANSMIT and e.detail.get("handshake_ack_lost") for e in c.events)
     assert c.final_state(Side.RESP) is TcpState.SYN_RECEIVED
 
 

@@ -37,9 +37,7 @@ FIELDS = (
 
 
 def _flags_text(flags: int) -> str:
-    return "".join(
-        ch for bit, ch in ((SYN, "S"), (ACK, "A"), (FIN, "F"), (RST, "R"), (PSH, "P")) if flags & bit
-    )
+    return "".join(ch for bit, ch in ((SYN, "S"), (ACK, "A"), (FIN, "F"), (RST, "R"), (PSH, "P")) if flags & bit)
 
 
 def _write(rows: list[dict[str, Any]], path: Path) -> None:
