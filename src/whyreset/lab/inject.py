@@ -26,6 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from whyreset.errors import LabError
+from whyreset.ingest import craft
 
 # TCP flag bits (same values as whyreset.model).
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
@@ -38,15 +39,6 @@ SEQ_MOD = 1 << 32
 
 # ------------------------------------------------------------------------------------------------------------
 # Building segments
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,45 +73,22 @@ class Segment:
     def v6(self) -> bool:
         return ":" in self.src.addr
 
-    def tcp_header(self) -> bytes:
-        """The TCP header, options and payload with a correct checksum."""
-        options = self.options + b"\0" * (-len(self.options) % 4)
-        offset_flags = ((5 + len(options) // 4) << 12) | self.flags
-        header = struct.pack(
-            "!HHIIHHHH", self.src.port, self.dst.port, self.seq % SEQ_MOD, self.ack % SEQ_MOD, offset_flags,
-            self.window, 0, 0,
-        )  # fmt: skip
-        body = header + options + self.payload
-        src = ipaddress.ip_address(self.src.addr).packed
-        dst = ipaddress.ip_address(self.dst.addr).packed
-        if self.v6:
-            pseudo = src + dst + struct.pack("!I3xB", len(body), socket.IPPROTO_TCP)
-        else:
-            pseudo = src + dst + struct.pack("!xBH", socket.IPPROTO_TCP, len(body))
-        checksum = _checksum(pseudo + body)
-        return body[:16] + struct.pack("!H", checksum) + body[18:]
-
     def packet(self) -> bytes:
-        """The whole IP packet (IPv4 with DF set and a header checksum, or IPv6)."""
-        tcp = self.tcp_header()
-        src = ipaddress.ip_address(self.src.addr).packed
-        dst = ipaddress.ip_address(self.dst.addr).packed
-        if self.v6:
-            return struct.pack("!IHBB", 6 << 28, len(tcp), socket.IPPROTO_TCP, self.ttl) + src + dst + tcp
-        header = struct.pack(
-            "!BBHHHBBH4s4s",
-            0x45,
-            0,
-            20 + len(tcp),
-            self.ip_id,
-            0x4000,
-            self.ttl,
-            socket.IPPROTO_TCP,
-            0,
-            src,
-            dst,
+        """The whole IP packet (IPv4 with DF set, or IPv6) with correct checksums."""
+        return craft.tcp_packet(
+            self.src.addr,
+            self.dst.addr,
+            self.src.port,
+            self.dst.port,
+            seq=self.seq % SEQ_MOD,
+            ack=self.ack % SEQ_MOD,
+            flags=self.flags,
+            window=self.window,
+            payload=self.payload,
+            raw_options=self.options + b"\0" * (-len(self.options) % 4),
+            ttl=self.ttl,
+            ip_id=self.ip_id,
         )
-        return header[:10] + struct.pack("!H", _checksum(header)) + header[12:] + tcp
 
 
 class RawInjector:

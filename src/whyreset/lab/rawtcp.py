@@ -8,22 +8,12 @@ namespace.
 from __future__ import annotations
 
 import socket
-import struct
 from dataclasses import dataclass
 
+from whyreset.ingest import craft
 from whyreset.lab import nsenter
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
-
-
-def checksum(data: bytes) -> int:
-    """RFC 1071 Internet checksum."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,39 +32,21 @@ class Segment:
     ip_id: int = 0
     payload: bytes = b""
 
-    def tcp_header(self) -> bytes:
-        offset_flags = (5 << 12) | self.flags
-        header = struct.pack(
-            "!HHIIHHHH", self.sport, self.dport, self.seq, self.ack, offset_flags, self.window, 0, 0
-        )
-        pseudo = struct.pack(
-            "!4s4sBBH",
-            socket.inet_aton(self.src),
-            socket.inet_aton(self.dst),
-            0,
-            socket.IPPROTO_TCP,
-            len(header) + len(self.payload),
-        )
-        check = checksum(pseudo + header + self.payload)
-        return header[:16] + struct.pack("!H", check) + header[18:]
-
     def to_bytes(self) -> bytes:
-        tcp = self.tcp_header() + self.payload
-        ip = struct.pack(
-            "!BBHHHBBH4s4s",
-            0x45,
-            0,
-            20 + len(tcp),
-            self.ip_id,
-            0x4000,  # DF, as Linux sets on TCP
-            self.ttl,
-            socket.IPPROTO_TCP,
-            0,
-            socket.inet_aton(self.src),
-            socket.inet_aton(self.dst),
+        """The IPv4 packet (DF set, as Linux sets on TCP) with correct checksums."""
+        return craft.tcp_packet(
+            self.src,
+            self.dst,
+            self.sport,
+            self.dport,
+            seq=self.seq,
+            ack=self.ack,
+            flags=self.flags,
+            window=self.window,
+            payload=self.payload,
+            ttl=self.ttl,
+            ip_id=self.ip_id,
         )
-        ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
-        return ip + tcp
 
 
 def send_segment(netns: str | None, segment: Segment) -> None:
