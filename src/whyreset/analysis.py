@@ -34,7 +34,7 @@ from whyreset.core.connection import Connection
 from whyreset.diagnose.finding import Finding
 from whyreset.errors import CaptureError, UnknownFormatError, UnsupportedLinkTypeError
 from whyreset.ids import Outcome
-from whyreset.model import Array, IcmpError, PacketTable, ReadReport
+from whyreset.model import IcmpError, LazyRows, ReadReport
 from whyreset.report.jsonout import JsonRecord, connection_record, is_abnormal
 
 Source = str | os.PathLike[str] | IO[bytes]
@@ -441,32 +441,6 @@ class AnalysisStream:
 # --- compact deferred connections ---------------------------------------------------------------------------
 
 
-class _RowsOf(PacketTable):
-    """A connection's rows of a compacted table, viewed on first access (a deferred connection that holds 29
-    column views costs ~3 kB; its start and stop cost nothing)."""
-
-    __slots__ = ("_cache", "_source", "_start", "_stop")
-
-    def __init__(self, source: dict[str, Array], start: int, stop: int) -> None:
-        self._source = source
-        self._start = start
-        self._stop = stop
-        self._cache: dict[str, Array] | None = None
-
-    @property
-    def columns(self) -> dict[str, Array]:
-        if self._cache is None:
-            self._cache = {name: column[self._start : self._stop] for name, column in self._source.items()}
-        return self._cache
-
-    @columns.setter
-    def columns(self, value: dict[str, Array]) -> None:
-        self._cache = value
-
-    def __len__(self) -> int:
-        return self._stop - self._start
-
-
 _FIELD_NAMES = tuple(f.name for f in fields(Connection))
 
 
@@ -490,7 +464,7 @@ def compact_packets(connections: list[Connection]) -> list[Connection]:
         for name in _FIELD_NAMES:  # resolve the fields the core builds on first read: they too view the chunk
             getattr(conn, name)
         stop = start + len(conn.from_orig)
-        object.__setattr__(conn, "packets", _RowsOf(columns, start, stop))
+        object.__setattr__(conn, "packets", LazyRows(columns, start, stop))
         object.__setattr__(conn, "from_orig", from_orig[start:stop])
         start = stop
     return connections

@@ -121,6 +121,34 @@ class PacketTable:
         return sum(col.nbytes for col in self.columns.values())
 
 
+class LazyRows(PacketTable):
+    """Rows ``start:stop`` of a larger table's columns, sliced on first access.
+
+    Most connections' rows are never read (clean ones), and a connection held until the end of a capture should
+    cost two integers until someone looks; the slices, once made, are numpy views (no copy)."""
+
+    __slots__ = ("_cache", "_source", "_start", "_stop")
+
+    def __init__(self, source: dict[str, Array], start: int, stop: int) -> None:
+        self._source = source
+        self._start = start
+        self._stop = stop
+        self._cache: dict[str, Array] | None = None
+
+    @property
+    def columns(self) -> dict[str, Array]:
+        if self._cache is None:
+            self._cache = {name: column[self._start : self._stop] for name, column in self._source.items()}
+        return self._cache
+
+    @columns.setter
+    def columns(self, value: dict[str, Array]) -> None:
+        self._cache = value
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+
 def ipv4_to_halves(addr_u32: Array) -> tuple[Array, Array]:
     """IPv4 addresses (host-order uint32) to the (hi, lo) IPv4-mapped halves."""
     lo = addr_u32.astype(np.uint64) | np.uint64(IPV4_MAPPED_LO_PREFIX)

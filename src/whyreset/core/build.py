@@ -86,7 +86,7 @@ from whyreset.core.zeek import (
     zeek_uids,
 )
 from whyreset.ids import Outcome, Side, TcpState
-from whyreset.model import ACK, FIN, RST, SYN, Array, IcmpError, PacketTable, format_addr
+from whyreset.model import ACK, FIN, RST, SYN, Array, IcmpError, LazyRows, PacketTable, format_addr
 
 IDLE_GAP_MIN_NS = 1_000_000_000
 """Silences shorter than this are never reported as idle gaps."""
@@ -468,32 +468,7 @@ class Batch:
 
     def rows_of(self, start: int, stop: int) -> PacketTable:
         """The connection's rows, sliced from the batch only when someone reads them."""
-        return _LazyRows(self.table.columns, start, stop)
-
-
-class _LazyRows(PacketTable):
-    """A `PacketTable` of a slice of the batch's columns, made on first access (most callers never look)."""
-
-    __slots__ = ("_cache", "_source", "_start", "_stop")
-
-    def __init__(self, source: dict[str, Array], start: int, stop: int) -> None:
-        self._source = source
-        self._start = start
-        self._stop = stop
-        self._cache: dict[str, Array] | None = None
-
-    @property
-    def columns(self) -> dict[str, Array]:
-        if self._cache is None:
-            self._cache = {name: column[self._start : self._stop] for name, column in self._source.items()}
-        return self._cache
-
-    @columns.setter
-    def columns(self, value: dict[str, Array]) -> None:
-        self._cache = value
-
-    def __len__(self) -> int:
-        return self._stop - self._start
+        return LazyRows(self.table.columns, start, stop)
 
 
 _new_connection = slot_builder(Connection)
