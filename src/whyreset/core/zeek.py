@@ -394,19 +394,7 @@ def summarise_plain(
     # Emulator letters first: the sort is stable, so (row, order) ties keep the emulator's letter ahead.
     letters = [(fed_rows[position], order, code) for position, order, code in run.letters]
     letters += other_letters
-    letters.sort(key=_LETTER_ORDER)
-    history = ("^" if flipped else "") + "".join([code for _, _, code in letters])
-    orig_size = size_from(own_last[0], peer_acked[0], run.orig)
-    resp_size = size_from(own_last[1], peer_acked[1], run.resp)
-    return _new_summary(
-        conn_state=conn_state(run.orig.state, run.resp.state, orig_size, resp_size, history),
-        history=history,
-        orig_bytes=orig_size,
-        resp_bytes=resp_size,
-        missed_bytes=missed_bytes,
-        orig_state=run.orig.state,
-        resp_state=run.resp.state,
-    )
+    return _summary_of(run, letters, flipped, own_last, peer_acked, missed_bytes)
 
 
 class PlainRows(NamedTuple):
@@ -436,6 +424,19 @@ def summarise_small(
     letters = [(fed_rows[position], order, code) for position, order, code in run.letters]
     letters += _bulk_letters_small(rows, fed_rows, run.states_after)
     letters += gap_letters
+    return _summary_of(run, letters, flipped, own_last, peer_acked, missed_bytes)
+
+
+def _summary_of(
+    run: Emulation,
+    letters: list[tuple[int, int, str]],
+    flipped: bool,
+    own_last: tuple[int, int],
+    peer_acked: tuple[int, int],
+    missed_bytes: int,
+) -> ZeekSummary:
+    """History from the letters in row order (emulator letters ahead on ties: the sort is stable), sizes and
+    conn_state from the emulated endpoints."""
     letters.sort(key=_LETTER_ORDER)
     history = ("^" if flipped else "") + "".join([code for _, _, code in letters])
     orig_size = size_from(own_last[0], peer_acked[0], run.orig)

@@ -56,15 +56,20 @@ class LogField:
     """Zeek type name as written in ``#types`` (``time``, ``count``, ``set[string]``...)."""
 
 
+_CONN_ID = (
+    ("ts", "time"),
+    ("uid", "string"),
+    ("id.orig_h", "addr"),
+    ("id.orig_p", "port"),
+    ("id.resp_h", "addr"),
+    ("id.resp_p", "port"),
+)
+"""Zeek's connection id prefix, shared by every log that joins conn.log on uid."""
+
 CONN_FIELDS: tuple[LogField, ...] = tuple(
     LogField(name, type_)
     for name, type_ in (
-        ("ts", "time"),
-        ("uid", "string"),
-        ("id.orig_h", "addr"),
-        ("id.orig_p", "port"),
-        ("id.resp_h", "addr"),
-        ("id.resp_p", "port"),
+        *_CONN_ID,
         ("proto", "enum"),
         ("service", "string"),
         ("duration", "interval"),
@@ -87,12 +92,7 @@ CONN_FIELDS: tuple[LogField, ...] = tuple(
 WHYRESET_FIELDS: tuple[LogField, ...] = tuple(
     LogField(name, type_)
     for name, type_ in (
-        ("ts", "time"),
-        ("uid", "string"),
-        ("id.orig_h", "addr"),
-        ("id.orig_p", "port"),
-        ("id.resp_h", "addr"),
-        ("id.resp_p", "port"),
+        *_CONN_ID,
         ("outcome", "string"),
         ("cause", "string"),
         ("confidence", "double"),
