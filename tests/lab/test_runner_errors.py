@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from whyreset.errors import LabError
+from whyreset.ingest.craft import internet_checksum
 from whyreset.lab import runner
 from whyreset.lab.cli import lab
-from whyreset.lab.rawtcp import checksum
 from whyreset.lab.scenario import Need
 
 
@@ -58,6 +58,6 @@ def test_errno_names() -> None:
 def test_internet_checksum_of_a_known_ipv4_header() -> None:
     # The classic example header (Wikipedia, RFC 1071 style): its checksum is 0xb861.
     header = bytes.fromhex("450000730000400040110000c0a80001c0a800c7")
-    assert checksum(header) == 0xB861
+    assert internet_checksum(header) == 0xB861
     patched = header[:10] + (0xB861).to_bytes(2, "big") + header[12:]
-    assert checksum(patched) == 0
+    assert internet_checksum(patched) == 0
