@@ -1,12 +1,23 @@
-"""Generate the benchmark capture: >= 1,000,000 packets of mixed TCP connections, IPv4 and IPv6.
+"""Generate a benchmark capture: >= 1,000,000 packets of mixed TCP connections, IPv4 and IPv6.
 
-Every connection follows one of the templates below (a normal exchange, refused, reset after a request, close
+Every connection follows one of the templates below (normal exchanges, refused, reset after a request, close
 with unread data, SYN unanswered, retransmissions then reset, a reset forged on the path, a keep-alive race, a
 half-open peer). A template is a short list of packets relative to the connection (who sends, flags, sequence
 offset, ack offset, payload length, time offset); numpy broadcasts it over thousands of connections at once,
 so the whole file is built with `whyreset.ingest.craft`'s bulk path in seconds.
 
-    .venv/bin/python bench/generate.py bench/out/bench.pcap --packets 1000000 --seed 1
+Two mixes (``--mix``):
+
+* ``stress``: the worst case for a per-connection analysis. 88,000 short connections per million packets,
+  half of them abnormal, payload bytes all zero. Every connection costs whyreset its full diagnosis.
+* ``web``: what a busy web server's capture looks like. HTTP/1.1 keep-alive exchanges on port 80 and TLS
+  records on 443 (payloads carry real request/response text and record headers, so every tool dissects what
+  it would dissect on a real capture), responses from 1 to 200 segments, ~5 % abnormal connections (the same
+  abnormal templates). About 700 bytes per packet, like the 774 MB per million packets of issue 2's
+  reference capture.
+
+    .venv/bin/python bench/generate.py bench/out/bench-1m.pcap --packets 1000000 --seed 1
+    .venv/bin/python bench/generate.py bench/out/web-1m.pcap --mix web --packets 1000000 --seed 1
 """
 
 from __future__ import annotations
@@ -147,20 +158,61 @@ def _half_open_peer(rtt: int = 1500) -> list[Step]:
     ]
 
 
-TEMPLATES: dict[str, tuple[float, list[Step]]] = {
+def _web(responses: tuple[int, ...], rtt: int = 900, think_us: int = 40_000) -> list[Step]:
+    """An HTTP/1.1 keep-alive connection: one request per response (of that many MSS segments, the last one
+    shorter), the client acknowledging every second segment, then the client closes."""
+    request = 420
+    steps = _handshake(rtt)
+    client, server = 1, 1
+    t = rtt + 100
+    for segments in responses:
+        steps.append(Step(CLIENT, PSH | ACK, client, server, request, t))
+        client += request
+        t += rtt
+        for i in range(segments):
+            size = MSS if i < segments - 1 else 517
+            steps.append(Step(SERVER, (PSH | ACK) if i == segments - 1 else ACK, server, client, size, t + i * 15))
+            server += size
+            if i % 2 == 1 or i == segments - 1:
+                steps.append(Step(CLIENT, ACK, client, server, 0, t + i * 15 + rtt // 2))
+        t += segments * 15 + rtt + think_us
+    steps += [
+        Step(CLIENT, FIN | ACK, client, server, 0, t),
+        Step(SERVER, FIN | ACK, server, client + 1, 0, t + rtt),
+        Step(CLIENT, ACK, client + 1, server + 1, 0, t + rtt + 40),
+    ]
+    return steps
+
+
+MIXES: dict[str, dict[str, tuple[float, list[Step]]]] = {
     # name: (share of connections, packets)
-    "normal": (0.52, _normal()),
-    "refused": (0.10, _refused()),
-    "reset_after_request": (0.08, _reset_after_request()),
-    "close_with_unread_data": (0.06, _close_with_unread_data()),
-    "syn_unanswered": (0.05, _syn_unanswered()),
-    "retransmissions_then_reset": (0.05, _retransmissions_then_reset()),
-    "middlebox_reset": (0.05, _middlebox_reset()),
-    "keepalive_race": (0.05, _keepalive_race()),
-    "half_open_peer": (0.04, _half_open_peer()),
+    "stress": {
+        "normal": (0.52, _normal()),
+        "refused": (0.10, _refused()),
+        "reset_after_request": (0.08, _reset_after_request()),
+        "close_with_unread_data": (0.06, _close_with_unread_data()),
+        "syn_unanswered": (0.05, _syn_unanswered()),
+        "retransmissions_then_reset": (0.05, _retransmissions_then_reset()),
+        "middlebox_reset": (0.05, _middlebox_reset()),
+        "keepalive_race": (0.05, _keepalive_race()),
+        "half_open_peer": (0.04, _half_open_peer()),
+    },
+    "web": {
+        "api_calls": (0.55, _web((1, 2, 1, 3))),
+        "page": (0.25, _web((24, 3, 3, 2))),
+        "download": (0.15, _web((180,))),
+        "refused": (0.01, _refused()),
+        "reset_after_request": (0.008, _reset_after_request()),
+        "close_with_unread_data": (0.007, _close_with_unread_data()),
+        "syn_unanswered": (0.005, _syn_unanswered()),
+        "retransmissions_then_reset": (0.005, _retransmissions_then_reset()),
+        "middlebox_reset": (0.005, _middlebox_reset()),
+        "keepalive_race": (0.005, _keepalive_race()),
+        "half_open_peer": (0.005, _half_open_peer()),
+    },
 }
+CONNECTIONS_PER_SECOND = {"stress": 2000, "web": 400}
 IPV6_SHARE = 0.2
-CONNECTIONS_PER_SECOND = 2000
 
 
 @dataclass(slots=True)
@@ -184,7 +236,9 @@ def _addresses(ids: npt.NDArray[np.int64], ipv6: bool, server: bool) -> npt.NDAr
     return out
 
 
-def _template_batch(steps: list[Step], conn_ids: npt.NDArray[np.int64], ipv6: bool, rng: np.random.Generator) -> Batch:
+def _template_batch(
+    steps: list[Step], conn_ids: npt.NDArray[np.int64], ipv6: bool, rng: np.random.Generator, mix: str
+) -> Batch:
     n_conn, n_steps = len(conn_ids), len(steps)
     sender = np.array([s.sender for s in steps])
     flags = np.array([s.flags for s in steps])
@@ -195,7 +249,7 @@ def _template_batch(steps: list[Step], conn_ids: npt.NDArray[np.int64], ipv6: bo
     ttl_override = np.array([s.ttl if s.ttl is not None else 0 for s in steps])
 
     isn = rng.integers(0, 2**32, size=(n_conn, 2), dtype=np.int64)  # client, server
-    start_ns = conn_ids * (1_000_000_000 // CONNECTIONS_PER_SECOND) + rng.integers(0, 400_000, n_conn)
+    start_ns = conn_ids * (1_000_000_000 // CONNECTIONS_PER_SECOND[mix]) + rng.integers(0, 400_000, n_conn)
     client = _addresses(conn_ids, ipv6, server=False)
     server = _addresses(conn_ids, ipv6, server=True)
     client_port = 10_000 + conn_ids % 50_000
@@ -230,23 +284,144 @@ def _template_batch(steps: list[Step], conn_ids: npt.NDArray[np.int64], ipv6: bo
         ttl=ttl,
         ip_id=rng.integers(0, 65536, n_conn * n_steps),
     )
+    if mix == "web":
+        _write_payloads(frames, steps, server_port == 80, ipv6)
     return Batch(frames, start_ns[rows] + t_us[cols] * 1000)
 
 
-def generate(packets: int, seed: int) -> tuple[FrameBatch, npt.NDArray[np.int64], dict[str, int]]:
+# -- payload bytes (web mix)
+# Every connection of a template batch has the same frame layout (same steps, lengths and header sizes), so
+# the batch's bytes are a (connections x bytes per connection) matrix: a step's payload is a column slice,
+# written for all connections of one port at once, and its TCP checksum is patched by the payload's
+# ones' complement sum (RFC 1624), a constant per step and port.
+
+HTTP_REQUEST = (
+    b"GET /api/v1/catalogue/items?page=2&sort=price HTTP/1.1\r\nHost: shop.example\r\n"
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) bench/1.0\r\nAccept: application/json\r\n"
+    b"Accept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\nX-Request-Id: "
+)
+HTTP_BODY_TEXT = b'{"id": 1042, "name": "espresso cup", "price": 12.5, "tags": ["kitchen", "ceramic"]},\n'
+
+
+def _http_request(size: int) -> bytes:
+    return (HTTP_REQUEST + b"0" * max(0, size - len(HTTP_REQUEST) - 4) + b"\r\n\r\n")[-size:]
+
+
+def _http_response_head(size: int, body_total: int) -> bytes:
+    head = (
+        b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: application/json\r\n"
+        b"Connection: keep-alive\r\nContent-Length: %d\r\n\r\n"
+    )
+    header = head % body_total
+    header = head % (body_total - len(header))
+    return (header + _repeat(HTTP_BODY_TEXT, size - len(header)))[:size]
+
+
+def _repeat(text: bytes, size: int) -> bytes:
+    return (text * (size // len(text) + 1))[: max(size, 0)]
+
+
+def _tls_record(size: int, filler: bytes) -> bytes:
+    """A TLS 1.2/1.3 application-data record filling the segment (header + opaque bytes)."""
+    return bytes((0x17, 0x03, 0x03)) + (size - 5).to_bytes(2, "big") + filler[: size - 5]
+
+
+def _step_payloads(steps: list[Step], http: bool) -> list[bytes]:
+    """Payload bytes of every step, for a port-80 (HTTP) or port-443 (TLS) connection."""
+    filler = np.random.default_rng(443).integers(0, 256, MSS, dtype=np.uint8).tobytes()
+    payloads: list[bytes] = []
+    for index, step in enumerate(steps):
+        if step.length == 0 or step.flags & RST:
+            payloads.append(b"")
+        elif not http:
+            payloads.append(_tls_record(step.length, filler))
+        elif step.sender == CLIENT:
+            payloads.append(_http_request(step.length))
+        elif _starts_response(steps, index):
+            payloads.append(_http_response_head(step.length, _response_length(steps, index)))
+        else:
+            payloads.append(_repeat(HTTP_BODY_TEXT, step.length))
+    return payloads
+
+
+def _starts_response(steps: list[Step], index: int) -> bool:
+    earlier = [s for s in steps[:index] if s.length and not s.flags & RST]
+    return not earlier or earlier[-1].sender == CLIENT
+
+
+def _response_length(steps: list[Step], index: int) -> int:
+    """Bytes of the server's data steps from ``index`` up to the client's next data."""
+    total = 0
+    for step in steps[index:]:
+        if step.length and step.sender == CLIENT:
+            break
+        if step.sender == SERVER and not step.flags & RST:
+            total += step.length
+    return total
+
+
+def _write_payloads(frames: FrameBatch, steps: list[Step], http: npt.NDArray[np.bool_], ipv6: bool) -> None:
+    n_conn = len(http)
+    if n_conn == 0:
+        return
+    sizes = frames.lengths[: len(steps)]
+    per_conn = int(sizes.sum())
+    matrix = frames.data.reshape(n_conn, per_conn)
+    header_len = 14 + (40 if ipv6 else 20) + 20
+    checksum_at = 14 + (40 if ipv6 else 20) + 16
+    step_starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    for use_http in (True, False):
+        rows = np.flatnonzero(http == use_http)
+        if not len(rows):
+            continue
+        for step_start, payload in zip(step_starts.tolist(), _step_payloads(steps, use_http), strict=True):
+            if not payload:
+                continue
+            at = step_start + header_len
+            matrix[rows, at : at + len(payload)] = np.frombuffer(payload, np.uint8)
+            field = matrix[rows, step_start + checksum_at : step_start + checksum_at + 2]
+            old = field[:, 0].astype(np.int64) << 8 | field[:, 1]
+            new = _ones_complement_add(old, _word_sum(payload))
+            matrix[rows, step_start + checksum_at] = new >> 8
+            matrix[rows, step_start + checksum_at + 1] = new & 0xFF
+
+
+def _word_sum(payload: bytes) -> int:
+    padded = payload + b"\0" * (len(payload) % 2)
+    return int(np.frombuffer(padded, ">u2").sum(dtype=np.int64))
+
+
+def _ones_complement_add(checksum: npt.NDArray[np.int64], words: int) -> npt.NDArray[np.int64]:
+    """The checksum of a segment whose data words grew by ``words`` (RFC 1624: HC' = ~(~HC + m'))."""
+    total = (~checksum & 0xFFFF) + words
+    for _ in range(3):
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def generate(
+    packets: int, seed: int, mix: str = "stress"
+) -> tuple[FrameBatch, npt.NDArray[np.int64], dict[str, int]]:
     """Frames sorted by time, their timestamps (ns) and the number of connections per template."""
+    templates = MIXES[mix]
     rng = np.random.default_rng(seed)
-    mean_len = sum(share * len(steps) for share, steps in TEMPLATES.values())
+    mean_len = sum(share * len(steps) for share, steps in templates.values())
     n_connections = int(np.ceil(packets / mean_len))
-    kinds = rng.choice(len(TEMPLATES), size=n_connections, p=[share for share, _ in TEMPLATES.values()])
+    shares = [share for share, _ in templates.values()]
+    kinds = rng.choice(len(templates), size=n_connections, p=shares)
+    sizes = np.array([len(steps) for _, steps in templates.values()])
+    while (deficit := packets - int(sizes[kinds].sum())) > 0:  # the draw fell short of the packet count
+        more = rng.choice(len(templates), size=int(np.ceil(deficit / mean_len)) + 1, p=shares)
+        kinds = np.concatenate([kinds, more])
+        n_connections = len(kinds)
     ipv6 = rng.random(n_connections) < IPV6_SHARE
     batches: list[Batch] = []
     counts: dict[str, int] = {}
-    for kind, (name, (_share, steps)) in enumerate(TEMPLATES.items()):
+    for kind, (name, (_share, steps)) in enumerate(templates.items()):
         for family in (False, True):
             ids = np.flatnonzero((kinds == kind) & (ipv6 == family)).astype(np.int64)
             if len(ids):
-                batches.append(_template_batch(steps, ids, family, rng))
+                batches.append(_template_batch(steps, ids, family, rng, mix))
         counts[name] = int(np.count_nonzero(kinds == kind))
     # IPv4 and IPv6 frames come from separate bulk calls: same link type, so they concatenate; then sort by
     # time.
@@ -261,9 +436,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", help="pcap file to write")
     parser.add_argument("--packets", type=int, default=1_000_000, help="at least this many packets")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--mix", choices=sorted(MIXES), default="stress", help="connection mix (see above)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    frames, ts_ns, counts = generate(args.packets, args.seed)
+    frames, ts_ns, counts = generate(args.packets, args.seed, args.mix)
     write_pcap_bulk(args.output, ts_ns, frames)
     elapsed = time.perf_counter() - started
     total = sum(counts.values())

@@ -5,15 +5,17 @@ time and the peak resident memory:
 
     whyreset analyze --json F > /dev/null
     whyreset analyze --json --max-deferred 0 F > /dev/null   (nothing held back: the memory floor)
+    whyreset analyze --json --no-diagnose F > /dev/null      (connections rebuilt, no causes: what the peers do)
     tshark -q -z conv,tcp -r F > /dev/null
     tcptrace -n -l F > /dev/null
 
 The figures and the targets (>= 5x faster than tshark's conv table, no slower than tcptrace, < 300 MB peak per
-million packets) go to stdout and to bench/RESULTS.md. ``--profile`` also runs the pipeline under cProfile and
-prints where the time goes.
+million packets) go to stdout and to bench/RESULTS.md, one section per capture. ``--profile`` also runs the
+pipeline under cProfile and prints where the time goes.
 
-    .venv/bin/python bench/generate.py bench/out/bench.pcap --packets 1000000
-    .venv/bin/python bench/run.py bench/out/bench.pcap
+    .venv/bin/python bench/generate.py bench/out/bench-1m.pcap --packets 1000000
+    .venv/bin/python bench/generate.py bench/out/web-1m.pcap --mix web --packets 1000000
+    .venv/bin/python bench/run.py bench/out/bench-1m.pcap bench/out/web-1m.pcap --stages
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def run_all(capture: Path, repeat: int) -> list[Measure]:
     tools: list[tuple[str, list[str]]] = [
         ("whyreset", [*whyreset, str(capture)]),
         ("whyreset --max-deferred 0", [*whyreset, "--max-deferred", "0", str(capture)]),
+        ("whyreset --no-diagnose", [*whyreset, "--no-diagnose", str(capture)]),
         ("whyreset reader only", [sys.executable, "-c", READER_ONLY, str(capture)]),
     ]
     if shutil.which("tshark"):
@@ -114,7 +117,7 @@ def markdown(capture: Path, packets: int, measures: list[Measure]) -> str:
     ours = measures[0]
     million = packets / 1e6
     lines = [
-        "# Benchmark results",
+        f"## {capture.name}",
         "",
         f"Capture `{capture.name}`: {packets:,} packets, {capture.stat().st_size / 1e6:,.0f} MB "
         f"(bench/generate.py). Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
@@ -166,7 +169,7 @@ def profile(capture: Path, top: int = 30) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("capture", type=Path)
+    parser.add_argument("captures", type=Path, nargs="+")
     parser.add_argument("--repeat", type=int, default=1, help="runs per tool (the best is kept)")
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--profile", action="store_true", help="also profile the pipeline with cProfile")
@@ -174,23 +177,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not Path(TIME).exists():
         parser.error(f"{TIME} is needed to measure peak memory (apt-get install time)")
-    packets = count_pcap_records(args.capture)
-    print(f"{args.capture}: {packets:,} packets")
-    measures = run_all(args.capture, args.repeat)
-    report = markdown(args.capture, packets, measures)
-    if args.stages:
-        breakdown = subprocess.run(
-            [sys.executable, str(HERE / "stages.py"), str(args.capture)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        report += "\nWhere whyreset's time goes (bench/stages.py, one process, stages timed separately):\n\n"
-        report += "```\n" + breakdown + "```\n"
+    report = "# Benchmark results\n"
+    for capture in args.captures:
+        packets = count_pcap_records(capture)
+        print(f"{capture}: {packets:,} packets")
+        measures = run_all(capture, args.repeat)
+        report += "\n" + markdown(capture, packets, measures)
+        if args.stages:
+            breakdown = subprocess.run(
+                [sys.executable, str(HERE / "stages.py"), str(capture)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            report += "\nWhere whyreset's time goes (bench/stages.py, one process, stages timed separately):\n\n"
+            report += "```\n" + breakdown + "```\n"
+        if args.profile:
+            print(profile(capture))
     print(report)
     args.results.write_text(report)
-    if args.profile:
-        print(profile(args.capture))
     return 0
 
 
