@@ -34,7 +34,7 @@ from whyreset.core.connection import Connection
 from whyreset.diagnose.finding import Finding
 from whyreset.errors import CaptureError, UnknownFormatError, UnsupportedLinkTypeError
 from whyreset.ids import Outcome
-from whyreset.model import IcmpError, LazyRows, ReadReport
+from whyreset.model import Capture, IcmpError, LazyRows, ReadReport
 from whyreset.report.jsonout import JsonRecord, connection_record, is_abnormal
 
 Source = str | os.PathLike[str] | IO[bytes]
@@ -225,22 +225,23 @@ def iter_connection_batches(
     *,
     progress: ProgressCallback | None = None,
     chunk_records: int = CHUNK_RECORDS,
+    prefetch: bool | None = None,
 ) -> Iterator[list[Connection]]:
     """`iter_connections`, one list per chunk the tracker was fed (the connections it finished then).
 
-    ICMP errors read so far are in ``state.icmp_errors`` when a batch is yielded.
+    ICMP errors read so far are in ``state.icmp_errors`` when a batch is yielded. ``prefetch`` reads the file
+    in a second process while this one analyses (`whyreset.ingest.prefetch`): None decides by the input (a
+    large regular file), True forces it for any file path, False never.
     """
     from whyreset.core.tracker import ConnectionTracker
-    from whyreset.ingest import iter_capture
 
     state = state if state is not None else _ReadState()
     name = source_name(source)
     state.report.source = name
     total = _total_bytes(source)
     tracker = ConnectionTracker()
-    ingest_source: Any = os.fspath(source) if isinstance(source, os.PathLike) else source
     try:
-        for chunk in iter_capture(ingest_source, chunk_records=chunk_records):
+        for chunk in _chunks(source, chunk_records, prefetch):
             state.report = chunk.report
             state.icmp_errors.extend(chunk.icmp_errors)
             finished = tracker.feed(chunk)
@@ -257,6 +258,18 @@ def iter_connection_batches(
     yield tracker.finish()
     if progress is not None and total is not None and state.failure is None:
         progress(total, total)
+
+
+def _chunks(source: Source, chunk_records: int, prefetch: bool | None) -> Iterator[Capture]:
+    from whyreset.ingest import iter_capture
+    from whyreset.ingest.prefetch import iter_capture_prefetched, prefetch_worthwhile
+
+    if isinstance(source, str | os.PathLike):
+        path = os.fspath(source)
+        if path != "-" and (prefetch_worthwhile(path) if prefetch is None else prefetch):
+            return iter_capture_prefetched(path, chunk_records=chunk_records)
+        return iter_capture(path, chunk_records=chunk_records)
+    return iter_capture(source, chunk_records=chunk_records)
 
 
 def _capture_failure(exc: CaptureError, report: ReadReport) -> InputFailure:
