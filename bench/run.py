@@ -31,6 +31,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,17 +79,56 @@ def whyreset_command() -> list[str]:
 
 
 def measure(tool: str, argv: list[str]) -> Measure:
-    """Run ``argv`` with stdout to /dev/null under /usr/bin/time; wall seconds and max RSS."""
+    """Run ``argv`` with stdout to /dev/null under /usr/bin/time; wall seconds and peak memory.
+
+    Peak memory is the larger of /usr/bin/time's maximum RSS (that of the largest single process) and the
+    largest sum of the RSS of the whole process tree seen by sampling /proc every 10 ms: whyreset reads large
+    files in a second process, and its memory counts too.
+    """
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         full = [TIME, "-f", "%e %M", "-o", report.name, *argv]
         with open(os.devnull, "wb") as devnull:
-            result = subprocess.run(full, stdout=devnull, stderr=subprocess.PIPE, check=False)
+            process = subprocess.Popen(full, stdout=devnull, stderr=subprocess.DEVNULL)
+            tree_peak_kb = _sample_tree_rss(process)
         fields = Path(report.name).read_text().split()
     # /usr/bin/time prints "Command exited with non-zero status N" before the format line when the tool fails.
     seconds, max_rss_kb = float(fields[-2]), int(fields[-1])
     shown = (Path(argv[0]).name if i == 0 else a.strip().replace("\n", "; ") for i, a in enumerate(argv))
     command = " ".join(shown) + " > /dev/null"
-    return Measure(tool, command, seconds, max_rss_kb / 1024, result.returncode)
+    return Measure(tool, command, seconds, max(max_rss_kb, tree_peak_kb) / 1024, process.returncode)
+
+
+def _sample_tree_rss(process: subprocess.Popen[bytes]) -> int:
+    """Largest sum of VmRSS (kB) over ``process``'s descendants (/usr/bin/time itself excluded), until it ends."""
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, sum(_rss_kb(pid) for pid in _descendants(process.pid)))
+        time.sleep(0.01)
+    return peak
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            continue
+        found += [int(child) for child in children]
+        pending += [int(child) for child in children]
+    return found
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def run_all(capture: Path, repeat: int) -> list[Measure]:
@@ -122,7 +162,7 @@ def markdown(capture: Path, packets: int, measures: list[Measure]) -> str:
         f"Capture `{capture.name}`: {packets:,} packets, {capture.stat().st_size / 1e6:,.0f} MB "
         f"(bench/generate.py). Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}. Wall time end to end (start-up included), best of the runs; "
-        "peak RSS from /usr/bin/time.",
+        "peak memory: the largest of /usr/bin/time's maximum RSS and the sampled sum over the tool's processes.",
         "",
         "| tool | command | seconds | packets/s | time vs whyreset | peak MB | MB per 1M packets |",
         "|---|---|---:|---:|---:|---:|---:|",
