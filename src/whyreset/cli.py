@@ -36,7 +36,24 @@ PROGRESS_MIN_BYTES = 16 * 1024 * 1024
 """Files smaller than this are read too fast for a progress bar to help."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+SUBCOMMAND_MODULES = {"lab": "whyreset.lab.cli", "explain": "whyreset.diagnose.cli", "rules": "whyreset.diagnose.cli"}
+"""Commands other packages provide -> the module that defines them (imported when the command is used)."""
+
+
+class _LazyGroup(click.Group):
+    """Imports the other packages' commands only when one is asked for: ``analyze`` need not pay for the lab's
+    imports (~30 ms of start-up), and a broken module only breaks its own commands."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *SUBCOMMAND_MODULES})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in SUBCOMMAND_MODULES:
+            _register_subcommands(self, modules=(SUBCOMMAND_MODULES[cmd_name],))
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="whyreset")
 def main() -> None:
     """Why did my TCP connection reset?
@@ -304,10 +321,14 @@ def _progress_for(path: str, console: Console, *, enabled: bool) -> Iterator[Pro
         yield update
 
 
-def _register_subcommands(group: click.Group, *, warn: IO[str] | None = None) -> None:
-    """Add the command groups other packages provide, without letting one broken module break ``analyze``."""
-    sources = (("whyreset.lab.cli", ("lab",)), ("whyreset.diagnose.cli", ("explain", "rules")))
-    for module_name, command_names in sources:
+def _register_subcommands(
+    group: click.Group, *, warn: IO[str] | None = None, modules: tuple[str, ...] | None = None
+) -> None:
+    """Add the commands other packages provide (all, or those of ``modules``), without letting one broken module
+    break the rest of the CLI: a module that fails to import gives a warning, not a traceback."""
+    wanted = modules if modules is not None else tuple(dict.fromkeys(SUBCOMMAND_MODULES.values()))
+    for module_name in wanted:
+        command_names = [name for name, module in SUBCOMMAND_MODULES.items() if module == module_name]
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -327,5 +348,3 @@ def _register_subcommands(group: click.Group, *, warn: IO[str] | None = None) ->
 def _warn(stream: IO[str] | None, message: str) -> None:
     print(message, file=stream if stream is not None else sys.stderr)
 
-
-_register_subcommands(main)
