@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from typing import IO, Any
 
-from whyreset.core.connection import Connection, DirectionStats, ResetInfo, StateChange
+from whyreset.core.connection import Connection, DirectionStats, ResetInfo
 from whyreset.diagnose.finding import Finding
 from whyreset.ids import Outcome, TcpState
 
@@ -61,11 +61,13 @@ def connection_record(
     show_payload: bool = False,
 ) -> JsonRecord:
     """The schema-v1 object of one connection (with its diagnosis when there is one)."""
-    # This runs once per connection of the capture: fields are read once into locals, timestamps converted
-    # inline (see ns_to_epoch), no helper calls for what a literal does.
-    first_reset = connection.first_reset
+    # This runs once per connection of the capture (~10 us without a diagnosis): fields are read once into
+    # locals, timestamps converted inline (see ns_to_epoch), enum members written as their `_value_` (the
+    # string str() returns, without the call; `.value` is a slower property), the sub-objects built inline.
     orig, resp = connection.orig, connection.resp
     orig_states, resp_states = connection.orig_states, connection.resp_states
+    resets = connection.resets
+    outcome = connection.outcome
     ts_first, ts_last = connection.ts_first_ns, connection.ts_last_ns
     cause = finding.cause if finding is not None else None
     record: JsonRecord = {
@@ -86,9 +88,9 @@ def connection_record(
         "duration": (ts_last - ts_first) / 1e9,
         "first_frame": connection.first_frame,
         "last_frame": connection.last_frame,
-        "outcome": str(connection.outcome),
-        "cause": str(cause) if cause is not None else None,
-        "abnormal": cause is not None or connection.outcome in ABNORMAL_OUTCOMES,
+        "outcome": outcome._value_,
+        "cause": cause._value_ if cause is not None else None,
+        "abnormal": cause is not None or outcome in ABNORMAL_OUTCOMES,
         "conn_state": connection.conn_state,
         "history": connection.history,
         "orig_pkts": orig.packets,
@@ -102,45 +104,50 @@ def connection_record(
         "established": connection.established,
         "port_reuse": connection.port_reuse,
         "truncated_packets": connection.truncated_packets,
-        "orig_final_state": str(orig_states[-1].state if orig_states else TcpState.UNKNOWN),
-        "resp_final_state": str(resp_states[-1].state if resp_states else TcpState.UNKNOWN),
-        "orig_states": _state_records(orig_states),
-        "resp_states": _state_records(resp_states),
-        "rst_count": len(connection.resets),
-        "rst": _reset_record(first_reset, show_payload) if first_reset is not None else None,
+        "orig_final_state": orig_states[-1].state._value_ if orig_states else _UNKNOWN_STATE,
+        "resp_final_state": resp_states[-1].state._value_ if resp_states else _UNKNOWN_STATE,
+        "orig_states": [
+            {"state": change.state._value_, "frame": change.frame, "ts": ((change.ts_ns + 500) // 1000) / 1e6}
+            for change in orig_states
+        ],
+        "resp_states": [
+            {"state": change.state._value_, "frame": change.frame, "ts": ((change.ts_ns + 500) // 1000) / 1e6}
+            for change in resp_states
+        ],
+        "rst_count": len(resets),
+        "rst": _reset_record(resets[0], show_payload) if resets else None,
         "orig": _direction_record(orig),
         "resp": _direction_record(resp),
         "diagnosis": None,
     }
     if finding is not None:
         diagnosis = finding_record(finding)
-        record["diagnosis"] = diagnosis if show_payload else redact_payload(diagnosis, payload_secrets(connection))
+        if not show_payload and any(reset.payload_text for reset in resets):  # nothing to scrub otherwise
+            diagnosis = redact_payload(diagnosis, payload_secrets(connection))
+        record["diagnosis"] = diagnosis
     return record
 
 
-def _state_records(changes: Sequence[StateChange]) -> list[JsonRecord]:
-    return [
-        {"state": str(change.state), "frame": change.frame, "ts": ((change.ts_ns + 500) // 1000) / 1e6}
-        for change in changes
-    ]
+_UNKNOWN_STATE: str = TcpState.UNKNOWN.value
 
 
 def _reset_record(reset: ResetInfo, show_payload: bool) -> JsonRecord:
     # The RST's payload is capture data: shown only when asked (--show-payload); its presence is always told.
+    payload_text = reset.payload_text
     return {
-        "sender": str(reset.sender),
+        "sender": reset.sender._value_,
         "frame": reset.frame,
-        "ts": ns_to_epoch(reset.ts_ns),
+        "ts": ((reset.ts_ns + 500) // 1000) / 1e6,
         "seq": reset.seq,
         "ack": reset.ack,
         "rel_seq": reset.rel_seq,
         "ttl": reset.ttl,
         "ip_id": reset.ip_id,
-        "acceptability": str(reset.acceptability),
-        "receiver_state": str(reset.receiver_state),
-        "sender_state": str(reset.sender_state),
-        "has_payload_text": reset.payload_text is not None,
-        "payload_text": reset.payload_text if show_payload else None,
+        "acceptability": reset.acceptability._value_,
+        "receiver_state": reset.receiver_state._value_,
+        "sender_state": reset.sender_state._value_,
+        "has_payload_text": payload_text is not None,
+        "payload_text": payload_text if show_payload else None,
     }
 
 
@@ -172,22 +179,23 @@ def _direction_record(stats: DirectionStats) -> JsonRecord:
 def finding_record(finding: Finding) -> JsonRecord:
     """The diagnosis part of a record."""
     impact = finding.impact
+    cause, actor = finding.cause, finding.actor
     return {
-        "cause": str(finding.cause) if finding.cause is not None else None,
+        "cause": cause._value_ if cause is not None else None,
         "confidence": finding.confidence,
-        "actor": str(finding.actor) if finding.actor is not None else None,
+        "actor": actor._value_ if actor is not None else None,
         "summary": finding.summary,
         "alternatives": [
-            {"cause": str(alt.cause), "confidence": alt.confidence, "how_to_tell": alt.how_to_tell}
+            {"cause": alt.cause._value_, "confidence": alt.confidence, "how_to_tell": alt.how_to_tell}
             for alt in finding.alternatives
         ],
         "evidence": [
             {
                 "text": item.text,
                 "frame": item.frame,
-                "ts": ns_to_epoch(item.ts_ns) if item.ts_ns is not None else None,
-                "side": str(item.side) if item.side is not None else None,
-                "data": jsonable(item.data),
+                "ts": ((item.ts_ns + 500) // 1000) / 1e6 if item.ts_ns is not None else None,
+                "side": item.side._value_ if item.side is not None else None,
+                "data": _evidence_data(item.data),
             }
             for item in finding.evidence
         ],
@@ -203,6 +211,18 @@ def finding_record(finding: Finding) -> JsonRecord:
         "vantage": finding.vantage,
         "undetermined_reason": finding.undetermined_reason,
     }
+
+
+def _evidence_data(data: dict[str, Any]) -> Any:
+    """`jsonable` of an evidence item's data, with a plain copy when every key is a str and every value plain
+    (nearly always: ints, strings, None), which `jsonable` would return equal, item by item."""
+    if type(data) is not dict:
+        return jsonable(data)
+    plain = _PLAIN
+    for key, value in data.items():
+        if type(key) is not str or type(value) not in plain:
+            return jsonable(data)
+    return data.copy()
 
 
 def payload_secrets(connection: Connection) -> tuple[str, ...]:
