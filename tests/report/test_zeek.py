@@ -11,17 +11,22 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from report_factories import T0, connection, finding
+from report_factories import T0, connection, finding, reset_info
 
 from whyreset.core.connection import Connection
+from whyreset.diagnose.finding import Alternative, Finding
+from whyreset.ids import CauseId, Outcome
 from whyreset.report.zeek import (
     CONN_FIELDS,
     WHYRESET_FIELDS,
     ZeekLogWriter,
+    conn_line,
     conn_row,
     escape_string,
     format_double,
     format_row,
+    whyreset_line,
+    whyreset_row,
     write_zeek_logs,
     zeek_timestamp,
 )
@@ -269,3 +274,61 @@ def test_plain_text_shortcut_escapes_as_the_character_walk(value: str, in_set: b
     elif value in (UNSET_FIELD, EMPTY_FIELD):
         walked = _hex(ord(value[0])) + walked[1:]
     assert escape_string(value, in_set=in_set) == walked
+
+
+LAB_CORPUS = Path(__file__).parents[1] / "lab" / "corpus"
+
+
+def assert_lines_are_the_rows_formatted(connection: Connection, finding: Finding | None) -> None:
+    """The TSV writer's direct lines are exactly the generic rows through the generic cell formatters."""
+    assert conn_line(connection) == format_row(conn_row(connection), CONN_FIELDS) + "\n"
+    for show_payload in (False, True):
+        row = whyreset_row(connection, finding, show_payload=show_payload)
+        expected = format_row(row, WHYRESET_FIELDS) + "\n"
+        assert whyreset_line(connection, finding, show_payload=show_payload) == expected
+
+
+def test_tsv_lines_are_the_rows_formatted_on_the_lab_corpus() -> None:
+    from whyreset.analysis import analyze_path
+
+    captures = sorted(LAB_CORPUS.glob("*.pcap"))
+    assert captures, "the recorded lab corpus is part of the repository"
+    seen = 0
+    for capture in captures:
+        analysis = analyze_path(capture)
+        for conn in analysis.connections:
+            assert_lines_are_the_rows_formatted(conn, analysis.findings.get(conn.uid))
+            seen += 1
+    assert seen > len(captures)
+
+
+def test_tsv_lines_are_the_rows_formatted_on_hostile_and_unset_values(reset_connection: Connection) -> None:
+    payload = connection(uid="Cpayload", resets=(reset_info(payload_text="db password=hunter2"),))
+    odd = connection(
+        uid="-",
+        orig_h="2001:db8::1",
+        resp_h="(empty)",
+        ts_last_ns=T0,  # no duration: duration and byte counts unset
+        conn_state="",
+        history="",
+        resets=(),
+        outcome=Outcome.TIMEOUT,
+        orig_states=(),
+        resp_states=(),
+    )
+    hostile = finding(
+        payload,
+        summary="evil\tcolumn\n#close\t2020\\x41 'db password=hunter2'",
+        alternatives=(Alternative(CauseId.ABORTIVE_CLOSE, 0.123456789, "x"), Alternative(CauseId.REFUSED, 1.0, "")),
+        undetermined_reason="-",
+    )
+    undetermined = finding(odd, cause=None, actor=None, summary="", alternatives=(), undetermined_reason="why\x1b")
+    cases = [
+        (reset_connection, finding(reset_connection)),
+        (reset_connection, None),
+        (payload, hostile),
+        (odd, undetermined),
+        (odd, None),
+    ]
+    for conn, found in cases:
+        assert_lines_are_the_rows_formatted(conn, found)

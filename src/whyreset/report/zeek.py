@@ -298,6 +298,84 @@ def whyreset_row(connection: Connection, finding: Finding | None, *, show_payloa
     }
 
 
+# --- lines (the TSV writer's fast path) --------------------------------------------------------------------
+#
+# `ZeekLogs` writes TSV lines straight from the connection: the same cells `format_cells` makes of `conn_row` /
+# `whyreset_row` (tests/report/test_zeek.py compares them on the lab corpus and hostile text), without the row
+# dict and the per-cell formatter calls (~3x faster). Every line starts with its time cell, so it never needs
+# the leading-``#`` escape.
+
+
+class _EscapedCache(dict[str, str]):
+    """`escape_string` of the values that repeat from row to row (addresses, states, causes, histories): each
+    distinct one is escaped once (up to a bound), then a hit is a plain dict lookup (no Python call)."""
+
+    max_size = 65536
+
+    def __missing__(self, value: str) -> str:
+        escaped = escape_string(value)
+        if len(self) < self.max_size:
+            self[value] = escaped
+        return escaped
+
+
+_ESCAPED = _EscapedCache()
+
+
+def _conn_id_cells(connection: Connection) -> str:
+    """ts, uid and the address/port cells shared by both logs."""
+    return (
+        f"{((connection.ts_first_ns + 500) // 1000) / 1e6:.6f}\t{escape_string(connection.uid)}"
+        f"\t{_ESCAPED[connection.orig_h]}\t{connection.orig_p}"
+        f"\t{_ESCAPED[connection.resp_h]}\t{connection.resp_p}"
+    )
+
+
+def conn_line(connection: Connection) -> str:
+    """The conn.log TSV line of a connection, newline included (``format_cells(conn_row(...))``)."""
+    orig, resp = connection.orig, connection.resp
+    duration_ns = connection.ts_last_ns - connection.ts_first_ns
+    # Zeek sets the duration and byte counts only for a positive duration.
+    sized = f"{duration_ns / 1e9:.6f}\t{orig.data_bytes}\t{resp.data_bytes}" if duration_ns > 0 else "-\t-\t-"
+    conn_state, history = connection.conn_state, connection.history
+    return (
+        f"{_conn_id_cells(connection)}\ttcp\t-\t{sized}"
+        f"\t{_ESCAPED[conn_state] if conn_state else UNSET_FIELD}\t-\t-\t{connection.missed_bytes}"
+        f"\t{_ESCAPED[history] if history else UNSET_FIELD}"
+        f"\t{orig.packets}\t{orig.ip_bytes}\t{resp.packets}\t{resp.ip_bytes}\t-\t{TCP_IP_PROTO}\n"
+    )
+
+
+def whyreset_line(connection: Connection, finding: Finding | None, *, show_payload: bool = False) -> str:
+    """The whyreset.log TSV line of a connection, newline included (``format_cells(whyreset_row(...))``)."""
+    reset = connection.resets[0] if connection.resets else None
+    if reset is None:
+        rst = "-\t-\t-"
+    else:
+        rst = f"{_ESCAPED[reset.sender._value_]}\t{reset.frame}\t{_ESCAPED[reset.acceptability._value_]}"
+    if finding is None:
+        diagnosis = "-\t-\t-\t-\t-"
+        undetermined = UNSET_FIELD
+    else:
+        has_payload = not show_payload and any(item.payload_text for item in connection.resets)
+        secrets = payload_secrets(connection) if has_payload else ()
+        cause, actor = finding.cause, finding.actor
+        alternatives = [f"{alt.cause}:{format_double(alt.confidence)}" for alt in finding.alternatives]
+        diagnosis = (
+            f"{_ESCAPED[cause._value_] if cause is not None else UNSET_FIELD}"
+            f"\t{format_double(float(finding.confidence))}"
+            f"\t{_ESCAPED[actor._value_] if actor is not None else UNSET_FIELD}"
+            f"\t{escape_string(redact_payload(finding.summary, secrets))}\t{_format_container(alternatives)}"
+        )
+        reason = finding.undetermined_reason
+        undetermined = UNSET_FIELD if reason is None else escape_string(redact_payload(reason, secrets))
+    return (
+        f"{_conn_id_cells(connection)}\t{_ESCAPED[connection.outcome._value_]}\t{diagnosis}\t{rst}"
+        f"\t{_ESCAPED[connection.final_state(Side.ORIG)._value_]}"
+        f"\t{_ESCAPED[connection.final_state(Side.RESP)._value_]}\t{undetermined}\n"
+    )
+
+
 # --- writers ------------------------------------------------------------------------------------------------
 
 
@@ -370,6 +448,7 @@ class ZeekLogs:
         self.conn_path = os.path.join(directory, "conn.log")
         self.whyreset_path = os.path.join(directory, "whyreset.log")
         self._show_payload = show_payload
+        self._use_json = use_json
         self._open_time = open_time
         self._conn_out = open(self.conn_path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 (closed in close)
         self._why_out = open(self.whyreset_path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
@@ -379,8 +458,14 @@ class ZeekLogs:
         )
 
     def write(self, connection: Connection, finding: Finding | None) -> None:
+        wanted = finding is not None or is_abnormal(connection, finding)
+        if not self._use_json:
+            self._conn_out.write(conn_line(connection))
+            if wanted:
+                self._why_out.write(whyreset_line(connection, finding, show_payload=self._show_payload))
+            return
         self._conn_log.write(conn_row(connection))
-        if is_abnormal(connection, finding) or finding is not None:
+        if wanted:
             self._why_log.write(whyreset_row(connection, finding, show_payload=self._show_payload))
 
     def close(self) -> None:
