@@ -22,10 +22,14 @@ from bisect import bisect_left, bisect_right, insort
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import and_, not_
+
+import numpy as np
 
 from whyreset.core.connection import Connection, EventKind
 from whyreset.ids import Side
-from whyreset.model import ACK, FIN, RST, SYN, IcmpError
+from whyreset.model import ACK, FIN, RST, SYN, Array, IcmpError, LazyRows, PacketTable
 
 Endpoint = tuple[str, int]
 CLUSTER_WINDOW_NS = 2_000_000
@@ -47,6 +51,23 @@ def _reset_time(reset: ServerReset) -> int:
     return reset.ts_ns
 
 
+class _TableRows:
+    """What `DiagnosisContext.observe` reads of a packet table, converted once for all the connections whose
+    rows it holds: two columns as lists, and the few rows looked at one by one (RSTs, SYN-ACKs)."""
+
+    __slots__ = ("flags", "rst_rows", "source", "synack_rows", "synack_ts", "ttls")
+
+    def __init__(self, source: dict[str, Array]) -> None:
+        flags = source["flags"]
+        self.source = source
+        self.flags: list[int] = flags.tolist()
+        self.ttls: list[int] = source["ttl"].tolist()
+        self.rst_rows: list[int] = np.flatnonzero(flags & RST).tolist()
+        synacks = np.flatnonzero((flags & (SYN | ACK)) == (SYN | ACK))
+        self.synack_rows: list[int] = synacks.tolist()
+        self.synack_ts: list[int] = source["ts_ns"][synacks].tolist()
+
+
 @dataclass(slots=True)
 class DiagnosisContext:
     """Capture-wide facts gathered over every connection before any is diagnosed."""
@@ -64,61 +85,92 @@ class DiagnosisContext:
     first_ts_ns: int | None = None
     last_ts_ns: int | None = None
     connections: int = 0
+    _table: _TableRows | None = field(default=None, init=False, repr=False, compare=False)
+    """The table the last observed connection's rows are views of (the next one's usually are too)."""
 
     def observe(self, conn: Connection) -> None:
-        """Fold one connection into the context (one pass over its packets, as plain Python values: numpy
-        calls on a dozen rows cost more than the loop)."""
+        """Fold one connection into the context.
+
+        Most connections have no RST and one SYN-ACK: their TTLs are counted per side straight from the rows
+        (`_TableRows`), and only the few special rows (RSTs, SYN-ACKs) are looked at one by one."""
         self.connections += 1
         if self.first_ts_ns is None or conn.ts_first_ns < self.first_ts_ns:
             self.first_ts_ns = conn.ts_first_ns
         if self.last_ts_ns is None or conn.ts_last_ns > self.last_ts_ns:
             self.last_ts_ns = conn.ts_last_ns
-        packets = conn.packets
-        orig_ttls: list[int] = []
-        resp_ttls: list[int] = []
-        synacks: list[int] = []
-        first_resp_rst: int | None = None
-        resp_syn = resp_fin = False
-        rows = zip(
-            conn.from_orig.tolist(),
-            packets["flags"].tolist(),
-            packets["ttl"].tolist(),
-            packets["ts_ns"].tolist(),
-            strict=True,
-        )
-        for from_orig, flags, ttl, ts in rows:
-            if from_orig:
-                if not flags & RST:
-                    orig_ttls.append(ttl)
-                continue
-            resp_syn = resp_syn or bool(flags & SYN)
-            resp_fin = resp_fin or bool(flags & FIN)
-            if (flags & (SYN | ACK)) == (SYN | ACK):
-                synacks.append(ts)
-            if flags & RST:
-                if first_resp_rst is None:
-                    first_resp_rst = ts
-                continue
-            resp_ttls.append(ttl)
-        self._count_ttls(conn.orig_h, orig_ttls)
-        self._count_ttls(conn.resp_h, resp_ttls)
+        table, start, stop = self._rows_of(conn.packets)
+        from_orig = conn.from_orig.tolist()
+        ttls = table.ttls[start:stop]
         server = (conn.resp_h, conn.resp_p)
-        if synacks:
-            known = self.listening.setdefault(server, [])
-            for ts in synacks:
-                insort(known, ts)
-        if first_resp_rst is not None and not conn.established and not resp_syn:
-            # A plain refusal: the responder reset without ever answering with a SYN-ACK.
-            insort(self.refusals.setdefault(server, []), first_resp_rst)
-        self._observe_silent_reset(conn, server, resp_fin)
-        self._observe_icmp_events(conn)
+        rst_rows = table.rst_rows
+        first_rst = bisect_left(rst_rows, start)
+        if first_rst == len(rst_rows) or rst_rows[first_rst] >= stop:
+            self._count_ttls(conn.orig_h, compress(ttls, from_orig))
+            self._count_ttls(conn.resp_h, compress(ttls, map(not_, from_orig)))
+        else:
+            self._observe_resets(conn, server, table, start, stop, from_orig, ttls)
+        synack_rows = table.synack_rows
+        first = bisect_left(synack_rows, start)
+        last = bisect_left(synack_rows, stop, first)
+        if first < last:
+            synack_ts = table.synack_ts
+            synacks = [synack_ts[k] for k in range(first, last) if not from_orig[synack_rows[k] - start]]
+            if synacks:
+                known = self.listening.setdefault(server, [])
+                for ts in synacks:
+                    insort(known, ts)
+        self._observe_silent_reset(conn, server, table, start, stop, from_orig)
+        if conn.icmp_errors:  # the ICMP_ERROR events are these errors (reading them builds no event list)
+            self._observe_icmp_events(conn)
 
-    def _count_ttls(self, host: str, ttls: list[int]) -> None:
+    def _rows_of(self, packets: PacketTable) -> tuple[_TableRows, int, int]:
+        """The lists of the table ``packets`` views, and its row range there.
+
+        A tracker batch's connections are views (`LazyRows`) of one table: its columns are converted once for
+        the whole batch, and a connection's rows are not sliced (slicing makes every column, the context reads
+        three)."""
+        if isinstance(packets, LazyRows) and packets._cache is None:
+            source = packets._source
+            if self._table is None or self._table.source is not source:
+                self._table = _TableRows(source)
+            return self._table, packets._start, packets._stop
+        return _TableRows(packets.columns), 0, len(packets)
+
+    def _observe_resets(
+        self,
+        conn: Connection,
+        server: Endpoint,
+        table: _TableRows,
+        start: int,
+        stop: int,
+        from_orig: list[bool],
+        ttls: list[int],
+    ) -> None:
+        """A connection with RST rows: their TTLs are not counted (a forged RST's TTL is not its host's), and
+        a responder's RST without any SYN from it is a refusal."""
+        flags = table.flags[start:stop]
+        plain = [not flag & RST for flag in flags]
+        self._count_ttls(conn.orig_h, compress(ttls, map(and_, plain, from_orig)))
+        self._count_ttls(conn.resp_h, compress(ttls, [p and not o for p, o in zip(plain, from_orig, strict=True)]))
+        if conn.established:
+            return
+        first_resp_rst: int | None = None
+        for row, (flag, is_orig) in enumerate(zip(flags, from_orig, strict=True)):
+            if is_orig:
+                continue
+            if flag & SYN:
+                return  # the responder answered with a SYN(-ACK): not a plain refusal
+            if flag & RST and first_resp_rst is None:
+                first_resp_rst = row
+        if first_resp_rst is not None:
+            # A plain refusal: the responder reset without ever answering with a SYN-ACK.
+            insort(self.refusals.setdefault(server, []), int(table.source["ts_ns"][start + first_resp_rst]))
+
+    def _count_ttls(self, host: str, ttls: Iterable[int]) -> None:
         counts = self.host_ttls.get(host)
         if counts is None:
             counts = self.host_ttls[host] = Counter()
-        for ttl in ttls:
-            counts[ttl] += 1
+        counts.update(ttls)
 
     def _observe_icmp_events(self, conn: Connection) -> None:
         """ICMP errors the core attached to the connection (so that `observe` alone, without the capture's
@@ -150,12 +202,17 @@ class DiagnosisContext:
                 )
             )
 
-    def _observe_silent_reset(self, conn: Connection, server: Endpoint, resp_fin: bool) -> None:
-        if not conn.established or conn.resp.data_bytes > 0 or not conn.resets or resp_fin:
+    def _observe_silent_reset(
+        self, conn: Connection, server: Endpoint, table: _TableRows, start: int, stop: int, from_orig: list[bool]
+    ) -> None:
+        if not conn.established or conn.resp.data_bytes > 0 or not conn.resets:
             return
         first = conn.resets[0]
         if first.sender is not Side.RESP:
             return
+        flags = table.flags
+        if any(flags[row] & FIN and not from_orig[row - start] for row in range(start, stop)):
+            return  # the server closed first: not a silent reset
         insort(self.silent_resets.setdefault(server, []), ServerReset(first.ts_ns, conn.uid), key=_reset_time)
 
     def add_icmp(self, errors: Iterable[IcmpError]) -> None:

@@ -11,15 +11,15 @@ was not captured) and unwrapped modulo 2**32 around that base, like Wireshark's 
 
 from __future__ import annotations
 
-import itertools
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import sub
 from typing import NamedTuple, TypeVar, cast
 
 from whyreset.core.connection import Connection, ResetInfo, RstAcceptability
 from whyreset.ids import Side, TcpState
-from whyreset.model import ACK, FIN, RST, SYN
+from whyreset.model import ACK, FIN, RST, SYN, Array, LazyRows, PacketTable
 
 SEQ_MOD = 1 << 32
 HALF_SEQ = 1 << 31
@@ -92,8 +92,6 @@ class SideFacts(NamedTuple):
     resets: tuple[Seg, ...]
     ttl_usual: int | None
     """Most frequent TTL over its non-RST segments."""
-    ttls: frozenset[int]
-    """All TTLs over its non-RST segments."""
     ip_ids: tuple[int, ...]
     """IP IDs of its non-RST IPv4 segments, in order."""
     indices: tuple[int, ...] = ()
@@ -212,76 +210,45 @@ def _bases(conn: Connection, flags: list[int], seqs: list[int], from_orig: list[
 
 
 _new_tuple = tuple.__new__
-"""Builds a `Seg` from its values without NamedTuple's Python-level ``__new__`` (one call less per packet)."""
+"""Builds a named tuple (`Seg`, `SideFacts`) from its values in field order without NamedTuple's Python-level
+``__new__`` (one call less per packet)."""
+
+_COLUMNS = ("frame", "ts_ns", "flags", "seq", "ack", "payload_len", "ttl", "ip_id", "window")
+"""The packet columns the facts read, in the order `_side` unpacks them."""
 
 
-def _segments(conn: Connection) -> tuple[tuple[Seg, ...], tuple[Seg, ...], tuple[Seg, ...]]:
-    """(every segment, the originator's, the responder's), in capture order."""
-    # Plain Python ints from each column once: numpy scalars cost a call per field on these tiny tables.
-    columns = conn.packets.columns
-    flags_col = columns["flags"].tolist()
-    seq_col = columns["seq"].tolist()
-    from_orig = conn.from_orig.tolist()
-    bases = _bases(conn, flags_col, seq_col, from_orig)
-    orig_base, resp_base = bases[Side.ORIG], bases[Side.RESP]
-    rows = zip(
-        columns["frame"].tolist(),
-        columns["ts_ns"].tolist(),
-        flags_col,
-        seq_col,
-        columns["ack"].tolist(),
-        columns["payload_len"].tolist(),
-        columns["ttl"].tolist(),
-        columns["ip_id"].tolist(),
-        columns["window"].tolist(),
-        from_orig,
-        strict=True,
-    )
-    orig, resp = Side.ORIG, Side.RESP
-    segs: list[Seg] = []
-    orig_segs: list[Seg] = []
-    resp_segs: list[Seg] = []
-    for i, (frame, ts, flags, seq, ack, length, ttl, ip_id, window, is_orig) in enumerate(rows):
-        own_base, peer_base = (orig_base, resp_base) if is_orig else (resp_base, orig_base)
-        # _unwrap inlined: this loop runs for every packet of every abnormal connection.
-        rel_seq = (seq - own_base) % SEQ_MOD
-        if rel_seq >= HALF_SEQ:
-            rel_seq -= SEQ_MOD
-        has_ack = (flags & ACK) != 0
-        rel_ack: int | None = None
-        if has_ack:
-            rel_ack = (ack - peer_base) % SEQ_MOD
-            if rel_ack >= HALF_SEQ:
-                rel_ack -= SEQ_MOD
-        syn, fin = (flags & SYN) != 0, (flags & FIN) != 0
-        values = (
-            i,
-            frame,
-            ts,
-            orig if is_orig else resp,
-            flags,
-            rel_seq,
-            rel_ack,
-            seq,
-            ack,
-            length,
-            ttl,
-            ip_id,
-            window,
-            syn,
-            fin,
-            (flags & RST) != 0,
-            has_ack,
-            rel_seq + length + syn + fin,
-        )
-        seg = _new_tuple(Seg, values)
-        segs.append(seg)
-        (orig_segs if is_orig else resp_segs).append(seg)
-    return tuple(segs), tuple(orig_segs), tuple(resp_segs)
+def _rows(conn: Connection) -> tuple[list[tuple[int, ...]], list[int], list[int], list[int], list[bool]]:
+    """(each packet's values in `_COLUMNS` order plus its direction, timestamps, flags, sequence numbers,
+    directions) as plain Python values: numpy scalars cost a call per field on these tiny tables."""
+    columns, start, stop = row_range(conn.packets)
+    values = [columns[name][start:stop].tolist() for name in _COLUMNS]
+    from_orig: list[bool] = conn.from_orig.tolist()
+    return list(zip(*values, from_orig, strict=True)), values[1], values[2], values[3], from_orig
 
 
-def _side_facts(conn: Connection, side: Side, own: tuple[Seg, ...]) -> SideFacts:
-    """One endpoint's facts from its own segments, in one pass (this runs for every abnormal connection)."""
+def row_range(packets: PacketTable) -> tuple[dict[str, Array], int, int]:
+    """The columns holding a connection's rows, and the rows' range in them.
+
+    A connection's rows are a view of its tracker batch (`LazyRows`) whose first access slices every column;
+    the diagnosis reads a few, so it slices those from the batch's columns itself. (`LazyRows` could offer this
+    as a method; it lives in whyreset.model.)"""
+    if isinstance(packets, LazyRows) and packets._cache is None:
+        return packets._source, packets._start, packets._stop
+    return packets.columns, 0, len(packets)
+
+
+def _side(
+    conn: Connection,
+    side: Side,
+    rows: list[tuple[int, ...]],
+    bases: tuple[int, int],
+    segs: list[Seg | None],
+) -> SideFacts:
+    """One endpoint's segments (stored in ``segs`` at their rows) and its facts, in one pass over its rows."""
+    own = side is Side.ORIG
+    own_base, peer_base = bases
+    own_segs: list[Seg] = []
+    indices: list[int] = []
     resets: list[Seg] = []
     data: list[Seg] = []
     ip_ids: list[int] = []
@@ -293,43 +260,63 @@ def _side_facts(conn: Connection, side: Side, own: tuple[Seg, ...]) -> SideFacts
     snd_prefix: list[int] = [0]
     ack_prefix: list[int | None] = [None]
     resent = False
-    for seg in own:
-        if syn is None and seg.syn:
+    for i, (frame, ts, flags, seq, ack, length, ttl, ip_id, window, is_orig) in enumerate(rows):
+        if is_orig is not own:
+            continue
+        # _unwrap inlined: this loop runs for every packet of every abnormal connection.
+        rel_seq = (seq - own_base) % SEQ_MOD
+        if rel_seq >= HALF_SEQ:
+            rel_seq -= SEQ_MOD
+        has_ack = (flags & ACK) != 0
+        rel_ack: int | None = None
+        if has_ack:
+            rel_ack = (ack - peer_base) % SEQ_MOD
+            if rel_ack >= HALF_SEQ:
+                rel_ack -= SEQ_MOD
+        is_syn, is_fin, is_rst = (flags & SYN) != 0, (flags & FIN) != 0, (flags & RST) != 0
+        end_seq = rel_seq + length + is_syn + is_fin
+        values = (i, frame, ts, side, flags, rel_seq, rel_ack, seq, ack, length, ttl, ip_id, window, is_syn, is_fin,
+                  is_rst, has_ack, end_seq)  # fmt: skip
+        seg: Seg = _new_tuple(Seg, values)
+        segs[i] = seg
+        own_segs.append(seg)
+        indices.append(i)
+        if syn is None and is_syn:
             syn = seg
-        if not resent and (seg.length or seg.fin) and not seg.syn and not seg.rst and seg.rel_seq < snd_nxt:
-            resent = True
-        if seg.rst:
+        if is_rst:
             resets.append(seg)
         else:
-            ttl_counts[seg.ttl] = ttl_counts.get(seg.ttl, 0) + 1
-            ip_ids.append(seg.ip_id)
-            if fin is None and seg.fin:
+            if not resent and (length or is_fin) and not is_syn and rel_seq < snd_nxt:
+                resent = True
+            ttl_counts[ttl] = ttl_counts.get(ttl, 0) + 1
+            ip_ids.append(ip_id)
+            if fin is None and is_fin:
                 fin = seg
-            if seg.length > 0 and not resets:
+            if length and not resets:
                 data.append(seg)
-            if seg.end_seq > snd_nxt:
-                snd_nxt = seg.end_seq
-            rel_ack = seg.rel_ack
+            if end_seq > snd_nxt:
+                snd_nxt = end_seq
             if rel_ack is not None and (highest_ack is None or rel_ack > highest_ack):
                 highest_ack = rel_ack
         snd_prefix.append(snd_nxt)
         ack_prefix.append(highest_ack)
-    return SideFacts(
-        side=side,
-        segs=own,
-        isn_seen=conn.stats(side).isn is not None,
-        syn=syn,
-        fin=fin,
-        data=tuple(data),
-        resets=tuple(resets),
-        ttl_usual=max(ttl_counts, key=ttl_counts.__getitem__) if ttl_counts else None,
-        ttls=frozenset(ttl_counts),
-        ip_ids=tuple(ip_ids) if conn.ip_version == 4 else (),
-        indices=tuple(s.index for s in own),
-        snd_nxt_prefix=tuple(snd_prefix),
-        ack_prefix=tuple(ack_prefix),
-        resent=resent,
+    facts = (
+        side,
+        tuple(own_segs),
+        conn.stats(side).isn is not None,
+        syn,
+        fin,
+        tuple(data),
+        tuple(resets),
+        max(ttl_counts, key=ttl_counts.__getitem__) if ttl_counts else None,
+        tuple(ip_ids) if conn.ip_version == 4 else (),
+        tuple(indices),
+        tuple(snd_prefix),
+        tuple(ack_prefix),
+        resent,
     )
+    side_facts: SideFacts = _new_tuple(SideFacts, facts)
+    return side_facts
 
 
 def _handshake_times(orig: SideFacts, resp: SideFacts) -> tuple[int | None, int | None]:
@@ -423,7 +410,7 @@ def _accepted(
 
 
 def _reset_facts(conn: Connection, segs: tuple[Seg, ...], sides: dict[Side, SideFacts]) -> tuple[ResetFacts, ...]:
-    by_frame = {s.frame: s for s in segs if s.rst}
+    by_frame = {s.frame: s for side in sides.values() for s in side.resets}
     out: list[ResetFacts] = []
     for info in conn.resets:
         seg = by_frame.get(info.frame)
@@ -456,10 +443,10 @@ def _reset_facts(conn: Connection, segs: tuple[Seg, ...], sides: dict[Side, Side
     return tuple(out)
 
 
-def _gaps(segs: tuple[Seg, ...]) -> tuple[int, int]:
-    """(median, longest) gap between consecutive packets; the median as statistics.median gives it (0 with
-    fewer than two gaps)."""
-    gaps = sorted(b.ts_ns - a.ts_ns for a, b in itertools.pairwise(segs))
+def _gaps(ts: list[int]) -> tuple[int, int]:
+    """(median, longest) gap between consecutive packets (timestamps ``ts``); the median as statistics.median
+    gives it (0 with fewer than two gaps)."""
+    gaps = sorted(map(sub, ts[1:], ts[:-1]))
     count = len(gaps)
     longest = gaps[-1] if gaps else 0
     if count < 2:
@@ -472,9 +459,13 @@ def _gaps(segs: tuple[Seg, ...]) -> tuple[int, int]:
 
 def compute_facts(conn: Connection) -> Facts:
     """Derive the rules' facts from a connection (pure, no I/O)."""
-    segs, orig_segs, resp_segs = _segments(conn)
-    orig = _side_facts(conn, Side.ORIG, orig_segs)
-    resp = _side_facts(conn, Side.RESP, resp_segs)
+    rows, ts, flags, seqs, from_orig = _rows(conn)
+    bases = _bases(conn, flags, seqs, from_orig)
+    orig_base, resp_base = bases[Side.ORIG], bases[Side.RESP]
+    slots: list[Seg | None] = [None] * len(rows)
+    orig = _side(conn, Side.ORIG, rows, (orig_base, resp_base), slots)
+    resp = _side(conn, Side.RESP, rows, (resp_base, orig_base), slots)
+    segs = cast(tuple[Seg, ...], tuple(slots))  # every row belongs to one side
     syn_to_synack, synack_to_ack = _handshake_times(orig, resp)
     rtt: int | None = None
     if syn_to_synack is not None and synack_to_ack is not None:
@@ -482,7 +473,7 @@ def compute_facts(conn: Connection) -> Facts:
     if rtt is None:
         rtt = _data_rtt(segs)
     resets = _reset_facts(conn, segs, {Side.ORIG: orig, Side.RESP: resp})
-    median_gap, max_gap = _gaps(segs)
+    median_gap, max_gap = _gaps(ts)
     return Facts(
         conn=conn,
         segs=segs,
