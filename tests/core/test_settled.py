@@ -267,9 +267,9 @@ def test_open_connections_are_not_reanalysed_at_every_chunk(monkeypatch: pytest.
     analysed: list[int] = []
     real_analyse = tracker_module.analyse
 
-    def counting(table: Any, demux: Any) -> Any:
+    def counting(table: Any, demux: Any, **options: Any) -> Any:
         analysed.append(len(table))
-        return real_analyse(table, demux)
+        return real_analyse(table, demux, **options)
 
     monkeypatch.setattr(tracker_module, "analyse", counting)
     table = synthetic_table(6000, segments=4)

@@ -74,9 +74,10 @@ class BatchAnalysis:
     """Per direction group: row (connection order) of the first peer ACK that revealed a hole, or -1."""
 
 
-def analyse(table: PacketTable, demux: Demux) -> BatchAnalysis:
-    """Compute the per-row analysis for every connection of ``demux``."""
-    rows = table.take(demux.order)
+def analyse(table: PacketTable, demux: Demux, *, grouped: bool = False) -> BatchAnalysis:
+    """Compute the per-row analysis for every connection of ``demux``. ``grouped``: the table's rows are in
+    `Demux.order` already (it is the identity), so they are not copied again."""
+    rows = table if grouped else table.take(demux.order)
     n = len(rows)
     starts = demux.starts
     from_orig = demux.from_orig

@@ -1,48 +1,52 @@
 """The connection tracker: chunks of a capture in, finished connections out (sans-IO: no files, clock or
 printing).
 
-Each `feed` demultiplexes the rows kept from earlier chunks together with the new chunk (`demux`), analyses
-them in
-one vectorised pass (`analysis`) and rebuilds (`build`) the connections that are over:
+Each `feed` demultiplexes the new chunk together with the kept connections it touches (`demux`), analyses the
+connections that may be over in one vectorised pass per batch (`analysis`) and rebuilds (`build`) those that
+are over:
 
 * superseded: a later connection reuses the 4-tuple (port reuse, see `demux`);
 * closed: an accepted RST, or both FINs acknowledged, followed by ``close_linger_ns`` of capture time without
-  a packet
-  (late retransmissions and TIME_WAIT answers still join the connection, as with Zeek's ``tcp_close_delay``);
+  a packet (late retransmissions and TIME_WAIT answers still join the connection, as with Zeek's
+  ``tcp_close_delay``);
 * idle: no packet for ``idle_timeout_ns`` of capture time (Zeek's ``tcp_inactivity_timeout`` is 5 minutes
   too).
 
 Capture time is the largest timestamp seen so far. Only the rows of connections still open are kept between
-chunks,
-so memory follows the open connections, not the capture. A connection evicted as idle that later shows traffic
-again
-comes back as a new (mid-stream) connection, as in Zeek.
+chunks (`_Carry`, grouped per connection with the facts the next feeds read), so memory follows the open
+connections, not the capture, and a feed's cost follows its chunk and the connections that may be over, not
+the carry. A connection evicted as idle that later shows traffic again comes back as a new (mid-stream)
+connection, as in Zeek.
 
 `Connection.index` follows the order of each connection's first packet (tshark's ``tcp.stream``): an index is
-given
-when a connection is first seen, so it stays stable whatever chunk the connection finishes in.
+given when a connection is first seen, so it stays stable whatever chunk the connection finishes in.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 
 from whyreset.core.analysis import analyse
 from whyreset.core.build import Batch, build_connection
 from whyreset.core.connection import Connection
-from whyreset.core.demux import DEFAULT_REUSE_GAP_NS, demultiplex
-from whyreset.core.seqmath import IntArray, group_ids
+from whyreset.core.demux import DEFAULT_REUSE_GAP_NS, Demux, canonical_sides, demultiplex
+from whyreset.core.seqmath import IntArray
 from whyreset.ids import Outcome
-from whyreset.model import FIN, RST, Capture, IcmpError, PacketTable, ReadReport, format_addr
+from whyreset.model import FIN, RST, Array, Capture, IcmpError, PacketTable, ReadReport, format_addr
 
 DEFAULT_IDLE_TIMEOUT_NS = 300 * 1_000_000_000
 DEFAULT_CLOSE_LINGER_NS = 5 * 1_000_000_000
 ICMP_MATCH_SLACK_NS = 60 * 1_000_000_000
 """An ICMP error is attached to a connection when it falls between its first packet and last + this."""
+
+BATCH_ROWS = 16384
+"""Connections over in a feed are rebuilt in batches of about this many rows (memory follows the batch)."""
 
 FourTuple = tuple[str, int, str, int]
 
@@ -59,7 +63,7 @@ class ConnectionTracker:
         self.idle_timeout_ns = idle_timeout_ns
         self.close_linger_ns = close_linger_ns
         self.reuse_gap_ns = reuse_gap_ns
-        self._carry = PacketTable.empty()
+        self._carry = _Carry.empty()
         self._index_by_first_frame: dict[int, int] = {}
         self._next_index = 0
         self._rst_payloads: dict[int, bytes] = {}
@@ -75,25 +79,25 @@ class ConnectionTracker:
     @property
     def open_rows(self) -> int:
         """Packet rows kept for connections that are still open (the tracker's memory, in rows)."""
-        return len(self._carry)
+        return len(self._carry.table)
 
     def feed(self, chunk: Capture) -> list[Connection]:
         """Add a chunk of capture (rows in capture order); return the connections that are over, by index."""
         for error in chunk.icmp_errors:
             key = (error.quoted_src, error.quoted_sport, error.quoted_dst, error.quoted_dport)
             self._icmp.setdefault(key, []).append(error)
+        if chunk.icmp_errors:
+            self._carry.settled[:] = False  # an ICMP error may end a connection kept as open (see `_Carry`)
         self._rst_payloads.update(chunk.rst_payloads)
         if len(chunk.packets):
             chunk_max = int(chunk.packets["ts_ns"].max())
             self._now_ns = chunk_max if self._now_ns is None else max(self._now_ns, chunk_max)
-        table = PacketTable.concat([self._carry, chunk.packets]) if len(self._carry) else chunk.packets
-        return self._process(table, final=False)
+        return self._process(chunk.packets, final=False)
 
     def finish(self) -> list[Connection]:
         """End of capture: every remaining connection, by index."""
-        table = self._carry
-        self._carry = PacketTable.empty()
-        done = self._process(table, final=True)
+        done = self._process(PacketTable.empty(), final=True)
+        self._carry = _Carry.empty()
         self._icmp.clear()
         self._rst_payloads.clear()
         return done
@@ -101,40 +105,61 @@ class ConnectionTracker:
     # -- internals
     # --------------------------------------------------------------------------------------------------
 
-    def _process(self, table: PacketTable, final: bool) -> list[Connection]:
-        if len(table) == 0:
+    def _process(self, chunk: PacketTable, final: bool) -> list[Connection]:
+        if len(chunk) == 0 and len(self._carry.table) == 0:
             return []
         with _no_cyclic_gc():
-            return self._process_batch(table, final)
+            return self._process_batch(chunk, final)
 
-    def _process_batch(self, table: PacketTable, final: bool) -> list[Connection]:
-        """Find the connections that may be over from the grouping alone, and analyse only their rows.
+    def _process_batch(self, chunk: PacketTable, final: bool) -> list[Connection]:
+        """Regroup only the carried connections the chunk touches, find the connections that may be over, and
+        analyse only their rows.
 
-        Connections that stay open go back to the carry without analysis: with chunks shorter than the close
-        linger, most rows would otherwise be analysed several times.
+        A carried connection the chunk does not touch keeps its grouping and summary (`_Carry`): the cost of a
+        feed follows the chunk and the connections that may be over, not the whole carry. Connections that stay
+        open go back to the carry without analysis: with chunks shorter than the close linger, most rows would
+        otherwise be analysed several times.
         """
-        demux = demultiplex(table, self.reuse_gap_ns)
-        order, starts = demux.order, demux.starts
-        n = len(table)
-        lengths = np.diff(np.append(starts, n))
-        self._assign_indices(table["frame"][order[starts]].astype(np.int64))
-        last_ts = table["ts_ns"][order[starts + lengths - 1]].astype(np.int64)
-        now = self._now_ns if self._now_ns is not None else int(last_ts.max())
-        candidates, superseded = self._over_candidates(table["flags"][order], starts, demux.flow, last_ts, now, final)
-        if not candidates.any():
-            self._carry = table
+        carry = self._carry
+        touched = carry.touched_by(chunk)
+        work = PacketTable.concat([carry.rows(touched), chunk]) if touched.any() else chunk
+        demux = demultiplex(work, self.reuse_gap_ns)
+        fresh = _Carry.from_demux(work, demux)
+        self._assign_indices(fresh.table["frame"][fresh.starts].astype(np.int64))
+        now = self._now_ns if self._now_ns is not None else int(max(carry.last_ts.max(initial=0), 0))
+        superseded = np.zeros(len(fresh.starts), bool)
+        if len(superseded) > 1:
+            superseded[:-1] = demux.flow[1:] == demux.flow[:-1]
+        untouched = ~touched
+        old_candidates = untouched & self._over_candidates(carry, now, final)
+        new_candidates = superseded | self._over_candidates(fresh, now, final)
+        if not old_candidates.any() and not new_candidates.any():
+            self._carry = _Carry.merge(carry, untouched, fresh, np.ones(len(fresh.lengths), bool))
+            self._prune_rst_payloads()
             self._forget_old(now)
             return []
-        if candidates.all():
-            picked, subset, sub_demux = np.arange(n), table, demux
-        else:
-            picked, sub_demux = demux.select(candidates)
-            subset = table.take(picked)
-        analysis = analyse(subset, sub_demux)
-        finished, keep = self._rebuild(Batch(analysis, sub_demux), now, superseded[candidates], final)
-        sub_lengths = np.diff(np.append(sub_demux.starts, len(subset)))
-        kept_rows = picked[sub_demux.order[np.repeat(keep, sub_lengths)]]
-        self._keep(table, np.concatenate([order[np.repeat(~candidates, lengths)], kept_rows]))
+        old_picked, new_picked = np.flatnonzero(old_candidates), np.flatnonzero(new_candidates)
+        finished: list[Connection] = []
+        keeps = []
+        for old_part, new_part in _pieces(carry.lengths[old_picked], fresh.lengths[new_picked]):
+            old_conns, new_conns = old_picked[old_part], new_picked[new_part]
+            subset, sub_demux = _candidate_batch(carry, old_conns, fresh, new_conns, demux.reuse_index)
+            part_superseded = np.concatenate([np.zeros(len(old_conns), bool), superseded[new_conns]])
+            analysis = analyse(subset, sub_demux, grouped=True)
+            done, keep = self._rebuild(Batch(analysis, sub_demux), now, part_superseded, final)
+            finished += done
+            keeps.append(keep)
+        keep = np.concatenate(keeps)
+        old_count = int(old_candidates.sum())
+        old_stays = untouched.copy()
+        old_stays[old_candidates] = keep[:old_count]
+        new_stays = ~new_candidates
+        new_stays[new_candidates] = keep[old_count:]
+        kept = _Carry.merge(carry, old_stays, fresh, new_stays)
+        kept.settled[: int(old_stays.sum())] |= old_candidates[old_stays]
+        kept.settled[int(old_stays.sum()) :] = new_candidates[new_stays]
+        self._carry = kept
+        self._prune_rst_payloads()
         self._forget_old(now)
         finished.sort(key=lambda c: c.index)
         return finished
@@ -186,28 +211,21 @@ class ConnectionTracker:
             self._index_by_first_frame[frame] = self._next_index
             self._next_index += 1
 
-    def _over_candidates(
-        self, flags: np.ndarray, starts: IntArray, flow: IntArray, last_ts: IntArray, now: int, final: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        count = len(starts)
-        superseded = np.zeros(count, bool)
-        if count > 1:
-            superseded[:-1] = flow[1:] == flow[:-1]
+    def _over_candidates(self, carry: _Carry, now: int, final: bool) -> Array:
+        """Connections that may be over: closing (FIN or RST seen, then the close linger) or idle. A settled one
+        was rebuilt as closing and kept open; untouched since, only the idle timeout can end it."""
         if final:
-            return np.ones(count, bool), superseded
-        n = len(flags)
-        conn = group_ids(starts, n)
-        rst_seen = np.bincount(conn, weights=((flags & RST) != 0).astype(np.float64), minlength=count) > 0
-        fin_seen = np.bincount(conn, weights=((flags & FIN) != 0).astype(np.float64), minlength=count) > 0
-        quiet = now - last_ts
-        closing = (rst_seen | fin_seen) & (quiet >= self.close_linger_ns)
-        return np.asarray(superseded | closing | (quiet >= self.idle_timeout_ns)), superseded
+            return np.ones(len(carry.lengths), bool)
+        quiet = now - carry.last_ts
+        closing = carry.ended & ~carry.settled & (quiet >= self.close_linger_ns)
+        return np.asarray(closing | (quiet >= self.idle_timeout_ns))
 
-    def _keep(self, table: PacketTable, rows: IntArray) -> None:
-        """Carry these rows of ``table`` (in capture order) to the next feed."""
-        self._carry = table.take(np.sort(rows))
-        frames = set(self._carry["frame"].tolist()) if self._rst_payloads else set()
-        self._rst_payloads = {f: p for f, p in self._rst_payloads.items() if f in frames}
+    def _prune_rst_payloads(self) -> None:
+        """Keep the payloads of the carried RSTs only (those of RSTs to come arrive with their chunk)."""
+        if self._rst_payloads:
+            table = self._carry.table
+            frames = set(table["frame"][(table["flags"] & RST) != 0].tolist())
+            self._rst_payloads = {f: p for f, p in self._rst_payloads.items() if f in frames}
 
     def _icmp_for(self, table: PacketTable, row: int, first_ts: int, last_ts: int) -> Sequence[IcmpError]:
         if not self._icmp:
@@ -237,6 +255,199 @@ class ConnectionTracker:
                 self._icmp[key] = fresh
             else:
                 del self._icmp[key]
+
+
+@dataclass(slots=True)
+class _Carry:
+    """The rows of open connections between feeds, grouped per connection (each in frame order), with the
+    per-connection facts a feed reads without regrouping them.
+
+    A feed regroups only the carried connections its chunk touches (same 4-tuple, by `flow_hash`): demultiplexing
+    is per 4-tuple, and a connection's grouping and roles depend on its own rows only, so an untouched one keeps
+    them. It is carried alone on its 4-tuple (an earlier connection on it was superseded, hence emitted), so its
+    `Demux.reuse_index` is 0.
+    """
+
+    table: PacketTable
+    lengths: IntArray
+    last_ts: IntArray
+    ended: Array
+    """A FIN or an RST was seen."""
+    orig_is_a: Array
+    inferred_by: IntArray
+    flow_hash: Array
+    settled: Array
+    """Rebuilt as closing and kept (its outcome is not over); only the idle timeout can end it while untouched.
+    Cleared when ICMP errors arrive (one may answer its SYN)."""
+
+    @classmethod
+    def empty(cls) -> _Carry:
+        none = np.zeros(0, np.int64)
+        return cls(
+            PacketTable.empty(),
+            none,
+            none,
+            np.zeros(0, bool),
+            np.zeros(0, bool),
+            none,
+            none.astype(np.uint64),
+            np.zeros(0, bool),
+        )
+
+    @classmethod
+    def from_demux(cls, work: PacketTable, demux: Demux) -> _Carry:
+        """The connections of ``work`` as ``demux`` groups them."""
+        table = work.take(demux.order) if len(work) else work
+        n = len(table)
+        starts = demux.starts
+        lengths = np.diff(np.append(starts, n)).astype(np.int64)
+        last_ts = table["ts_ns"][starts + lengths - 1].astype(np.int64) if n else np.zeros(0, np.int64)
+        closing = (table["flags"] & (FIN | RST)) != 0
+        ended = np.add.reduceat(closing, starts) > 0 if n else np.zeros(0, bool)
+        return cls(
+            table,
+            lengths,
+            last_ts,
+            np.asarray(ended, bool),
+            demux.orig_is_a,
+            demux.inferred_by,
+            _flow_hash(table.take(starts)) if n else np.zeros(0, np.uint64),
+            np.zeros(len(starts), bool),
+        )
+
+    @property
+    def starts(self) -> IntArray:
+        return (
+            np.concatenate(([0], np.cumsum(self.lengths)[:-1])).astype(np.int64) if len(self.lengths) else self.lengths
+        )
+
+    def touched_by(self, chunk: PacketTable) -> Array:
+        """Per carried connection: the chunk has rows on its 4-tuple (or on one with the same hash)."""
+        if not len(self.lengths) or not len(chunk):
+            return np.zeros(len(self.lengths), bool)
+        return np.isin(self.flow_hash, _flow_hash(chunk))
+
+    def rows(self, picked: Array) -> PacketTable:
+        """The rows of the picked connections (a boolean mask), grouped."""
+        return _gather([(self.table, np.repeat(picked, self.lengths))])
+
+    def select(self, picked: Array) -> _Carry:
+        if picked.all():
+            return self
+        return _Carry(
+            self.rows(picked),
+            self.lengths[picked],
+            self.last_ts[picked],
+            self.ended[picked],
+            self.orig_is_a[picked],
+            self.inferred_by[picked],
+            self.flow_hash[picked],
+            self.settled[picked],
+        )
+
+    @classmethod
+    def merge(cls, first: _Carry, first_picked: Array, second: _Carry, second_picked: Array) -> _Carry:
+        """The picked connections of ``first``, then those of ``second``, in one copy of their rows."""
+        table = _gather(
+            [
+                (first.table, np.repeat(first_picked, first.lengths)),
+                (second.table, np.repeat(second_picked, second.lengths)),
+            ]
+        )
+        return cls(
+            table,
+            *(
+                np.concatenate([getattr(first, name)[first_picked], getattr(second, name)[second_picked]])
+                for name in _PER_CONNECTION
+            ),
+        )
+
+
+_PER_CONNECTION = ("lengths", "last_ts", "ended", "orig_is_a", "inferred_by", "flow_hash", "settled")
+
+
+def _gather(parts: list[tuple[PacketTable, Array]]) -> PacketTable:
+    """The rows of each table where its mask holds, one table after the other, each column copied once."""
+    sizes = [int(np.count_nonzero(mask)) for _, mask in parts]
+    total = sum(sizes)
+    columns: dict[str, Array] = {}
+    for name, column in parts[0][0].columns.items():
+        out = np.empty((total, *column.shape[1:]), column.dtype)
+        at = 0
+        for (table, mask), size in zip(parts, sizes, strict=True):
+            if size:
+                np.compress(mask, table.columns[name], axis=0, out=out[at : at + size])
+                at += size
+        columns[name] = out
+    return PacketTable(columns)
+
+
+_HASH_MULTIPLIERS = tuple(
+    np.uint64(m)
+    for m in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD)
+)
+
+
+def _flow_hash(table: PacketTable) -> Array:
+    """Per row: a hash of the canonical 4-tuple (equal for both directions; a collision only costs a regrouping)."""
+    sender_is_a = canonical_sides(table)
+    src = (table["src_hi"], table["src_lo"])
+    dst = (table["dst_hi"], table["dst_lo"])
+    ports = (table["sport"].astype(np.uint64) << np.uint64(16)) | table["dport"].astype(np.uint64)
+    swapped = (table["dport"].astype(np.uint64) << np.uint64(16)) | table["sport"].astype(np.uint64)
+    values = (
+        np.where(sender_is_a, src[0], dst[0]),
+        np.where(sender_is_a, src[1], dst[1]),
+        np.where(sender_is_a, dst[0], src[0]),
+        np.where(sender_is_a, dst[1], src[1]),
+        np.where(sender_is_a, ports, swapped),
+    )
+    out = np.zeros(len(table), np.uint64)
+    for value, multiplier in zip(values, _HASH_MULTIPLIERS, strict=True):
+        out = (out ^ value.astype(np.uint64)) * multiplier
+        out ^= out >> np.uint64(29)
+    return out
+
+
+def _pieces(old_lengths: IntArray, new_lengths: IntArray) -> Iterator[tuple[slice, slice]]:
+    """Consecutive runs of the candidates (carried ones first, then the regrouped ones) of about
+    `BATCH_ROWS` rows each, as slices of each kind: a batch's per-row lists and arrays stay small."""
+    lengths = np.concatenate([old_lengths, new_lengths])
+    piece = (np.cumsum(lengths) - lengths) // BATCH_ROWS
+    bounds = np.flatnonzero(np.diff(piece)) + 1
+    edges = [0, *bounds.tolist(), len(lengths)]
+    split = len(old_lengths)
+    for lo, hi in itertools.pairwise(edges):
+        yield slice(min(lo, split), min(hi, split)), slice(max(lo, split) - split, max(hi, split) - split)
+
+
+def _candidate_batch(
+    carry: _Carry, old_conns: IntArray, fresh: _Carry, new_conns: IntArray, reuse_index: IntArray
+) -> tuple[PacketTable, Demux]:
+    """The rows of the candidate connections (carried ones first, then the regrouped ones), grouped, and their
+    demux."""
+    old, new = np.zeros(len(carry.lengths), bool), np.zeros(len(fresh.lengths), bool)
+    old[old_conns] = True
+    new[new_conns] = True
+    table = _gather(
+        [
+            (carry.table, np.repeat(old, carry.lengths)),
+            (fresh.table, np.repeat(new, fresh.lengths)),
+        ]
+    )
+    lengths = np.concatenate([carry.lengths[old], fresh.lengths[new]])
+    count = len(lengths)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64) if count else np.zeros(0, np.int64)
+    demux = Demux(
+        order=np.arange(len(table), dtype=np.int64),
+        starts=starts,
+        sender_is_a=canonical_sides(table),
+        orig_is_a=np.concatenate([carry.orig_is_a[old], fresh.orig_is_a[new]]),
+        inferred_by=np.concatenate([carry.inferred_by[old], fresh.inferred_by[new]]),
+        reuse_index=np.concatenate([np.zeros(len(old_conns), np.int64), reuse_index[new]]),
+        flow=np.arange(count, dtype=np.int64),
+    )
+    return table, demux
 
 
 @contextmanager
