@@ -103,6 +103,12 @@ class SideFacts(NamedTuple):
     resent: bool = False
     """It sent some payload byte or its FIN more than once (a segment starting below what it had already
     sent): the precondition of every retransmission-based cause."""
+    payload_end: int = 0
+    """Highest relative sequence end of its payload, RSTs excluded (0 without payload)."""
+    payload_start: int | None = None
+    """Lowest relative sequence number of its payload, RSTs excluded."""
+    payload_rows: tuple[int, int] | None = None
+    """Rows of its first and last segments with payload, RSTs excluded (who spoke first, who spoke last)."""
 
     @property
     def last_data(self) -> Seg | None:
@@ -260,6 +266,7 @@ def _side(
     snd_prefix: list[int] = [0]
     ack_prefix: list[int | None] = [None]
     resent = False
+    payload_end, payload_start, first_payload, last_payload = 0, None, None, 0
     for i, (frame, ts, flags, seq, ack, length, ttl, ip_id, window, is_orig) in enumerate(rows):
         if is_orig is not own:
             continue
@@ -292,8 +299,16 @@ def _side(
             ip_ids.append(ip_id)
             if fin is None and is_fin:
                 fin = seg
-            if length and not resets:
-                data.append(seg)
+            if length:
+                if not resets:
+                    data.append(seg)
+                if rel_seq + length > payload_end:
+                    payload_end = rel_seq + length
+                if payload_start is None or rel_seq < payload_start:
+                    payload_start = rel_seq
+                if first_payload is None:
+                    first_payload = i
+                last_payload = i
             if end_seq > snd_nxt:
                 snd_nxt = end_seq
             if rel_ack is not None and (highest_ack is None or rel_ack > highest_ack):
@@ -314,6 +329,9 @@ def _side(
         tuple(snd_prefix),
         tuple(ack_prefix),
         resent,
+        payload_end,
+        payload_start,
+        None if first_payload is None else (first_payload, last_payload),
     )
     side_facts: SideFacts = _new_tuple(SideFacts, facts)
     return side_facts

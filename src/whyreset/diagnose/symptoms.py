@@ -590,12 +590,12 @@ def render_views(
     Every connection with the same views gets the same messages but its own addresses: the messages are
     rendered once per (views, client side) as templates (`_templates`), and only the address slots are filled
     per connection."""
-    key = tuple(views.items())
-    if endpoints is None or any(side not in endpoints for side in views) or len(endpoints) != 2:
+    if endpoints is None or len(endpoints) != 2 or not endpoints.keys() >= views.keys():
         return _render_each(views, client_side, endpoints)
+    (side_a, address_a), (_, address_b) = endpoints.items()
     slots: dict[str, dict[str, str]] = {}
     out: dict[str, dict[str, str]] = {}
-    for runtime, fixed, messages in _plan(key, client_side):
+    for runtime, fixed, messages in _plan(tuple(views.items()), client_side):
         if fixed is not None:
             out[runtime] = fixed.copy()  # no address in any message: a fresh copy of the rendered texts
             continue
@@ -604,18 +604,18 @@ def render_views(
             if has_slots:
                 side_slots = slots.get(side)
                 if side_slots is None:
-                    side_slots = slots[side] = _address_slots(side, endpoints)
+                    local, remote = (address_a, address_b) if side == side_a else (address_b, address_a)
+                    side_slots = slots[side] = _address_slots(local, remote)
                 text = text.format_map(side_slots)
             inner[side] = text
         out[runtime] = inner
     return out
 
 
-def _address_slots(side: str, endpoints: dict[str, str]) -> dict[str, str]:
-    """The values of a side's address slots in the message templates."""
-    remote = next(a for s, a in endpoints.items() if s != side)
+def _address_slots(local: str, remote: str) -> dict[str, str]:
+    """The values of a side's address slots in the message templates (its own ``addr:port``, its peer's)."""
     host, _, port = remote.rpartition(":")
-    return {"local": endpoints[side], "remote": remote, "remote_host": host.strip("[]"), "remote_port": port}
+    return {"local": local, "remote": remote, "remote_host": host.strip("[]"), "remote_port": port}
 
 
 @lru_cache(maxsize=4096)

@@ -202,29 +202,19 @@ def _undetermined_reason(facts: Facts, candidates: list[Candidate]) -> str:
 def impact(facts: Facts) -> Impact:
     """Bytes each side never got acknowledged, and whether the first speaker's last request went
     unanswered."""
-    first_speaker: Side | None = None
-    answered = False  # whether the other side sent data after the first speaker's latest
-    # Per side (originator, responder): the highest payload end and the lowest payload start it sent, RSTs
-    # excluded; one pass over the segments for both (this runs for every finding).
-    sent = {Side.ORIG: 0, Side.RESP: 0}
-    start: dict[Side, int | None] = {Side.ORIG: None, Side.RESP: None}
-    for seg in facts.segs:
-        length = seg.length
-        if length == 0 or seg.rst:
-            continue
-        side = seg.side
-        if first_speaker is None:
-            first_speaker = side
-        answered = side is not first_speaker
-        rel_seq = seg.rel_seq
-        if rel_seq + length > sent[side]:
-            sent[side] = rel_seq + length
-        lowest = start[side]
-        if lowest is None or rel_seq < lowest:
-            start[side] = rel_seq
-    unanswered = first_speaker is not None and not answered
-    orig_lost = _unacked(facts, Side.ORIG, sent[Side.ORIG], start[Side.ORIG])
-    resp_lost = _unacked(facts, Side.RESP, sent[Side.RESP], start[Side.RESP])
+    orig, resp = facts.orig, facts.resp
+    # Per side (`SideFacts`): the highest payload end and the lowest payload start it sent, and the rows of its
+    # first and last payload segments, RSTs excluded. The first speaker's last request went unanswered when
+    # the last payload of the connection is its own.
+    orig_rows, resp_rows = orig.payload_rows, resp.payload_rows
+    unanswered = False
+    if orig_rows is not None and resp_rows is not None:
+        orig_first = orig_rows[0] < resp_rows[0]
+        unanswered = orig_first == (orig_rows[1] > resp_rows[1])
+    elif orig_rows is not None or resp_rows is not None:
+        unanswered = True  # one side spoke, the other never answered
+    orig_lost = _unacked(facts, Side.ORIG, orig.payload_end, orig.payload_start)
+    resp_lost = _unacked(facts, Side.RESP, resp.payload_end, resp.payload_start)
     parts = []
     if orig_lost:
         parts.append(f"{orig_lost} byte(s) from the originator never acknowledged")

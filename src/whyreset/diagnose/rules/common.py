@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import cast
+from typing import NamedTuple, cast
 
+from whyreset.core.slots import slot_builder
 from whyreset.diagnose.context import DiagnosisContext
 from whyreset.diagnose.facts import Facts, ResetFacts, Seg, SideFacts, hops, initial_ttl, memoized
 from whyreset.diagnose.finding import EvidenceItem
@@ -42,11 +43,13 @@ test and tuned servers go well below a second); the RTT-relative and pace-relati
 work."""
 IDLE_RTT_FACTOR = 20
 """...and it must also be long compared with the connection's own round trip."""
+NO_VIEWS: dict[Side, AppView] = {}
+"""A candidate without application views (shared, never written)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One cause a rule proposes for a connection."""
+class Candidate(NamedTuple):
+    """One cause a rule proposes for a connection (a named tuple: every rule that matches makes one, and
+    most end up as alternatives, of which only the score and `how_to_tell` are read)."""
 
     cause: CauseId
     score: float
@@ -58,8 +61,8 @@ class Candidate:
     evidence: tuple[EvidenceItem, ...] | Callable[[], tuple[EvidenceItem, ...]]
     """The supporting facts, or a function that builds them: only the primary candidate's evidence is shown,
     so a rule that is usually an alternative may defer writing it (see `evidence_items`)."""
-    views: dict[Side, AppView] = field(default_factory=dict)
-    """What each application saw."""
+    views: dict[Side, AppView] = NO_VIEWS
+    """What each application saw (never modified: it may be shared)."""
     how_to_tell: str = ""
     """What would confirm or refute it (used when it ends up an alternative)."""
 
@@ -68,6 +71,7 @@ class Candidate:
 
 
 Rule = Callable[[Facts, DiagnosisContext, Vantage], "Candidate | None"]
+
 
 
 def clamp(score: float) -> float:
@@ -99,7 +103,14 @@ def who(f: Facts, side: Side) -> str:
 
 def seg_item(f: Facts, seg: Seg, text: str, **data: object) -> EvidenceItem:
     """An evidence item anchored on a segment."""
-    return EvidenceItem(text=text, frame=seg.frame, ts_ns=seg.ts_ns, side=seg.side, data=dict(data))
+    return _new_evidence(text, seg.frame, seg.ts_ns, seg.side, data)
+
+
+_new_evidence: Callable[[str, int | None, int | None, Side | None, dict[str, object]], EvidenceItem] = slot_builder(
+    EvidenceItem
+)
+"""`EvidenceItem` from all its fields in order, without the frozen dataclass's ``__init__`` (three times
+cheaper: the rules make a few per connection)."""
 
 
 def describe_rst(f: Facts, reset: ResetFacts) -> EvidenceItem:
