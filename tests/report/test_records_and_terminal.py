@@ -268,3 +268,49 @@ def test_summary_keeps_the_first_abnormal_connections_by_index() -> None:
     for index in (3, 1, 2):
         everything.add(connection(index=index, uid=f"C{index}"), None)
     assert [conn.index for conn, _ in everything.listed()] == [1, 2, 3]
+
+
+def _blocks_both_ways(pairs: list, width: int, show_payload: bool) -> tuple[str, str]:  # type: ignore[type-arg]
+    """The listed blocks as `render_summary` prints them (plain path on a non-terminal console), and each
+    `connection_block` printed through rich's own rendering, on the same kind of console."""
+    from whyreset.report.terminal import _Blocks, connection_block
+
+    fast, slow = io.StringIO(), io.StringIO()
+    for out, blocks in ((fast, True), (slow, False)):
+        console = Console(file=out, force_terminal=False, width=width, highlight=False, soft_wrap=True)
+        if blocks:
+            console.print(_Blocks(pairs, show_payload))
+        else:
+            for conn, found in pairs:
+                console.print(connection_block(conn, found, show_payload))
+    return fast.getvalue(), slow.getvalue()
+
+
+def test_plain_blocks_are_what_rich_prints_on_the_lab_corpus() -> None:
+    from pathlib import Path
+
+    from whyreset.analysis import analyze_path
+
+    corpus = Path(__file__).parents[1] / "lab" / "corpus"
+    pairs = []
+    for capture in sorted(corpus.glob("*.pcap")):
+        analysis = analyze_path(capture)
+        pairs.extend((conn, analysis.findings.get(conn.uid)) for conn in analysis.connections)
+    assert len(pairs) > 50
+    fast, slow = _blocks_both_ways(pairs, 80, False)
+    assert fast == slow
+
+
+def test_plain_blocks_are_what_rich_prints_on_hostile_text() -> None:
+    payload = connection(uid="Cpay", resets=(reset_info(payload_text="secret\x1b[2J text"), reset_info(frame=9)))
+    pairs = [
+        (payload, finding(payload, summary="quotes 'secret\x1b[2J text' ")),  # trailing space: rich may cut it
+        (connection(uid="Cuni", history="Sh\x07é"), finding(connection(), summary=HOSTILE + " café ✓ 中文")),
+        (connection(uid="Cmid", midstream=True, orig_inferred_by="port", resets=()), None),
+        (connection(uid="Cbell\x07\r", conn_state="RSTR\x0b"), None),  # not escaped by us: rich strips them
+        (connection(uid="Ctab"), finding(connection(), cause=None, undetermined_reason="a\tb\rc", summary="")),
+    ]
+    for width in (40, 200):
+        for show_payload in (False, True):
+            fast, slow = _blocks_both_ways(pairs, width, show_payload)
+            assert fast == slow

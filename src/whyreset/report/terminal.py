@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -23,9 +24,11 @@ from whyreset.core.connection import Connection, ResetInfo
 from whyreset.diagnose.finding import Finding
 from whyreset.ids import Side
 from whyreset.model import ReadReport
-from whyreset.report.jsonout import is_abnormal, payload_secrets, redact_payload
+from whyreset.report.jsonout import ABNORMAL_OUTCOMES, is_abnormal, payload_secrets, redact_payload
 
 DEFAULT_MAX_LISTED = 50
+_BLOCKS_PER_PRINT = 256
+"""Connection blocks rendered per `Console.print` call: its fixed cost shared, its buffer kept small."""
 
 
 def safe_text(value: object, style: str = "") -> Text:
@@ -35,6 +38,8 @@ def safe_text(value: object, style: str = "") -> Text:
 
 def printable(text: str) -> str:
     """Replace C0/C1 control characters (ESC sequences could drive the terminal) with ``\\xNN`` escapes."""
+    if text.isprintable():  # nearly always: nothing to replace, without the character walk
+        return text
     return "".join(char if char.isprintable() or char == " " else _escape(char) for char in text)
 
 
@@ -77,11 +82,16 @@ class Summary:
     """Max-heap on index (negated): the smallest indices seen so far."""
 
     def add(self, connection: Connection, finding: Finding | None) -> None:
+        # Runs for every connection of the default output: enum members counted by their `_value_` (what
+        # str() gives), `is_abnormal` inlined.
         self.total += 1
-        self.outcomes[str(connection.outcome)] += 1
+        outcome = connection.outcome
+        self.outcomes[outcome._value_] += 1
+        cause = None
         if finding is not None:
-            self.causes[str(finding.cause) if finding.cause is not None else "undetermined"] += 1
-        if not (self.list_all or is_abnormal(connection, finding)):
+            cause = finding.cause
+            self.causes[cause._value_ if cause is not None else "undetermined"] += 1
+        if not (self.list_all or cause is not None or outcome in ABNORMAL_OUTCOMES):
             return
         self.qualifying += 1
         entry = (-connection.index, self.qualifying, connection, finding)
@@ -136,8 +146,8 @@ def render_summary(console: Console, header: InputHeader, summary: Summary, *, s
     if listed:
         heading = "Connections" if summary.list_all else "Abnormal connections"
         console.print(Text(f"{heading} ({summary.qualifying})", style="bold"))
-        for connection, finding in listed:
-            console.print(connection_block(connection, finding, show_payload))
+        for start in range(0, len(listed), _BLOCKS_PER_PRINT):
+            console.print(_Blocks(listed[start : start + _BLOCKS_PER_PRINT], show_payload))
         if summary.qualifying > len(listed):
             more = summary.qualifying - len(listed)
             console.print(Text(f"... {more} more (use --all, or --json for every connection)"))
@@ -182,81 +192,148 @@ def _count_tables(summary: Summary) -> RenderableType:
     return grid
 
 
+Pieces = list[tuple[str, str]]
+"""One line of a block: its first text, whose style is the whole line's base style, then the appended texts, each
+with its own style ("" for none)."""
+Line = tuple[str, Pieces]
+"""(base style, pieces): what `Text(first, style=base).append(text, style)...` is made of."""
+
+
+def _as_text(line: Line) -> Text:
+    base, pieces = line
+    text = Text(pieces[0][0], style=base)
+    for piece, style in pieces[1:]:
+        text.append(piece, style)
+    return text
+
+
 def connection_block(connection: Connection, finding: Finding | None, show_payload: bool) -> RenderableType:
     """The lines about one connection: who, how it ended, its first RST, the diagnosis."""
-    lines: list[RenderableType] = []
-    head = Text()
-    head.append(f"{connection.uid} ", style="bold cyan")
-    head.append(f"{endpoint(connection, Side.ORIG)} -> {endpoint(connection, Side.RESP)}")
-    head.append(f"  {connection.outcome}", style="bold red" if is_abnormal(connection, finding) else "green")
-    head.append(f"  conn_state={connection.conn_state} history={printable(connection.history)}")
-    head.append(f"  frames {connection.first_frame}-{connection.last_frame}")
+    return Group(*[_as_text(line) for line in _block_lines(connection, finding, show_payload)])
+
+
+def _block_lines(connection: Connection, finding: Finding | None, show_payload: bool) -> list[Line]:
+    outcome_style = "bold red" if is_abnormal(connection, finding) else "green"
+    head: Pieces = [
+        ("", ""),
+        (f"{connection.uid} ", "bold cyan"),
+        (f"{endpoint(connection, Side.ORIG)} -> {endpoint(connection, Side.RESP)}", ""),
+        (f"  {connection.outcome}", outcome_style),
+        (f"  conn_state={connection.conn_state} history={printable(connection.history)}", ""),
+        (f"  frames {connection.first_frame}-{connection.last_frame}", ""),
+    ]
     if connection.orig_inferred_by != "syn":
-        head.append(f"  (roles guessed from {connection.orig_inferred_by})", style="yellow")
+        head.append((f"  (roles guessed from {connection.orig_inferred_by})", "yellow"))
     if connection.midstream:
-        head.append("  (capture starts mid-connection)", style="yellow")
-    lines.append(head)
-    states = Text("  final states: ")
-    states.append(f"orig {connection.final_state(Side.ORIG)}, resp {connection.final_state(Side.RESP)}")
-    lines.append(states)
-    if connection.first_reset is not None:
-        lines.append(reset_line(connection, connection.first_reset, show_payload))
-        if len(connection.resets) > 1:
-            lines.append(Text(f"  ({len(connection.resets) - 1} more RST segments)"))
+        head.append(("  (capture starts mid-connection)", "yellow"))
+    final_states = f"orig {connection.final_state(Side.ORIG)}, resp {connection.final_state(Side.RESP)}"
+    lines: list[Line] = [("", head), ("", [("  final states: ", ""), (final_states, "")])]
+    resets = connection.resets
+    if resets:
+        lines.append(_reset_pieces(connection, resets[0], show_payload))
+        if len(resets) > 1:
+            lines.append(("", [(f"  ({len(resets) - 1} more RST segments)", "")]))
     if finding is not None:
-        secrets = () if show_payload else payload_secrets(connection)
-        lines.extend(finding_lines(finding, secrets))
-    return Group(*lines)
+        has_payload = not show_payload and any(reset.payload_text for reset in resets)
+        lines.extend(_finding_pieces(finding, payload_secrets(connection) if has_payload else ()))
+    return lines
 
 
 def reset_line(connection: Connection, reset: ResetInfo, show_payload: bool) -> Text:
     """``RST from resp 10.0.0.2:80 frame 7 at ... seq=.. ack=.. TTL 64 (exact), receiver ESTABLISHED``."""
+    return _as_text(_reset_pieces(connection, reset, show_payload))
+
+
+def _reset_pieces(connection: Connection, reset: ResetInfo, show_payload: bool) -> Line:
     ack = "-" if reset.ack is None else str(reset.ack)
-    text = Text("  RST ", style="bold")
     sender = endpoint(connection, reset.sender)
-    text.append(f"from {reset.sender} {sender} frame {reset.frame} at {format_ts(reset.ts_ns)} ")
-    text.append(f"seq={reset.seq} ack={ack} TTL {reset.ttl} ")
-    text.append(f"acceptability {reset.acceptability}, ")
-    text.append(f"sender {reset.sender_state}, receiver {reset.receiver_state}")
+    pieces: Pieces = [
+        ("  RST ", ""),
+        (f"from {reset.sender} {sender} frame {reset.frame} at {format_ts(reset.ts_ns)} ", ""),
+        (f"seq={reset.seq} ack={ack} TTL {reset.ttl} ", ""),
+        (f"acceptability {reset.acceptability}, ", ""),
+        (f"sender {reset.sender_state}, receiver {reset.receiver_state}", ""),
+    ]
     if reset.payload_text is not None:
         if show_payload:
-            text.append("  payload: ")
-            text.append(safe_text(repr(reset.payload_text), "magenta"))
+            pieces.append(("  payload: ", ""))
+            pieces.append((printable(repr(reset.payload_text)), "magenta"))
         else:
-            text.append("  (carries payload text: --show-payload to see it)")
-    return text
+            pieces.append(("  (carries payload text: --show-payload to see it)", ""))
+    return ("bold", pieces)
 
 
 def finding_lines(finding: Finding, secrets: Sequence[str] = ()) -> list[RenderableType]:
     """The diagnosis, with the RST payload text (``secrets``) scrubbed from its sentences unless asked for."""
-    lines: list[RenderableType] = []
+    return [_as_text(line) for line in _finding_pieces(finding, secrets)]
 
-    def safe(value: str) -> Text:
-        return safe_text(redact_payload(value, secrets))
 
-    head = Text("  cause: ", style="bold")
+def _finding_pieces(finding: Finding, secrets: Sequence[str]) -> list[Line]:
+    def safe(value: str) -> tuple[str, str]:
+        return (printable(redact_payload(value, secrets)), "")
+
+    head: Pieces = [("  cause: ", "")]
     if finding.cause is None:
-        head.append("undetermined", style="yellow")
+        head.append(("undetermined", "yellow"))
         if finding.undetermined_reason:
-            head.append(" (")
-            head.append(safe(finding.undetermined_reason))
-            head.append(")")
+            head.extend(((" (", ""), safe(finding.undetermined_reason), (")", "")))
     else:
-        head.append(str(finding.cause), style="bold magenta")
-        head.append(f" (confidence {finding.confidence:.2f})")
-    lines.append(head)
+        head.append((str(finding.cause), "bold magenta"))
+        head.append((f" (confidence {finding.confidence:.2f})", ""))
+    lines: list[Line] = [("bold", head)]
     if finding.summary:
-        lines.append(Text("  ").append(safe(finding.summary)))
+        lines.append(("", [("  ", ""), safe(finding.summary)]))
     for alternative in finding.alternatives:
-        alt = Text(f"    or {alternative.cause} ({alternative.confidence:.2f}): ")
-        alt.append(safe(alternative.how_to_tell))
-        lines.append(alt)
+        lines.append(
+            ("", [(f"    or {alternative.cause} ({alternative.confidence:.2f}): ", ""), safe(alternative.how_to_tell)])
+        )
     for item in finding.evidence[:5]:
         where = f" [frame {item.frame}]" if item.frame is not None else ""
-        lines.append(Text("    - ").append(safe(item.text)).append(where))
+        lines.append(("", [("    - ", ""), safe(item.text), (where, "")]))
     if finding.fix:
-        lines.append(Text("  fix: ").append(safe(finding.fix[0])))
+        lines.append(("", [("  fix: ", ""), safe(finding.fix[0])]))
     return lines
+
+
+class _Blocks:
+    """The blocks of several connections, printed at once.
+
+    On a console that prints no styles (not a terminal: a pipe or a file, where ``--all`` lists thousands of
+    connections) and does not wrap, a block's lines are handed to rich as one plain segment: the characters
+    rich's own rendering of the `Text` lines would print (about 10x cheaper than that rendering). A block with
+    a line rich would change (a control character it strips, trailing space it may cut) goes through rich.
+    """
+
+    def __init__(self, entries: Sequence[tuple[Connection, Finding | None]], show_payload: bool) -> None:
+        self.entries = entries
+        self.show_payload = show_payload
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        plain = (
+            console.color_system is None
+            and not console.record
+            and options.no_wrap
+            and options.overflow == "ignore"
+            and options.justify in (None, "default")
+        )
+        for connection, finding in self.entries:
+            lines = _block_lines(connection, finding, self.show_payload)
+            text = _plain_text(lines) if plain else None
+            if text is None:
+                yield Group(*[_as_text(line) for line in lines])
+            else:
+                yield Segment(text)
+
+
+def _plain_text(lines: list[Line]) -> str | None:
+    """The lines as rich prints them without styles and wrapping, or None when rich would alter one: strip a
+    control character (the capture's text is escaped by `printable`, but not every field goes through it), or
+    cut trailing space (older rich versions did even without wrapping)."""
+    texts = ["".join([piece for piece, _ in pieces]) for _, pieces in lines]
+    for text in texts:
+        if not text.isprintable() or text[-1:].isspace():
+            return None
+    return "\n".join(texts) + "\n"
 
 
 def skipped_lines(report: ReadReport) -> list[str]:
