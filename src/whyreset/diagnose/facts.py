@@ -14,10 +14,12 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from operator import sub
+from itertools import compress
+from operator import not_, sub
 from typing import NamedTuple, TypeVar, cast
 
 from whyreset.core.connection import Connection, ResetInfo, RstAcceptability
+from whyreset.core.slots import slot_builder
 from whyreset.ids import Side, TcpState
 from whyreset.model import ACK, FIN, RST, SYN, Array, LazyRows, PacketTable
 
@@ -109,6 +111,10 @@ class SideFacts(NamedTuple):
     """Lowest relative sequence number of its payload, RSTs excluded."""
     payload_rows: tuple[int, int] | None = None
     """Rows of its first and last segments with payload, RSTs excluded (who spoke first, who spoke last)."""
+    syns: int = 0
+    """Segments with the SYN bit (retransmissions included)."""
+    syn_acks: int = 0
+    """Segments with both SYN and ACK bits (a responder's SYN-ACKs)."""
 
     @property
     def last_data(self) -> Seg | None:
@@ -223,13 +229,20 @@ _COLUMNS = ("frame", "ts_ns", "flags", "seq", "ack", "payload_len", "ttl", "ip_i
 """The packet columns the facts read, in the order `_side` unpacks them."""
 
 
-def _rows(conn: Connection) -> tuple[list[tuple[int, ...]], list[int], list[int], list[int], list[bool]]:
-    """(each packet's values in `_COLUMNS` order plus its direction, timestamps, flags, sequence numbers,
-    directions) as plain Python values: numpy scalars cost a call per field on these tiny tables."""
+Row = tuple[int, int, int, int, int, int, int, int, int, int]
+"""A packet's row number in the connection, then its values in `_COLUMNS` order."""
+
+
+def _rows(conn: Connection) -> tuple[list[Row], list[Row], list[int], list[int], list[int], list[bool]]:
+    """(the originator's rows, the responder's, timestamps, flags, sequence numbers, directions) as plain
+    Python values: numpy scalars cost a call per field on these tiny tables."""
     columns, start, stop = row_range(conn.packets)
     values = [columns[name][start:stop].tolist() for name in _COLUMNS]
     from_orig: list[bool] = conn.from_orig.tolist()
-    return list(zip(*values, from_orig, strict=True)), values[1], values[2], values[3], from_orig
+    rows: list[Row] = list(zip(range(stop - start), *values, strict=True))
+    orig_rows = list(compress(rows, from_orig))
+    resp_rows = list(compress(rows, map(not_, from_orig)))
+    return orig_rows, resp_rows, values[1], values[2], values[3], from_orig
 
 
 def row_range(packets: PacketTable) -> tuple[dict[str, Array], int, int]:
@@ -246,12 +259,11 @@ def row_range(packets: PacketTable) -> tuple[dict[str, Array], int, int]:
 def _side(
     conn: Connection,
     side: Side,
-    rows: list[tuple[int, ...]],
+    rows: list[Row],
     bases: tuple[int, int],
     segs: list[Seg | None],
 ) -> SideFacts:
     """One endpoint's segments (stored in ``segs`` at their rows) and its facts, in one pass over its rows."""
-    own = side is Side.ORIG
     own_base, peer_base = bases
     own_segs: list[Seg] = []
     indices: list[int] = []
@@ -267,9 +279,8 @@ def _side(
     ack_prefix: list[int | None] = [None]
     resent = False
     payload_end, payload_start, first_payload, last_payload = 0, None, None, 0
-    for i, (frame, ts, flags, seq, ack, length, ttl, ip_id, window, is_orig) in enumerate(rows):
-        if is_orig is not own:
-            continue
+    syns = syn_acks = 0
+    for i, frame, ts, flags, seq, ack, length, ttl, ip_id, window in rows:
         # _unwrap inlined: this loop runs for every packet of every abnormal connection.
         rel_seq = (seq - own_base) % SEQ_MOD
         if rel_seq >= HALF_SEQ:
@@ -288,8 +299,11 @@ def _side(
         segs[i] = seg
         own_segs.append(seg)
         indices.append(i)
-        if syn is None and is_syn:
-            syn = seg
+        if is_syn:
+            if syn is None:
+                syn = seg
+            syns += 1
+            syn_acks += has_ack
         if is_rst:
             resets.append(seg)
         else:
@@ -332,6 +346,8 @@ def _side(
         payload_end,
         payload_start,
         None if first_payload is None else (first_payload, last_payload),
+        syns,
+        syn_acks,
     )
     side_facts: SideFacts = _new_tuple(SideFacts, facts)
     return side_facts
@@ -446,18 +462,8 @@ def _reset_facts(conn: Connection, segs: tuple[Seg, ...], sides: dict[Side, Side
                 answers = seg.seq == trigger.ack
             elif seg.has_ack and not trigger.has_ack:
                 answers = seg.ack == (trigger.seq + trigger.length + int(trigger.syn) + int(trigger.fin)) % SEQ_MOD
-        out.append(
-            ResetFacts(
-                info=info,
-                seg=seg,
-                accepted=_accepted(info, seg, receiver, sender, gap),
-                trigger=trigger,
-                reaction_ns=reaction,
-                idle_before_ns=idle,
-                answers_trigger=answers,
-                capture_gap=gap,
-            )
-        )
+        accepted = _accepted(info, seg, receiver, sender, gap)
+        out.append(_new_tuple(ResetFacts, (info, seg, accepted, trigger, reaction, idle, answers, gap)))
     return tuple(out)
 
 
@@ -477,12 +483,12 @@ def _gaps(ts: list[int]) -> tuple[int, int]:
 
 def compute_facts(conn: Connection) -> Facts:
     """Derive the rules' facts from a connection (pure, no I/O)."""
-    rows, ts, flags, seqs, from_orig = _rows(conn)
+    orig_rows, resp_rows, ts, flags, seqs, from_orig = _rows(conn)
     bases = _bases(conn, flags, seqs, from_orig)
     orig_base, resp_base = bases[Side.ORIG], bases[Side.RESP]
-    slots: list[Seg | None] = [None] * len(rows)
-    orig = _side(conn, Side.ORIG, rows, (orig_base, resp_base), slots)
-    resp = _side(conn, Side.RESP, rows, (resp_base, orig_base), slots)
+    slots: list[Seg | None] = [None] * len(ts)
+    orig = _side(conn, Side.ORIG, orig_rows, (orig_base, resp_base), slots)
+    resp = _side(conn, Side.RESP, resp_rows, (resp_base, orig_base), slots)
     segs = cast(tuple[Seg, ...], tuple(slots))  # every row belongs to one side
     syn_to_synack, synack_to_ack = _handshake_times(orig, resp)
     rtt: int | None = None
@@ -491,20 +497,13 @@ def compute_facts(conn: Connection) -> Facts:
     if rtt is None:
         rtt = _data_rtt(segs)
     resets = _reset_facts(conn, segs, {Side.ORIG: orig, Side.RESP: resp})
-    median_gap, max_gap = _gaps(ts)
-    return Facts(
-        conn=conn,
-        segs=segs,
-        orig=orig,
-        resp=resp,
-        rtt_ns=rtt,
-        syn_to_synack_ns=syn_to_synack,
-        synack_to_ack_ns=synack_to_ack,
-        resets=resets,
-        median_gap_ns=median_gap,
-        ending_reset=next((r for r in resets if r.accepted), None),
-        max_gap_ns=max_gap,
-    )
+    median, longest = _gaps(ts)
+    ending = next((r for r in resets if r.accepted), None)
+    return _new_facts(conn, segs, orig, resp, rtt, syn_to_synack, synack_to_ack, resets, median, ending, longest, {})
+
+
+_new_facts: Callable[..., Facts] = slot_builder(Facts)
+"""`Facts` from all its fields in order (memo last), without the frozen dataclass's ``__init__``."""
 
 
 T = TypeVar("T")

@@ -8,116 +8,157 @@ condition holds. A condition here may let through a rule that then declines (it 
 must never reject one that would have proposed its cause: every diagnosis made by tests/diagnose (scripted paths,
 seeds, the lab corpus, random tables; conftest.py) and a generated capture of every bench template
 (test_speed.py) is re-ranked with all the rules and must give the same candidates.
+
+The conditions read a connection's `Shape`, a handful of flags computed once per connection; a capture holds few
+distinct shapes, so the rules that can apply are worked out once per shape (`Triage`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable
+from typing import Generic, NamedTuple, TypeVar
 
 from whyreset.diagnose.context import DiagnosisContext
 from whyreset.diagnose.facts import Facts
 from whyreset.diagnose.rules.timeout import PROBE_MIN_INTERVAL_NS
 from whyreset.ids import CauseId, Side
 
-Condition = Callable[[Facts, DiagnosisContext], bool]
 T = TypeVar("T")
 
-
-def _ended_by_reset_after_handshake(f: Facts, ctx: DiagnosisContext) -> bool:
-    return f.ending_reset is not None and f.conn.established
+NO_RESET, FROM_ORIG, FROM_RESP = 0, 1, 2
 
 
-def _refused(f: Facts, ctx: DiagnosisContext) -> bool:
+class Shape(NamedTuple):
+    """What the conditions read of a connection (plain ints and bools: shapes are dictionary keys)."""
+
+    ending: int
+    """Who sent the RST that ended the connection: `NO_RESET`, `FROM_ORIG` or `FROM_RESP`."""
+    ending_ack: bool
+    """That RST has the ACK bit."""
+    established: bool
+    orig_syn: bool
+    orig_syns: int
+    """SYNs from the originator, counted up to 2."""
+    synacks: int
+    """SYN-ACKs from the responder, counted up to 2."""
+    resp_segs: bool
+    resp_data: bool
+    resp_fin: bool
+    orig_fin: bool
+    resets: bool
+    orig_resets: bool
+    rejected_reset: bool
+    """Some RST was not accepted by its receiver."""
+    replied_reset: bool
+    """Some RST has the shape of a reply to the segment before it."""
+    icmp: bool
+    """The capture holds ICMP errors."""
+    idle_probe: bool
+    """A silence long enough for a keep-alive probe."""
+    retransmitted: bool
+    """One side sent the same payload byte or FIN twice."""
+
+
+def shape_of(f: Facts, ctx: DiagnosisContext) -> Shape:
     reset = f.ending_reset
-    return reset is not None and reset.seg.side is Side.RESP and f.orig.syn is not None and not _has_synack(f)
+    orig, resp = f.orig, f.resp
+    values = (
+        NO_RESET if reset is None else FROM_ORIG if reset.seg.side is Side.ORIG else FROM_RESP,
+        reset is not None and reset.seg.has_ack,
+        f.conn.established,
+        orig.syn is not None,
+        min(orig.syns, 2),
+        min(resp.syn_acks, 2),
+        bool(resp.segs),
+        bool(resp.data),
+        resp.fin is not None,
+        orig.fin is not None,
+        bool(f.resets),
+        bool(orig.resets),
+        any(not r.accepted for r in f.resets),
+        any(r.answers_trigger for r in f.resets),
+        bool(ctx.icmp_by_flow),
+        f.max_gap_ns >= PROBE_MIN_INTERVAL_NS,
+        orig.resent or resp.resent,
+    )
+    shape: Shape = tuple.__new__(Shape, values)  # without NamedTuple's Python-level __new__
+    return shape
 
 
-def _has_synack(f: Facts) -> bool:
-    return f.resp.syn is not None and any(s.syn and s.has_ack for s in f.resp.segs)
+Condition = Callable[[Shape], bool]
 
 
-def _icmp(f: Facts, ctx: DiagnosisContext) -> bool:
-    return bool(ctx.icmp_by_flow)
+def _ended_by_reset_after_handshake(s: Shape) -> bool:
+    return s.ending != NO_RESET and s.established
 
 
-def _syn_unanswered(f: Facts, ctx: DiagnosisContext) -> bool:
-    return f.orig.syn is not None and not f.resp.segs and not f.conn.established
+def _refused(s: Shape) -> bool:
+    return s.ending == FROM_RESP and s.orig_syn and not s.synacks
 
 
-def _synack_count(f: Facts) -> int:
-    if f.resp.syn is None:
-        return 0
-    return sum(1 for s in f.resp.segs if s.syn and s.has_ack)
+def _icmp(s: Shape) -> bool:
+    return s.icmp
 
 
-def _backlog_overflow(f: Facts, ctx: DiagnosisContext) -> bool:
+def _syn_unanswered(s: Shape) -> bool:
+    return s.orig_syn and not s.resp_segs and not s.established
+
+
+def _backlog_overflow(s: Shape) -> bool:
     # The SYN-ACK retransmitted after the client's ACK (two SYN-ACKs at least), a bare reply reset from a
     # server that sent no data (tcp_abort_on_overflow), or several SYNs and nothing from the server.
-    if _synack_count(f) >= 2:
+    if s.synacks >= 2:
         return True
-    reset = f.ending_reset
-    if reset is not None and reset.seg.side is Side.RESP and not reset.seg.has_ack and not f.resp.data:
+    if s.ending == FROM_RESP and not s.ending_ack and not s.resp_data:
         return True
-    return not f.resp.segs and sum(1 for s in f.orig.segs if s.syn) >= 2
+    return not s.resp_segs and s.orig_syns >= 2
 
 
-def _ended_by_reset(f: Facts, ctx: DiagnosisContext) -> bool:
-    return f.ending_reset is not None
+def _ended_by_reset(s: Shape) -> bool:
+    return s.ending != NO_RESET
 
 
-def _handshake_aborted(f: Facts, ctx: DiagnosisContext) -> bool:
+def _handshake_aborted(s: Shape) -> bool:
     # SYN-ACKs retransmitted without the final ACK, or the client resetting in answer to a SYN-ACK.
-    if f.orig.syn is None:
-        return False
-    synacks = _synack_count(f)
-    return synacks >= 2 or (synacks == 1 and bool(f.orig.resets))
+    return s.orig_syn and (s.synacks >= 2 or (s.synacks == 1 and s.orig_resets))
 
 
-def _listener_closed(f: Facts, ctx: DiagnosisContext) -> bool:
-    reset = f.ending_reset
-    return (
-        reset is not None
-        and reset.seg.side is Side.RESP
-        and f.conn.established
-        and not f.resp.data
-        and f.resp.fin is None
-    )
+def _listener_closed(s: Shape) -> bool:
+    return s.ending == FROM_RESP and s.established and not s.resp_data and not s.resp_fin
 
 
-def _reset_after_fin(f: Facts, ctx: DiagnosisContext) -> bool:
-    return bool(f.resets) and (f.orig.fin is not None or f.resp.fin is not None)
+def _reset_after_fin(s: Shape) -> bool:
+    return s.resets and (s.orig_fin or s.resp_fin)
 
 
-def _reset_after_fin_or_idle_reply(f: Facts, ctx: DiagnosisContext) -> bool:
+def _reset_after_fin_or_idle_reply(s: Shape) -> bool:
     """keepalive_race also reads a reply reset from a server that sent no FIN (its FIN crossed the request)."""
-    reset = f.ending_reset
-    return _reset_after_fin(f, ctx) or (reset is not None and reset.seg.side is Side.RESP and f.conn.established)
+    return _reset_after_fin(s) or (s.ending == FROM_RESP and s.established)
 
 
-def _any_fin(f: Facts, ctx: DiagnosisContext) -> bool:
-    return f.orig.fin is not None or f.resp.fin is not None
+def _any_fin(s: Shape) -> bool:
+    return s.orig_fin or s.resp_fin
 
 
-def _any_reset(f: Facts, ctx: DiagnosisContext) -> bool:
-    return bool(f.resets)
+def _any_reset(s: Shape) -> bool:
+    return s.resets
 
 
-def _rejected_reset(f: Facts, ctx: DiagnosisContext) -> bool:
-    return any(not r.accepted for r in f.resets)
+def _rejected_reset(s: Shape) -> bool:
+    return s.rejected_reset
 
 
-def _replied_reset(f: Facts, ctx: DiagnosisContext) -> bool:
-    return any(r.answers_trigger for r in f.resets)
+def _replied_reset(s: Shape) -> bool:
+    return s.replied_reset
 
 
-def _idle_probe(f: Facts, ctx: DiagnosisContext) -> bool:
-    return f.max_gap_ns >= PROBE_MIN_INTERVAL_NS
+def _idle_probe(s: Shape) -> bool:
+    return s.idle_probe
 
 
-def _retransmitted(f: Facts, ctx: DiagnosisContext) -> bool:
+def _retransmitted(s: Shape) -> bool:
     # A stall is the same unacknowledged byte sent at least twice by one side.
-    return f.orig.resent or f.resp.resent
+    return s.retransmitted
 
 
 CONDITIONS: dict[CauseId, Condition] = {
@@ -143,19 +184,31 @@ CONDITIONS: dict[CauseId, Condition] = {
 }
 """Cause -> necessary condition of its rule. A cause missing here is always evaluated."""
 
-
-def applicable(pairs: Sequence[tuple[T, Condition | None]], f: Facts, ctx: DiagnosisContext) -> list[T]:
-    """The items (catalogue entries, rules...) whose condition holds for this connection; ``pairs`` is built
-    once with `conditioned`."""
-    return [item for item, condition in pairs if condition is None or condition(f, ctx)]
+MAX_SHAPES = 4096
+"""Shapes remembered per `Triage` (a capture holds a few dozen; the bound only guards memory)."""
 
 
-def conditioned(items: Iterable[T], cause: Callable[[T], CauseId]) -> tuple[tuple[T, Condition | None], ...]:
-    """Each item with the condition of its cause (None: always evaluated)."""
-    return tuple((item, CONDITIONS.get(cause(item))) for item in items)
+class Triage(Generic[T]):
+    """Items (catalogue entries, rules...) each tied to a cause, and which of them can apply to a connection."""
+
+    def __init__(self, items: Iterable[T], cause: Callable[[T], CauseId]) -> None:
+        self.pairs = tuple((item, CONDITIONS.get(cause(item))) for item in items)
+        self._by_shape: dict[Shape, tuple[T, ...]] = {}
+
+    def applicable(self, f: Facts, ctx: DiagnosisContext) -> tuple[T, ...]:
+        """The items whose condition holds for this connection, in their order."""
+        shape = shape_of(f, ctx)
+        found = self._by_shape.get(shape)
+        if found is None:
+            if len(self._by_shape) >= MAX_SHAPES:
+                self._by_shape.clear()
+            found = self._by_shape[shape] = tuple(
+                item for item, condition in self.pairs if condition is None or condition(shape)
+            )
+        return found
 
 
 def can_apply(cause: CauseId, f: Facts, ctx: DiagnosisContext) -> bool:
     """Whether the rule of ``cause`` may propose it for this connection (False: it certainly would not)."""
     condition = CONDITIONS.get(cause)
-    return condition is None or condition(f, ctx)
+    return condition is None or condition(shape_of(f, ctx))

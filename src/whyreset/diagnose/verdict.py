@@ -25,7 +25,7 @@ from whyreset.diagnose.rules.common import (
     who,
 )
 from whyreset.diagnose.symptoms import AppView, render_views
-from whyreset.diagnose.triage import applicable, conditioned
+from whyreset.diagnose.triage import Triage
 from whyreset.diagnose.vantage import Vantage, infer_vantage
 from whyreset.ids import CauseId, Outcome, Side
 
@@ -70,7 +70,7 @@ def diagnose(conn: Connection, context: DiagnosisContext | None = None) -> Findi
 def rank(facts: Facts, context: DiagnosisContext, vantage: Vantage, *, triage: bool = True) -> list[Candidate]:
     """The candidate of every rule that can apply (`diagnose.triage`; ``triage=False`` runs them all), best
     first (one per cause)."""
-    entries = applicable(TRIAGED_ENTRIES, facts, context) if triage else ENTRIES
+    entries = TRIAGED_ENTRIES.applicable(facts, context) if triage else ENTRIES
     candidates = [c for entry in entries if (c := entry.rule(facts, context, vantage)) is not None]
     return sorted(candidates, key=lambda c: c.score, reverse=True)
 
@@ -79,7 +79,7 @@ def _cause_of(entry: CatalogueEntry) -> CauseId:
     return entry.cause
 
 
-TRIAGED_ENTRIES = conditioned(ENTRIES, _cause_of)
+TRIAGED_ENTRIES = Triage(ENTRIES, _cause_of)
 """Every catalogue entry with its triage condition, in catalogue order."""
 
 
