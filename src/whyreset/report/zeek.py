@@ -394,6 +394,7 @@ class ZeekLogWriter:
         self._out = out
         self._fields = tuple(fields)
         self._columns = row_formatters(self._fields)
+        self._json_columns = json_columns(self._fields)
         self._use_json = use_json
         if not use_json:  # Zeek's JSON mode implicitly turns the meta header off
             for line in header_lines(path, self._fields, open_time):
@@ -401,7 +402,7 @@ class ZeekLogWriter:
 
     def write(self, row: Row) -> None:
         if self._use_json:
-            self._out.write(encode_json_line(json_row(row, self._fields)).decode())  # ends with its newline
+            self._out.write(encode_json_line(json_cells(row, self._json_columns)).decode())  # ends with its newline
         else:
             self._out.write(format_cells(row, self._columns) + "\n")
 
@@ -412,21 +413,37 @@ class ZeekLogWriter:
 
 def json_row(row: Row, fields: Sequence[LogField]) -> dict[str, Any]:
     """The JSON object Zeek's JSON formatter writes: keys in field order, unset fields left out."""
+    return json_cells(row, json_columns(fields))
+
+
+JsonConverter = Callable[[Any], Any]
+
+
+def json_columns(fields: Sequence[LogField]) -> tuple[tuple[str, JsonConverter], ...]:
+    """(field name, value converter) per column, for `json_cells` (a writer chooses them once)."""
+    return tuple((f.name, _json_converter(f.type)) for f in fields)
+
+
+def _json_converter(type_: str) -> JsonConverter:
+    if type_ in ("time", "interval", "double"):
+        return lambda value: round(float(value), 6)
+    if type_ in ("count", "int", "port"):
+        return int
+    if type_ == "bool":
+        return bool
+    if type_.startswith(("set[", "vector[")):
+        return lambda value: [str(item) for item in value]
+    return str
+
+
+def json_cells(row: Row, columns: Sequence[tuple[str, JsonConverter]]) -> dict[str, Any]:
+    """`json_row` with the columns' converters chosen beforehand."""
+    get = row.get
     obj: dict[str, Any] = {}
-    for f in fields:
-        value = row.get(f.name)
-        if value is None:
-            continue
-        if f.type in ("time", "interval", "double"):
-            obj[f.name] = round(float(value), 6)
-        elif f.type in ("count", "int", "port"):
-            obj[f.name] = int(value)
-        elif f.type == "bool":
-            obj[f.name] = bool(value)
-        elif f.type.startswith(("set[", "vector[")):
-            obj[f.name] = [str(item) for item in value]
-        else:
-            obj[f.name] = str(value)
+    for name, convert in columns:
+        value = get(name)
+        if value is not None:
+            obj[name] = convert(value)
     return obj
 
 
