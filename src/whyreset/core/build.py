@@ -39,6 +39,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -96,6 +97,9 @@ CHALLENGE_ACK_WINDOW_NS = 1_000_000_000
 """A challenge ACK must follow the unacceptable RST within this time."""
 IPV4_HEADER = 20
 IPV6_HEADER = 40
+
+RstRow = tuple[int, int, int, int, bool, int, bool, int, int, int, int]
+"""`Batch.reset_row_facts` of one RST row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,15 +204,6 @@ class Batch:
         self.rel_seq = analysis.rel_seq
         self.rel_ack = analysis.rel_ack
         self.n = len(table)
-        # Python lists of the columns read row by row: indexing a list is several times cheaper than a numpy
-        # scalar.
-        self.frame_list: list[int] = self.frame.tolist()
-        self.ts_list: list[int] = self.ts.tolist()
-        self.rel_seq_list: list[int] = self.rel_seq.tolist()
-        self.rel_ack_list: list[int] = self.rel_ack.tolist()
-        self.payload_list: list[int] = self.payload.tolist()
-        self.flags_list: list[int] = self.flags.tolist()
-        self.fo_list: list[bool] = self.fo.tolist()
         self._addresses: dict[tuple[int, int], str] = {}
         self.ttl_lists = _ttl_lists(table["ttl"], self.index.key, 2 * len(analysis.starts))
         gaps = analysis.gap_before_ns
@@ -217,6 +212,14 @@ class Batch:
         starts = analysis.starts
         self.starts_list: list[int] = starts.tolist()
         self.stops_list: list[int] = [*self.starts_list[1:], self.n]
+        # What every connection reads of its first and last rows; the per-row lists below are made only when a
+        # rarer path (RST facts, mid-stream marks, W/T letters...) reads rows one by one.
+        last_rows = (np.append(starts[1:], self.n) - 1)[: len(starts)]
+        self.first_fo_list: list[bool] = self.fo[starts].tolist()
+        self.first_frame_list: list[int] = self.frame[starts].tolist()
+        self.last_frame_list: list[int] = self.frame[last_rows].tolist()
+        self.ts_first_list: list[int] = self.ts[starts].tolist()
+        self.ts_last_list: list[int] = self.ts[last_rows].tolist()
         self.inferred_by_list: list[int] = demux.inferred_by.tolist()
         self.first_row_facts: list[tuple[int, int, int, int, int, int, int]] = list(
             zip(
@@ -231,14 +234,12 @@ class Batch:
         self.community_id_list = community_ids(
             *(table[name][starts] for name in ("src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport"))
         )
-        self.uid_list = zeek_uids(
-            self.community_id_list, [self.ts_list[row] for row in self.starts_list], self.frame[starts].tolist()
-        )
+        self.uid_list = zeek_uids(self.community_id_list, self.ts_first_list, self.first_frame_list)
         self.first_gap_list: list[int] = analysis.first_gap_ack_row.tolist()
         self.isn_list: list[int] = analysis.isn_abs.tolist()
         self.direction_rows = self._direction_rows()
         self._own_ttls: set[int] | None = None
-        self._reset_rows: dict[int, tuple[int, int, int, int, bool]] | None = None
+        self._reset_rows: dict[int, RstRow] | None = None
         self._mark_codes(analysis)
         self.walk_starts = self._walk_starts()
         fed = np.asarray(self.index.zeek_fed.flat, np.int64)
@@ -266,6 +267,37 @@ class Batch:
             zero_window_rows=index.zero_window_rows,
             idle_rows=self.idle_rows,
         )
+
+    # Python lists of the columns read row by row (indexing a list is several times cheaper than a numpy scalar),
+    # made on first use: most connections need none of them.
+
+    @cached_property
+    def frame_list(self) -> list[int]:
+        return list(self.frame.tolist())
+
+    @cached_property
+    def ts_list(self) -> list[int]:
+        return list(self.ts.tolist())
+
+    @cached_property
+    def rel_seq_list(self) -> list[int]:
+        return list(self.rel_seq.tolist())
+
+    @cached_property
+    def rel_ack_list(self) -> list[int]:
+        return list(self.rel_ack.tolist())
+
+    @cached_property
+    def payload_list(self) -> list[int]:
+        return list(self.payload.tolist())
+
+    @cached_property
+    def flags_list(self) -> list[int]:
+        return list(self.flags.tolist())
+
+    @cached_property
+    def fo_list(self) -> list[bool]:
+        return list(self.fo.tolist())
 
     def _per_key_lists(self, table: PacketTable) -> None:
         """SYN options, first FIN frame and RST frames per direction key, for the whole batch at once."""
@@ -384,9 +416,10 @@ class Batch:
             np.int64,
         )
 
-    def reset_row_facts(self) -> dict[int, tuple[int, int, int, int, bool]]:
-        """Per RST row of the batch: seq, ack, TTL, IP ID, and whether the TTL is one the sender's own non-RST
-        segments carry (made on first use, for every RST at once)."""
+    def reset_row_facts(self) -> dict[int, RstRow]:
+        """Per RST row of the batch: seq, ack, TTL, IP ID, whether the TTL is one the sender's own non-RST
+        segments carry, flags, sent by the originator, frame, timestamp, relative seq and ack (made on first use,
+        for every RST at once)."""
         if self._reset_rows is None:
             table = self.table
             rows = np.flatnonzero((self.flags & RST) != 0)
@@ -403,6 +436,12 @@ class Batch:
                         ttl.tolist(),
                         table["ip_id"][rows].tolist(),
                         own_ttl.tolist(),
+                        self.flags[rows].tolist(),
+                        self.fo[rows].tolist(),
+                        self.frame[rows].tolist(),
+                        self.ts[rows].tolist(),
+                        self.rel_seq[rows].tolist(),
+                        self.rel_ack[rows].tolist(),
                         strict=True,
                     ),
                     strict=True,
@@ -593,15 +632,15 @@ def build_connection(
     start, stop = batch.starts_list[conn], batch.stops_list[conn]
     src_hi, src_lo, dst_hi, dst_lo, sport, dport, ip_version = batch.first_row_facts[conn]
     src, dst = batch.address(src_hi, src_lo), batch.address(dst_hi, dst_lo)
-    first_from_orig = batch.fo_list[start]
+    first_from_orig = batch.first_fo_list[conn]
     orig_h, orig_p, resp_h, resp_p = (src, sport, dst, dport) if first_from_orig else (dst, dport, src, sport)
     walk = _Walk(batch, conn, start, stop, rst_payloads)
     template = walk.run()
     icmp_events = _icmp_events(icmp_errors, orig_h, orig_p, resp_h, resp_p) if icmp_errors else []
     deferred = Deferred(_Details(batch.source, walk, template, icmp_events))
     zeek = _zeek_summary(batch, conn, start, stop, first_from_orig)
-    first_frame, last_frame = batch.frame_list[start], batch.frame_list[stop - 1]
-    ts_first, ts_last = batch.ts_list[start], batch.ts_list[stop - 1]
+    first_frame, last_frame = batch.first_frame_list[conn], batch.last_frame_list[conn]
+    ts_first, ts_last = batch.ts_first_list[conn], batch.ts_last_list[conn]
     key = 2 * conn
     resets = walk.stamp_resets(template) if template.resets else ()
     orig_stats = (
@@ -658,8 +697,10 @@ def _zeek_summary(batch: Batch, conn: int, start: int, stop: int, first_from_ori
     lo, hi = index.zeek_fed.span(conn)
 
     def load_fed() -> list[tuple[int, bool, int, int, int]]:
-        fo, flags, rel_seq, payload = batch.fo_list, batch.flags_list, batch.rel_seq_list, batch.payload_list
-        return [(row - start, fo[row], flags[row], rel_seq[row], payload[row]) for row in index.zeek_fed.flat[lo:hi]]
+        # Only when the shape is not memoised yet: this connection's rows, not the batch's per-row lists.
+        rows = np.asarray(index.zeek_fed.flat[lo:hi], np.int64)
+        columns = (batch.fo[rows].tolist(), batch.flags[rows].tolist(), batch.rel_seq[rows].tolist())
+        return list(zip((rows - start).tolist(), *columns, batch.payload[rows].tolist(), strict=True))
 
     letters: list[tuple[int, int, str]] = []
     for side_key, data_letter, ack_letter in ((key, "D", "A"), (key + 1, "d", "a")):
@@ -681,10 +722,10 @@ def _zeek_summary(batch: Batch, conn: int, start: int, stop: int, first_from_ori
         letters += gaps
         return summarise_plain(shape, load_fed, fed_rows, letters, own_last, peer_acked, not first_from_orig, missed)
     rows = PlainRows(
-        batch.fo_list[start:stop],
-        batch.flags_list[start:stop],
-        batch.rel_seq_list[start:stop],
-        batch.payload_list[start:stop],
+        batch.fo[start:stop].tolist(),
+        batch.flags[start:stop].tolist(),
+        batch.rel_seq[start:stop].tolist(),
+        batch.payload[start:stop].tolist(),
         batch.table["window"][start:stop].tolist(),
     )
     return summarise_small(shape, load_fed, fed_rows, gaps, own_last, peer_acked, not first_from_orig, missed, rows)
@@ -874,22 +915,19 @@ class _Walk:
         resets = []
         for reset in template.resets:
             row = self.rows[reset.mark]
-            flags = batch.flags_list[row]
-            side = batch.fo_list[row]
-            frame = batch.frame_list[row]
-            seq, ack, ttl, ip_id, own_ttl = row_facts[row]
+            seq, ack, ttl, ip_id, own_ttl, flags, side, frame, ts, rel_seq, rel_ack = row_facts[row]
             # Trusted: its receiver accepted it, and its TTL is one the sender's own packets carry (a forged
             # RST's ack is the forger's guess); see `_trusted_rst`, the row-by-row reference.
             if flags & ACK and own_ttl and reset.acceptability in ACCEPTED:
-                self.rst_acked[not side] = max(self.rst_acked[not side], batch.rel_ack_list[row])
+                self.rst_acked[not side] = max(self.rst_acked[not side], rel_ack)
             resets.append(
                 _new_reset(
                     sender=Side.ORIG if side else Side.RESP,
                     frame=frame,
-                    ts_ns=batch.ts_list[row],
+                    ts_ns=ts,
                     seq=seq,
                     ack=ack if flags & ACK else None,
-                    rel_seq=batch.rel_seq_list[row] if self.isn[side] is not None else None,
+                    rel_seq=rel_seq if self.isn[side] is not None else None,
                     ttl=ttl,
                     ip_id=ip_id,
                     acceptability=reset.acceptability,

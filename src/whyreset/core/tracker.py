@@ -368,16 +368,16 @@ _PER_CONNECTION = ("lengths", "last_ts", "ended", "orig_is_a", "inferred_by", "f
 
 def _gather(parts: list[tuple[PacketTable, Array]]) -> PacketTable:
     """The rows of each table where its mask holds, one table after the other, each column copied once."""
-    sizes = [int(np.count_nonzero(mask)) for _, mask in parts]
-    total = sum(sizes)
+    picked = [np.flatnonzero(mask) for _, mask in parts]  # once: `compress` would find them for every column
+    total = sum(len(rows) for rows in picked)
     columns: dict[str, Array] = {}
     for name, column in parts[0][0].columns.items():
         out = np.empty((total, *column.shape[1:]), column.dtype)
         at = 0
-        for (table, mask), size in zip(parts, sizes, strict=True):
-            if size:
-                np.compress(mask, table.columns[name], axis=0, out=out[at : at + size])
-                at += size
+        for (table, _), rows in zip(parts, picked, strict=True):
+            if len(rows):
+                np.take(table.columns[name], rows, axis=0, out=out[at : at + len(rows)])
+                at += len(rows)
         columns[name] = out
     return PacketTable(columns)
 

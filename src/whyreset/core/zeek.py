@@ -388,13 +388,28 @@ def summarise_plain(
     """`summarise` for a connection no W or T letter can come from: no row arrays, only what the batch found.
 
     ``shape``, ``load_fed``, ``fed_rows``, ``own_last`` and ``peer_acked`` are as in `ZeekShortcut`;
-    ``other_letters`` holds the D/A and G/g letters.
+    ``other_letters`` holds the D/A and G/g letters. The history is memoised by everything it depends on
+    (the shape, where its rows and the other letters sit in the connection): connections of one kind share it.
     """
     run = emulate_shape(shape, load_fed)
-    # Emulator letters first: the sort is stable, so (row, order) ties keep the emulator's letter ahead.
-    letters = [(fed_rows[position], order, code) for position, order, code in run.letters]
-    letters += other_letters
-    return _summary_of(run, letters, flipped, own_last, peer_acked, missed_bytes)
+    key = (shape, tuple(fed_rows), tuple(other_letters), flipped)
+    history = _HISTORIES.get(key)
+    if history is None:
+        # Emulator letters first: the sort is stable, so (row, order) ties keep the emulator's letter ahead.
+        letters = [(fed_rows[position], order, code) for position, order, code in run.letters]
+        letters += other_letters
+        letters.sort(key=_LETTER_ORDER)
+        history = ("^" if flipped else "") + "".join([code for _, _, code in letters])
+        if len(_HISTORIES) >= EMULATION_CACHE_LIMIT:
+            _HISTORIES.clear()
+        _HISTORIES[key] = history
+    return _summary_with(run, history, own_last, peer_acked, missed_bytes)
+
+
+_CONN_STATES: dict[tuple[ZeekState, ZeekState, bool, str], str] = {}
+"""`_summary_with`'s memo of `conn_state`."""
+_HISTORIES: dict[tuple[bytes, tuple[int, ...], tuple[tuple[int, int, str], ...], bool], str] = {}
+"""`summarise_plain`'s memo of histories."""
 
 
 class PlainRows(NamedTuple):
@@ -439,10 +454,25 @@ def _summary_of(
     conn_state from the emulated endpoints."""
     letters.sort(key=_LETTER_ORDER)
     history = ("^" if flipped else "") + "".join([code for _, _, code in letters])
+    return _summary_with(run, history, own_last, peer_acked, missed_bytes)
+
+
+def _summary_with(
+    run: Emulation, history: str, own_last: tuple[int, int], peer_acked: tuple[int, int], missed_bytes: int
+) -> ZeekSummary:
+    """Sizes and conn_state from the emulated endpoints, with the history made."""
     orig_size = size_from(own_last[0], peer_acked[0], run.orig)
     resp_size = size_from(own_last[1], peer_acked[1], run.resp)
+    # conn_state reads the sizes only as "both zero": memoised on that.
+    key = (run.orig.state, run.resp.state, not orig_size and not resp_size, history)
+    state = _CONN_STATES.get(key)
+    if state is None:
+        state = conn_state(run.orig.state, run.resp.state, orig_size, resp_size, history)
+        if len(_CONN_STATES) >= EMULATION_CACHE_LIMIT:
+            _CONN_STATES.clear()
+        _CONN_STATES[key] = state
     return _new_summary(
-        conn_state=conn_state(run.orig.state, run.resp.state, orig_size, resp_size, history),
+        conn_state=state,
         history=history,
         orig_bytes=orig_size,
         resp_bytes=resp_size,
