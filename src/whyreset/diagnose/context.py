@@ -28,8 +28,9 @@ from operator import and_, not_
 import numpy as np
 
 from whyreset.core.connection import Connection, EventKind
+from whyreset.diagnose.facts import row_range
 from whyreset.ids import Side
-from whyreset.model import ACK, FIN, RST, SYN, Array, IcmpError, LazyRows, PacketTable
+from whyreset.model import ACK, FIN, RST, SYN, Array, IcmpError
 
 Endpoint = tuple[str, int]
 CLUSTER_WINDOW_NS = 2_000_000
@@ -47,25 +48,10 @@ class ServerReset:
     uid: str
 
 
-def _reset_time(reset: ServerReset) -> int:
-    return reset.ts_ns
-
-
-class _TableRows:
-    """What `DiagnosisContext.observe` reads of a packet table, converted once for all the connections whose
-    rows it holds: two columns as lists, and the few rows looked at one by one (RSTs, SYN-ACKs)."""
-
-    __slots__ = ("flags", "rst_rows", "source", "synack_rows", "synack_ts", "ttls")
-
-    def __init__(self, source: dict[str, Array]) -> None:
-        flags = source["flags"]
-        self.source = source
-        self.flags: list[int] = flags.tolist()
-        self.ttls: list[int] = source["ttl"].tolist()
-        self.rst_rows: list[int] = np.flatnonzero(flags & RST).tolist()
-        synacks = np.flatnonzero((flags & (SYN | ACK)) == (SYN | ACK))
-        self.synack_rows: list[int] = synacks.tolist()
-        self.synack_ts: list[int] = source["ts_ns"][synacks].tolist()
+_FLAG_VALUES = np.arange(1 << 16)
+_HAS_RST = ((_FLAG_VALUES & RST) != 0).astype(np.uint8).tobytes()
+_IS_SYNACK = ((_FLAG_VALUES & (SYN | ACK)) == (SYN | ACK)).astype(np.uint8).tobytes()
+"""Per value of the (16-bit) flags column: whether it has RST; both SYN and ACK (looked up in C by `map`)."""
 
 
 @dataclass(slots=True)
@@ -85,70 +71,55 @@ class DiagnosisContext:
     first_ts_ns: int | None = None
     last_ts_ns: int | None = None
     connections: int = 0
-    _table: _TableRows | None = field(default=None, init=False, repr=False, compare=False)
-    """The table the last observed connection's rows are views of (the next one's usually are too)."""
+    _silent_reset_times: dict[Endpoint, list[int]] = field(default_factory=dict, init=False, repr=False)
+    """server endpoint -> the times of its `silent_resets`, in the same order (bisected without a key
+    function)."""
 
     def observe(self, conn: Connection) -> None:
         """Fold one connection into the context.
 
-        Most connections have no RST and one SYN-ACK: their TTLs are counted per side straight from the rows
-        (`_TableRows`), and only the few special rows (RSTs, SYN-ACKs) are looked at one by one."""
+        Only the three columns it reads are sliced from the connection's batch (`row_range`). Most connections
+        have no RST and one SYN-ACK: their TTLs are counted per side with C-level filters over the rows, and
+        only the SYN-ACK rows are looked at one by one."""
         self.connections += 1
         if self.first_ts_ns is None or conn.ts_first_ns < self.first_ts_ns:
             self.first_ts_ns = conn.ts_first_ns
         if self.last_ts_ns is None or conn.ts_last_ns > self.last_ts_ns:
             self.last_ts_ns = conn.ts_last_ns
-        table, start, stop = self._rows_of(conn.packets)
-        from_orig = conn.from_orig.tolist()
-        ttls = table.ttls[start:stop]
+        columns, start, stop = row_range(conn.packets)
+        flags: list[int] = columns["flags"][start:stop].tolist()
+        ttls: list[int] = columns["ttl"][start:stop].tolist()
+        from_orig: list[bool] = conn.from_orig.tolist()
         server = (conn.resp_h, conn.resp_p)
-        rst_rows = table.rst_rows
-        first_rst = bisect_left(rst_rows, start)
-        if first_rst == len(rst_rows) or rst_rows[first_rst] >= stop:
+        if any(map(_HAS_RST.__getitem__, flags)):
+            self._observe_resets(conn, server, flags, from_orig, ttls, columns["ts_ns"], start)
+        else:
             self._count_ttls(conn.orig_h, compress(ttls, from_orig))
             self._count_ttls(conn.resp_h, compress(ttls, map(not_, from_orig)))
-        else:
-            self._observe_resets(conn, server, table, start, stop, from_orig, ttls)
-        synack_rows = table.synack_rows
-        first = bisect_left(synack_rows, start)
-        last = bisect_left(synack_rows, stop, first)
-        if first < last:
-            synack_ts = table.synack_ts
-            synacks = [synack_ts[k] for k in range(first, last) if not from_orig[synack_rows[k] - start]]
-            if synacks:
-                known = self.listening.setdefault(server, [])
-                for ts in synacks:
-                    insort(known, ts)
-        self._observe_silent_reset(conn, server, table, start, stop, from_orig)
+        from_resp = map(not_, from_orig)
+        synacks = list(compress(range(len(flags)), map(and_, map(_IS_SYNACK.__getitem__, flags), from_resp)))
+        if synacks:
+            known = self.listening.setdefault(server, [])
+            ts = columns["ts_ns"]
+            for row in synacks:
+                insort(known, int(ts[start + row]))
+        self._observe_silent_reset(conn, server, flags, from_orig)
         if conn.icmp_errors:  # the ICMP_ERROR events are these errors (reading them builds no event list)
             self._observe_icmp_events(conn)
-
-    def _rows_of(self, packets: PacketTable) -> tuple[_TableRows, int, int]:
-        """The lists of the table ``packets`` views, and its row range there.
-
-        A tracker batch's connections are views (`LazyRows`) of one table: its columns are converted once for
-        the whole batch, and a connection's rows are not sliced (slicing makes every column, the context reads
-        three)."""
-        if isinstance(packets, LazyRows) and packets._cache is None:
-            source = packets._source
-            if self._table is None or self._table.source is not source:
-                self._table = _TableRows(source)
-            return self._table, packets._start, packets._stop
-        return _TableRows(packets.columns), 0, len(packets)
 
     def _observe_resets(
         self,
         conn: Connection,
         server: Endpoint,
-        table: _TableRows,
-        start: int,
-        stop: int,
+        flags: list[int],
         from_orig: list[bool],
         ttls: list[int],
+        ts_column: Array,
+        start: int,
     ) -> None:
-        """A connection with RST rows: their TTLs are not counted (a forged RST's TTL is not its host's), and
-        a responder's RST without any SYN from it is a refusal."""
-        flags = table.flags[start:stop]
+        """A connection with RST rows (its ``flags``, ``from_orig``, ``ttls``; its rows are ``start:`` of
+        ``ts_column``): their TTLs are not counted (a forged RST's TTL is not its host's), and a responder's RST
+        without any SYN from it is a refusal."""
         plain = [not flag & RST for flag in flags]
         self._count_ttls(conn.orig_h, compress(ttls, map(and_, plain, from_orig)))
         self._count_ttls(conn.resp_h, compress(ttls, [p and not o for p, o in zip(plain, from_orig, strict=True)]))
@@ -164,7 +135,7 @@ class DiagnosisContext:
                 first_resp_rst = row
         if first_resp_rst is not None:
             # A plain refusal: the responder reset without ever answering with a SYN-ACK.
-            insort(self.refusals.setdefault(server, []), int(table.source["ts_ns"][start + first_resp_rst]))
+            insort(self.refusals.setdefault(server, []), int(ts_column[start + first_resp_rst]))
 
     def _count_ttls(self, host: str, ttls: Iterable[int]) -> None:
         counts = self.host_ttls.get(host)
@@ -203,17 +174,19 @@ class DiagnosisContext:
             )
 
     def _observe_silent_reset(
-        self, conn: Connection, server: Endpoint, table: _TableRows, start: int, stop: int, from_orig: list[bool]
+        self, conn: Connection, server: Endpoint, flags: list[int], from_orig: list[bool]
     ) -> None:
         if not conn.established or conn.resp.data_bytes > 0 or not conn.resets:
             return
         first = conn.resets[0]
         if first.sender is not Side.RESP:
             return
-        flags = table.flags
-        if any(flags[row] & FIN and not from_orig[row - start] for row in range(start, stop)):
+        if any(flag & FIN and not is_orig for flag, is_orig in zip(flags, from_orig, strict=True)):
             return  # the server closed first: not a silent reset
-        insort(self.silent_resets.setdefault(server, []), ServerReset(first.ts_ns, conn.uid), key=_reset_time)
+        times = self._silent_reset_times.setdefault(server, [])
+        at = bisect_right(times, first.ts_ns)  # after resets at the same instant, as insort would
+        times.insert(at, first.ts_ns)
+        self.silent_resets.setdefault(server, []).insert(at, ServerReset(first.ts_ns, conn.uid))
 
     def add_icmp(self, errors: Iterable[IcmpError]) -> None:
         for error in errors:
@@ -248,10 +221,12 @@ class DiagnosisContext:
 
     def reset_burst(self, server: Endpoint, ts_ns: int, uid: str) -> list[ServerReset]:
         """Other connections the same server reset silently within `CLUSTER_WINDOW_NS` of ``ts_ns``."""
-        resets = self.silent_resets.get(server, [])
-        start = bisect_left(resets, ts_ns - CLUSTER_WINDOW_NS, key=_reset_time)
-        stop = bisect_right(resets, ts_ns + CLUSTER_WINDOW_NS, key=_reset_time)
-        return [r for r in resets[start:stop] if r.uid != uid]
+        times = self._silent_reset_times.get(server)
+        if not times:
+            return []
+        start = bisect_left(times, ts_ns - CLUSTER_WINDOW_NS)
+        stop = bisect_right(times, ts_ns + CLUSTER_WINDOW_NS, start)
+        return [r for r in self.silent_resets[server][start:stop] if r.uid != uid]
 
     def capture_end_ns(self, conn: Connection) -> int:
         return self.last_ts_ns if self.last_ts_ns is not None else conn.ts_last_ns

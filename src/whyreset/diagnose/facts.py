@@ -509,11 +509,15 @@ _new_facts: Callable[..., Facts] = slot_builder(Facts)
 T = TypeVar("T")
 
 
-def memoized(facts: Facts, key: object, compute: Callable[[], T]) -> T:
-    """``compute()`` once per connection: rules share derived facts through ``facts.memo``."""
+def memoized(facts: Facts, key: object, compute: Callable[..., T], *args: object) -> T:
+    """``compute(*args)`` once per connection: rules share derived facts through ``facts.memo`` (the arguments
+    are passed along rather than closed over: no function object is made per call)."""
     memo = facts.memo
-    if key in memo:
-        return cast(T, memo[key])
-    value = compute()
-    memo[key] = value
-    return value
+    value = memo.get(key, _MISSING)
+    if value is _MISSING:
+        value = memo[key] = compute(*args)
+    return cast(T, value)
+
+
+_MISSING = object()
+"""Not in the memo (None is a value: a connection without an abort shape)."""

@@ -90,7 +90,7 @@ class AbortShape:
 
 def _abort_shape(f: Facts) -> AbortShape | None:
     """The ending RST as an abort by an endpoint that sent no FIN (shared by three rules: computed once)."""
-    return memoized(f, "abort_shape", lambda: _measure_abort(f))
+    return memoized(f, "abort_shape", _measure_abort, f)
 
 
 def _measure_abort(f: Facts) -> AbortShape | None:
@@ -201,10 +201,10 @@ def _shape_factor(shape: AbortShape) -> float:
 
 def _abort_evidence(f: Facts, shape: AbortShape) -> tuple[EvidenceItem, ...]:
     """The evidence of an abort (the same for the three rules that read the shape: built once)."""
-    return memoized(f, "abort_evidence", lambda: tuple(_describe_abort(f, shape)))
+    return memoized(f, "abort_evidence", _describe_abort, f, shape)
 
 
-def _describe_abort(f: Facts, shape: AbortShape) -> list[EvidenceItem]:
+def _describe_abort(f: Facts, shape: AbortShape) -> tuple[EvidenceItem, ...]:
     items = [
         describe_rst(f, shape.reset),
         EvidenceItem(
@@ -229,7 +229,7 @@ def _describe_abort(f: Facts, shape: AbortShape) -> list[EvidenceItem]:
         )
     if (gap := capture_gap_item(f, shape.reset)) is not None:
         items.append(gap)
-    return items
+    return tuple(items)
 
 
 def close_with_unread_data(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:

@@ -93,7 +93,7 @@ def side_name(side: Side) -> str:
 
 
 def who(f: Facts, side: Side) -> str:
-    key = ("who", side)
+    key = "who orig" if side is Side.ORIG else "who resp"  # a str key: hashing an enum calls Python code
     name = f.memo.get(key)
     if name is None:
         host, port = f.conn.address(side)
@@ -116,7 +116,7 @@ cheaper: the rules make a few per connection)."""
 def describe_rst(f: Facts, reset: ResetFacts) -> EvidenceItem:
     """The RST as evidence: sender, numbers, TTL against the sender's own, acceptability (once per RST: every
     rule about it starts with this item)."""
-    return memoized(f, ("describe_rst", reset.seg.index), lambda: _describe_rst(f, reset))
+    return memoized(f, ("describe_rst", reset.seg.index), _describe_rst, f, reset)
 
 
 def _describe_rst(f: Facts, reset: ResetFacts) -> EvidenceItem:
@@ -170,7 +170,7 @@ def capture_gap_item(f: Facts, reset: ResetFacts) -> EvidenceItem | None:
 
 def describe_trigger(f: Facts, reset: ResetFacts) -> EvidenceItem | None:
     """The segment the RST answers, as evidence (once per RST)."""
-    return memoized(f, ("describe_trigger", reset.seg.index), lambda: _describe_trigger(f, reset))
+    return memoized(f, ("describe_trigger", reset.seg.index), _describe_trigger, f, reset)
 
 
 def _describe_trigger(f: Facts, reset: ResetFacts) -> EvidenceItem | None:
@@ -293,7 +293,7 @@ def forgery(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts) -> F
     rules weigh it)."""
     # ctx and v live as long as the diagnosis that holds these facts: their ids cannot be reused meanwhile.
     key = ("forgery", reset.seg.index, id(ctx), id(v))
-    return memoized(f, key, lambda: _forgery(f, ctx, v, reset))
+    return memoized(f, key, _forgery, f, ctx, v, reset)
 
 
 def _forgery(f: Facts, ctx: DiagnosisContext, v: Vantage, reset: ResetFacts) -> ForgeryCheck:

@@ -208,7 +208,7 @@ def _stall_candidate(f: Facts, ctx: DiagnosisContext, v: Vantage, stall: Stall, 
 
 
 def _stalls(f: Facts) -> list[Stall]:
-    return memoized(f, "stalls", lambda: _find_stalls(f))
+    return memoized(f, "stalls", _find_stalls, f)
 
 
 def _find_stalls(f: Facts) -> list[Stall]:
