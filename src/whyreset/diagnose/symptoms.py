@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 
+from whyreset.diagnose.finding import fast_init
 from whyreset.ids import TcpState
 
 
@@ -537,6 +538,7 @@ def match_error_line(line: str) -> list[RuntimeMessage]:
     return [message for _, _, message in hits]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AppView:
     """What one application saw at the end of a connection, independent of the runtime."""

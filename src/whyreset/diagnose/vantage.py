@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from whyreset.diagnose.facts import Facts, hops
+from whyreset.diagnose.finding import fast_init
 from whyreset.ids import Side
 
 SPLIT_NEAR = 0.8
@@ -27,6 +28,7 @@ MEASURABLE_RTT_NS = 200_000
 """Below 0.2 ms (loopback, same rack) the halves are noise: rely on TTLs."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Vantage:
     """The inferred capture point."""

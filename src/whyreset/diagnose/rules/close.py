@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from whyreset.diagnose.context import DiagnosisContext
 from whyreset.diagnose.facts import Facts, ResetFacts, Seg, SideFacts, memoized
-from whyreset.diagnose.finding import EvidenceItem
+from whyreset.diagnose.finding import EvidenceItem, fast_init
 from whyreset.diagnose.rules.common import (
     NS_PER_MS,
     NS_PER_S,
@@ -57,6 +57,7 @@ DELAYED_ACK_NS = 30 * NS_PER_MS
 """Linux's minimum delayed-ACK timeout is 40 ms (TCP_DELACK_MIN); other stacks use up to 200 ms."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AbortShape:
     """An RST sent by an endpoint that never sent a FIN first, with what was pending at that moment."""

@@ -29,7 +29,7 @@ from typing import NamedTuple, cast
 from whyreset.core.slots import slot_builder
 from whyreset.diagnose.context import DiagnosisContext
 from whyreset.diagnose.facts import Facts, ResetFacts, Seg, SideFacts, hops, initial_ttl, memoized
-from whyreset.diagnose.finding import EvidenceItem
+from whyreset.diagnose.finding import EvidenceItem, fast_init
 from whyreset.diagnose.symptoms import AppView, Errno, Operation, errno_for_reset
 from whyreset.diagnose.vantage import Vantage
 from whyreset.ids import CauseId, Side, TcpState
@@ -277,6 +277,7 @@ def _victim_view(state: TcpState, after_sender_fin: bool) -> AppView:
 SILENT = AppView(None, None, "nothing: its application had already closed the socket (the kernel acted alone)")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ForgeryCheck:
     """How much the capture says an RST was not made by the host whose address it carries."""

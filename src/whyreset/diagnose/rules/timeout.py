@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from whyreset.diagnose.context import DiagnosisContext
 from whyreset.diagnose.facts import Facts, Seg, SideFacts, memoized
-from whyreset.diagnose.finding import EvidenceItem
+from whyreset.diagnose.finding import EvidenceItem, fast_init
 from whyreset.diagnose.rules.common import (
     NS_PER_S,
     Candidate,
@@ -101,6 +101,7 @@ def _keepalive_timeout(f: Facts, ctx: DiagnosisContext, side: SideFacts) -> Cand
     )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Stall:
     """Data (or a FIN) one side kept retransmitting without ever being acknowledged."""
