@@ -201,24 +201,24 @@ def _unwrap(value: int, base: int) -> int:
     return rel - SEQ_MOD if rel >= HALF_SEQ else rel
 
 
-def _bases(conn: Connection, flags: list[int], seqs: list[int], from_orig: list[bool]) -> dict[Side, int]:
-    """Per side, the number its relative sequence numbers count from (ISN, or first seq - 1)."""
-    bases: dict[Side, int] = {}
-    for side, own in ((Side.ORIG, True), (Side.RESP, False)):
-        isn = conn.stats(side).isn
-        if isn is not None:
-            bases[side] = int(isn)
-            continue
-        rows = [i for i, o in enumerate(from_orig) if o is own]
-        plain = [i for i in rows if not flags[i] & RST] or rows
-        syn_rows = [i for i in plain if flags[i] & SYN]
-        if syn_rows:
-            bases[side] = seqs[syn_rows[0]]
-        elif plain:
-            bases[side] = (seqs[plain[0]] - 1) % SEQ_MOD
-        else:
-            bases[side] = 0
-    return bases
+def _bases(conn: Connection, flags: list[int], seqs: list[int], from_orig: list[bool]) -> tuple[int, int]:
+    """(originator's, responder's) number their relative sequence numbers count from (ISN, or first seq - 1).
+
+    Tuples rather than dicts keyed by `Side` here and below: hashing an enum member runs Python code."""
+    return _base(conn.orig.isn, True, flags, seqs, from_orig), _base(conn.resp.isn, False, flags, seqs, from_orig)
+
+
+def _base(isn: int | None, own: bool, flags: list[int], seqs: list[int], from_orig: list[bool]) -> int:
+    if isn is not None:
+        return int(isn)
+    rows = [i for i, o in enumerate(from_orig) if o is own]
+    plain = [i for i in rows if not flags[i] & RST] or rows
+    syn_rows = [i for i in plain if flags[i] & SYN]
+    if syn_rows:
+        return seqs[syn_rows[0]]
+    if plain:
+        return (seqs[plain[0]] - 1) % SEQ_MOD
+    return 0
 
 
 _new_tuple = tuple.__new__
@@ -443,14 +443,16 @@ def _accepted(
     return False
 
 
-def _reset_facts(conn: Connection, segs: tuple[Seg, ...], sides: dict[Side, SideFacts]) -> tuple[ResetFacts, ...]:
-    by_frame = {s.frame: s for side in sides.values() for s in side.resets}
+def _reset_facts(
+    conn: Connection, segs: tuple[Seg, ...], orig: SideFacts, resp: SideFacts
+) -> tuple[ResetFacts, ...]:
+    by_frame = {s.frame: s for s in (*orig.resets, *resp.resets)}
     out: list[ResetFacts] = []
     for info in conn.resets:
         seg = by_frame.get(info.frame)
         if seg is None:
             continue
-        receiver, sender = sides[info.sender.other], sides[info.sender]
+        receiver, sender = (resp, orig) if info.sender is Side.ORIG else (orig, resp)
         gap = _capture_gap(conn, seg, receiver, sender) if info.acceptability not in ACCEPTED else None
         trigger = next((s for s in reversed(segs[: seg.index]) if s.side is not seg.side), None)
         reaction = seg.ts_ns - trigger.ts_ns if trigger is not None else None
@@ -484,8 +486,7 @@ def _gaps(ts: list[int]) -> tuple[int, int]:
 def compute_facts(conn: Connection) -> Facts:
     """Derive the rules' facts from a connection (pure, no I/O)."""
     orig_rows, resp_rows, ts, flags, seqs, from_orig = _rows(conn)
-    bases = _bases(conn, flags, seqs, from_orig)
-    orig_base, resp_base = bases[Side.ORIG], bases[Side.RESP]
+    orig_base, resp_base = _bases(conn, flags, seqs, from_orig)
     slots: list[Seg | None] = [None] * len(ts)
     orig = _side(conn, Side.ORIG, orig_rows, (orig_base, resp_base), slots)
     resp = _side(conn, Side.RESP, resp_rows, (resp_base, orig_base), slots)
@@ -496,7 +497,7 @@ def compute_facts(conn: Connection) -> Facts:
         rtt = syn_to_synack + synack_to_ack
     if rtt is None:
         rtt = _data_rtt(segs)
-    resets = _reset_facts(conn, segs, {Side.ORIG: orig, Side.RESP: resp})
+    resets = _reset_facts(conn, segs, orig, resp)
     median, longest = _gaps(ts)
     ending = next((r for r in resets if r.accepted), None)
     return _new_facts(conn, segs, orig, resp, rtt, syn_to_synack, synack_to_ack, resets, median, ending, longest, {})
