@@ -190,3 +190,28 @@ def test_connections_kept_open_after_their_close_match_the_reference() -> None:
     icmp_feed = next(number for number, chunk in enumerate(chunks) if chunk.icmp_errors)
     assert (icmp_feed, 1, Outcome.NOT_ESTABLISHED) in emitted
     assert any(index == 0 and outcome is Outcome.HALF_CLOSED for _, index, outcome in emitted)
+
+
+def test_tuple_keys_are_equal_exactly_when_the_four_tuples_are(mix: Path) -> None:
+    """The tracker remembers ended 4-tuples by `Batch.tuple_keys` (packed bytes) instead of tuples of ints: one
+    key per 4-tuple, the same from either direction and from another batch."""
+    from whyreset.core.analysis import analyse
+    from whyreset.core.build import Batch
+    from whyreset.core.demux import demultiplex
+    from whyreset.model import PacketTable
+
+    def batch_of(table: PacketTable) -> Batch:
+        demux = demultiplex(table)
+        return Batch(analyse(table, demux), demux)
+
+    (chunk,) = _chunks(mix, 1 << 20)
+    table = chunk.packets
+    batch = batch_of(table)
+    tuples, keys = batch.canonical_tuples(), batch.tuple_keys()
+    assert len(set(keys)) == len(set(tuples)) == len(set(zip(keys, tuples, strict=True))) > 300
+    swap = {"src_hi": "dst_hi", "src_lo": "dst_lo", "sport": "dport"}
+    swap.update({b: a for a, b in swap.items()})
+    swapped = batch_of(PacketTable({swap.get(name, name): column for name, column in table.columns.items()}))
+    assert dict(zip(swapped.canonical_tuples(), swapped.tuple_keys(), strict=True)) == dict(
+        zip(tuples, keys, strict=True)
+    )

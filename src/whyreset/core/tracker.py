@@ -69,7 +69,7 @@ class ConnectionTracker:
         self._rst_payloads: dict[int, bytes] = {}
         self._icmp: dict[FourTuple, list[IcmpError]] = {}
         self._now_ns: int | None = None
-        self._ended_tuples: dict[tuple[int, ...], int] = {}
+        self._ended_tuples: dict[bytes, int] = {}
         self._ended_kept = 0
         """Entries left in `_ended_tuples` by its last pruning."""
         self._horizon: int | None = None
@@ -125,6 +125,7 @@ class ConnectionTracker:
         work = PacketTable.concat([carry.rows(touched), chunk]) if touched.any() else chunk
         demux = demultiplex(work, self.reuse_gap_ns)
         fresh = _Carry.from_demux(work, demux)
+        del work
         self._assign_indices(fresh.table["frame"][fresh.starts].astype(np.int64))
         now = self._now_ns if self._now_ns is not None else int(max(carry.last_ts.max(initial=0), 0))
         superseded = np.zeros(len(fresh.starts), bool)
@@ -186,7 +187,7 @@ class ConnectionTracker:
             for superseded, last in zip(superseded_list, last_list, strict=True)
         ]
         no_icmp: Sequence[IcmpError] = ()
-        four_tuples = batch.canonical_tuples()
+        four_tuples = batch.tuple_keys()
         for conn in range(count):
             four_tuple = four_tuples[conn]
             connection = build_connection(
@@ -236,7 +237,7 @@ class ConnectionTracker:
         errors = self._icmp.get((src, sport, dst, dport), []) + self._icmp.get((dst, dport, src, sport), [])
         return [e for e in errors if first_ts <= e.ts_ns <= last_ts + ICMP_MATCH_SLACK_NS]
 
-    def _reused(self, four_tuple: tuple[int, ...]) -> bool:
+    def _reused(self, four_tuple: bytes) -> bool:
         """A connection emitted earlier ended on this 4-tuple, recently enough to count as reused."""
         ended = self._ended_tuples.get(four_tuple)
         return ended is not None and (self._horizon is None or ended >= self._horizon)
@@ -297,7 +298,7 @@ class _Carry:
     @classmethod
     def from_demux(cls, work: PacketTable, demux: Demux) -> _Carry:
         """The connections of ``work`` as ``demux`` groups them."""
-        table = work.take(demux.order) if len(work) else work
+        table = work.take(demux.order)  # a copy, even when empty: a merge consumes it
         n = len(table)
         starts = demux.starts
         lengths = np.diff(np.append(starts, n)).astype(np.int64)
@@ -347,12 +348,15 @@ class _Carry:
 
     @classmethod
     def merge(cls, first: _Carry, first_picked: Array, second: _Carry, second_picked: Array) -> _Carry:
-        """The picked connections of ``first``, then those of ``second``, in one copy of their rows."""
+        """The picked connections of ``first``, then those of ``second``, in one copy of their rows. Both tables
+        are consumed (their columns dropped as they are copied: the old carry and the new are never held whole
+        at once)."""
         table = _gather(
             [
                 (first.table, np.repeat(first_picked, first.lengths)),
                 (second.table, np.repeat(second_picked, second.lengths)),
-            ]
+            ],
+            consume=True,
         )
         return cls(
             table,
@@ -366,12 +370,14 @@ class _Carry:
 _PER_CONNECTION = ("lengths", "last_ts", "ended", "orig_is_a", "inferred_by", "flow_hash", "settled")
 
 
-def _gather(parts: list[tuple[PacketTable, Array]]) -> PacketTable:
-    """The rows of each table where its mask holds, one table after the other, each column copied once."""
+def _gather(parts: list[tuple[PacketTable, Array]], *, consume: bool = False) -> PacketTable:
+    """The rows of each table where its mask holds, one table after the other, each column copied once.
+    ``consume``: drop each column from the tables once copied (they must not be read again)."""
     picked = [np.flatnonzero(mask) for _, mask in parts]  # once: `compress` would find them for every column
     total = sum(len(rows) for rows in picked)
     columns: dict[str, Array] = {}
-    for name, column in parts[0][0].columns.items():
+    for name in list(parts[0][0].columns):
+        column = parts[0][0].columns[name]
         out = np.empty((total, *column.shape[1:]), column.dtype)
         at = 0
         for (table, _), rows in zip(parts, picked, strict=True):
@@ -379,6 +385,9 @@ def _gather(parts: list[tuple[PacketTable, Array]]) -> PacketTable:
                 np.take(table.columns[name], rows, axis=0, out=out[at : at + len(rows)])
                 at += len(rows)
         columns[name] = out
+        if consume:
+            for table, _ in parts:
+                del table.columns[name]
     return PacketTable(columns)
 
 
