@@ -272,8 +272,8 @@ def test_summary_keeps_the_first_abnormal_connections_by_index() -> None:
 
 def _blocks_both_ways(pairs: list, width: int, show_payload: bool) -> tuple[str, str]:  # type: ignore[type-arg]
     """The listed blocks as `render_summary` prints them (plain path on a non-terminal console), and each
-    `connection_block` printed through rich's own rendering, on the same kind of console."""
-    from whyreset.report.terminal import _Blocks, connection_block
+    block's `Text` lines printed through rich's own rendering, on the same kind of console."""
+    from whyreset.report.terminal import _block_lines, _Blocks, _text_group
 
     fast, slow = io.StringIO(), io.StringIO()
     for out, blocks in ((fast, True), (slow, False)):
@@ -282,7 +282,7 @@ def _blocks_both_ways(pairs: list, width: int, show_payload: bool) -> tuple[str,
             console.print(_Blocks(pairs, show_payload))
         else:
             for conn, found in pairs:
-                console.print(connection_block(conn, found, show_payload))
+                console.print(_text_group(_block_lines(conn, found, show_payload)))
     return fast.getvalue(), slow.getvalue()
 
 
@@ -314,3 +314,20 @@ def test_plain_blocks_are_what_rich_prints_on_hostile_text() -> None:
         for show_payload in (False, True):
             fast, slow = _blocks_both_ways(pairs, width, show_payload)
             assert fast == slow
+
+
+def test_connection_block_measures_and_renders_as_its_text_lines(reset_connection: Connection) -> None:
+    """In a table (measured, wrapped, styled), a block is what the `Group` of its `Text` lines is."""
+    from rich.table import Table
+
+    from whyreset.report.terminal import _block_lines, _text_group, connection_block
+
+    outputs = []
+    for block in (connection_block, lambda c, f, s: _text_group(_block_lines(c, f, s))):
+        table = Table()
+        table.add_column("block")
+        table.add_row(block(reset_connection, finding(reset_connection), False))
+        out = io.StringIO()
+        Console(file=out, width=300, force_terminal=True, color_system="truecolor").print(table)
+        outputs.append(out.getvalue())
+    assert outputs[0] == outputs[1] and "\x1b[" in outputs[0]

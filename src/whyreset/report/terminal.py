@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement, measure_renderables
 from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
@@ -208,8 +209,14 @@ def _as_text(line: Line) -> Text:
 
 
 def connection_block(connection: Connection, finding: Finding | None, show_payload: bool) -> RenderableType:
-    """The lines about one connection: who, how it ended, its first RST, the diagnosis."""
-    return Group(*[_as_text(line) for line in _block_lines(connection, finding, show_payload)])
+    """The lines about one connection: who, how it ended, its first RST, the diagnosis (printed as `Text` lines,
+    or as their plain characters on a console without styles: see `_Blocks`)."""
+    return _Blocks(((connection, finding),), show_payload)
+
+
+def _text_group(lines: list[Line]) -> Group:
+    """A block's lines as rich `Text` objects (what a styled console renders)."""
+    return Group(*[_as_text(line) for line in lines])
 
 
 def _block_lines(connection: Connection, finding: Finding | None, show_payload: bool) -> list[Line]:
@@ -296,7 +303,7 @@ def _finding_pieces(finding: Finding, secrets: Sequence[str]) -> list[Line]:
 
 
 class _Blocks:
-    """The blocks of several connections, printed at once.
+    """The blocks of one or several connections (several: printed at once).
 
     On a console that prints no styles (not a terminal: a pipe or a file, where ``--all`` lists thousands of
     connections) and does not wrap, a block's lines are handed to rich as one plain segment: the characters
@@ -320,9 +327,14 @@ class _Blocks:
             lines = _block_lines(connection, finding, self.show_payload)
             text = _plain_text(lines) if plain else None
             if text is None:
-                yield Group(*[_as_text(line) for line in lines])
+                yield _text_group(lines)
             else:
                 yield Segment(text)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        """As a `Group` of the blocks' `Text` lines measures (when a block is put in a table or a panel)."""
+        lines = [line for conn, found in self.entries for line in _block_lines(conn, found, self.show_payload)]
+        return measure_renderables(console, options, [_as_text(line) for line in lines])
 
 
 def _plain_text(lines: list[Line]) -> str | None:
