@@ -54,7 +54,7 @@ class Shape(NamedTuple):
     icmp: bool
     """The capture holds ICMP errors."""
     idle_probe: bool
-    """A silence long enough for a keep-alive probe."""
+    """A probe-shaped segment after a silence long enough for a keep-alive probe."""
     retransmitted: bool
     """One side sent the same payload byte or FIN twice."""
 
@@ -78,11 +78,24 @@ def shape_of(f: Facts, ctx: DiagnosisContext) -> Shape:
         any(not r.accepted for r in f.resets),
         any(r.answers_trigger for r in f.resets),
         bool(ctx.icmp_by_flow),
-        f.max_gap_ns >= PROBE_MIN_INTERVAL_NS,
+        f.max_gap_ns >= PROBE_MIN_INTERVAL_NS and _probe_shaped(f),
         orig.resent or resp.resent,
     )
     shape: Shape = tuple.__new__(Shape, values)  # without NamedTuple's Python-level __new__
     return shape
+
+
+def _probe_shaped(f: Facts) -> bool:
+    """Some segment looks like a keep-alive probe: no SYN, FIN or RST, at most one byte, after a silence of a
+    probe interval (the rule also checks its sequence number)."""
+    segs = f.segs
+    return any(
+        seg.length <= 1
+        and not (seg.syn or seg.fin or seg.rst)
+        and seg.index
+        and seg.ts_ns - segs[seg.index - 1].ts_ns >= PROBE_MIN_INTERVAL_NS
+        for seg in segs
+    )
 
 
 Condition = Callable[[Shape], bool]
