@@ -251,6 +251,7 @@ class Batch:
         self.zeek_fed_local: list[int] = (fed - starts[self.index.conn[fed]]).tolist()
         """`index.zeek_fed`'s flat list of rows, each relative to its connection's first row."""
         self.holes_missed_list: list[int] = analysis.holes_missed.tolist()
+        self._zeek_facts(analysis)
         index = self.index
         self.source = LazySource(
             frame=self.frame,
@@ -320,6 +321,31 @@ class Batch:
         for key, frame in zip(self.index.key[rst_rows].tolist(), self.frame[rst_rows].tolist(), strict=True):
             by_key.setdefault(key, []).append(frame)
         self.rst_frames: dict[int, tuple[int, ...]] = {key: tuple(frames) for key, frames in by_key.items()}
+
+    def _zeek_facts(self, analysis: BatchAnalysis) -> None:
+        """Per connection, what `_zeek_summary` reads besides the fed rows, for the whole batch at once: the
+        rows (relative to the connection's first) of the D, A, d, a, G and g letters or -1, and the sizes'
+        inputs (each side's last sequence end and the acknowledgment it received) with the missed bytes."""
+        index = self.index
+        starts = analysis.starts
+
+        def local(per_key: list[int] | IntArray) -> tuple[list[int], list[int]]:
+            rows = np.asarray(per_key, np.int64).reshape(-1, 2)
+            relative = np.where(rows >= 0, rows - starts[:, None], -1)
+            return relative[:, 0].tolist(), relative[:, 1].tolist()
+
+        data_orig, data_resp = local(index.zeek_plain_data_row)
+        ack_orig, ack_resp = local(index.zeek_plain_ack_row)
+        gap_orig, gap_resp = local(analysis.first_gap_ack_row)
+        self.zeek_letter_rows: list[tuple[int, int, int, int, int, int]] = list(
+            zip(data_orig, ack_orig, data_resp, ack_resp, gap_orig, gap_resp, strict=True)
+        )
+        own_last = np.asarray(index.zeek_own_last, np.int64).reshape(-1, 2)
+        peer_acked = np.asarray(index.zeek_peer_acked, np.int64).reshape(-1, 2)
+        missed = analysis.holes_missed.reshape(-1, 2).sum(axis=1)
+        self.zeek_sizes: list[tuple[int, int, int, int, int]] = list(
+            zip(*(column.tolist() for column in (*own_last.T, *peer_acked.T, missed)), strict=True)
+        )
 
     def own_ttls(self) -> set[int]:
         """``key * 256 + ttl`` for every TTL a direction's non-RST segments carry (made on first use)."""
@@ -711,7 +737,6 @@ def build_connection(
 def _zeek_summary(batch: Batch, conn: int, start: int, stop: int, first_from_orig: bool) -> ZeekSummary:
     """Zeek's fields: from the batch's precomputed facts alone, unless some row may give a W or T letter."""
     index = batch.index
-    key = 2 * conn
     lo, hi = index.zeek_fed.span(conn)
 
     def load_fed() -> list[tuple[int, bool, int, int, int]]:
@@ -720,25 +745,18 @@ def _zeek_summary(batch: Batch, conn: int, start: int, stop: int, first_from_ori
         columns = (batch.fo[rows].tolist(), batch.flags[rows].tolist(), batch.rel_seq[rows].tolist())
         return list(zip((rows - start).tolist(), *columns, batch.payload[rows].tolist(), strict=True))
 
-    letters: list[tuple[int, int, str]] = []
-    for side_key, data_letter, ack_letter in ((key, "D", "A"), (key + 1, "d", "a")):
-        if (row := index.zeek_plain_data_row[side_key]) >= 0:
-            letters.append((row - start, 0, data_letter))
-        if (row := index.zeek_plain_ack_row[side_key]) >= 0:
-            letters.append((row - start, 0, ack_letter))
-    own_last = (index.zeek_own_last[key], index.zeek_own_last[key + 1])
-    peer_acked = (index.zeek_peer_acked[key], index.zeek_peer_acked[key + 1])
-    gaps = []
-    if (gap_orig := batch.first_gap_list[key]) >= 0:
-        gaps.append((gap_orig - start, 3, "G"))
-    if (gap_resp := batch.first_gap_list[key + 1]) >= 0:
-        gaps.append((gap_resp - start, 3, "g"))
-    missed = batch.holes_missed_list[key] + batch.holes_missed_list[key + 1]
+    own_orig, own_resp, acked_orig, acked_resp, missed = batch.zeek_sizes[conn]
+    letter_rows = batch.zeek_letter_rows[conn]
     shape = index.zeek_shapes[lo:hi]
     fed_rows = batch.zeek_fed_local[lo:hi]
+    sizes = ((own_orig, own_resp), (acked_orig, acked_resp))
     if not index.zeek_bulk_candidates[conn]:
-        letters += gaps
-        return summarise_plain(shape, load_fed, fed_rows, letters, own_last, peer_acked, not first_from_orig, missed)
+        return summarise_plain(shape, load_fed, fed_rows, letter_rows, *sizes, not first_from_orig, missed)
+    gaps = []
+    if (gap_orig := letter_rows[4]) >= 0:
+        gaps.append((gap_orig, 3, "G"))
+    if (gap_resp := letter_rows[5]) >= 0:
+        gaps.append((gap_resp, 3, "g"))
     rows = PlainRows(
         batch.fo[start:stop].tolist(),
         batch.flags[start:stop].tolist(),
@@ -746,7 +764,7 @@ def _zeek_summary(batch: Batch, conn: int, start: int, stop: int, first_from_ori
         batch.payload[start:stop].tolist(),
         batch.table["window"][start:stop].tolist(),
     )
-    return summarise_small(shape, load_fed, fed_rows, gaps, own_last, peer_acked, not first_from_orig, missed, rows)
+    return summarise_small(shape, load_fed, fed_rows, gaps, *sizes, not first_from_orig, missed, rows)
 
 
 def _event_order(event: Event) -> tuple[int, int]:

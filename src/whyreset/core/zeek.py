@@ -379,7 +379,7 @@ def summarise_plain(
     shape: bytes,
     load_fed: Callable[[], Sequence[tuple[int, bool, int, int, int]]],
     fed_rows: list[int],
-    other_letters: list[tuple[int, int, str]],
+    letter_rows: tuple[int, int, int, int, int, int],
     own_last: tuple[int, int],
     peer_acked: tuple[int, int],
     flipped: bool,
@@ -388,16 +388,19 @@ def summarise_plain(
     """`summarise` for a connection no W or T letter can come from: no row arrays, only what the batch found.
 
     ``shape``, ``load_fed``, ``fed_rows``, ``own_last`` and ``peer_acked`` are as in `ZeekShortcut`;
-    ``other_letters`` holds the D/A and G/g letters. The history is memoised by everything it depends on
-    (the shape, where its rows and the other letters sit in the connection): connections of one kind share it.
+    ``letter_rows`` holds the rows of the D, A, d, a, G and g letters, or -1 (`PLAIN_LETTERS`). The history is
+    memoised by everything it depends on (the shape, where its rows and the other letters sit in the
+    connection): connections of one kind share it.
     """
     run = emulate_shape(shape, load_fed)
-    key = (shape, tuple(fed_rows), tuple(other_letters), flipped)
+    key = (shape, tuple(fed_rows), letter_rows, flipped)
     history = _HISTORIES.get(key)
     if history is None:
         # Emulator letters first: the sort is stable, so (row, order) ties keep the emulator's letter ahead.
         letters = [(fed_rows[position], order, code) for position, order, code in run.letters]
-        letters += other_letters
+        letters += [
+            (row, order, code) for row, (order, code) in zip(letter_rows, PLAIN_LETTERS, strict=True) if row >= 0
+        ]
         letters.sort(key=_LETTER_ORDER)
         history = ("^" if flipped else "") + "".join([code for _, _, code in letters])
         if len(_HISTORIES) >= EMULATION_CACHE_LIMIT:
@@ -406,10 +409,13 @@ def summarise_plain(
     return _summary_with(run, history, own_last, peer_acked, missed_bytes)
 
 
+PLAIN_LETTERS = ((0, "D"), (0, "A"), (0, "d"), (0, "a"), (3, "G"), (3, "g"))
+"""(order within the row, letter) of `summarise_plain`'s ``letter_rows``: the first data and pure ACK of each
+side, and the first content gap each side's peer revealed."""
+_HISTORIES: dict[tuple[bytes, tuple[int, ...], tuple[int, ...], bool], str] = {}
+"""`summarise_plain`'s memo of histories."""
 _CONN_STATES: dict[tuple[ZeekState, ZeekState, bool, str], str] = {}
 """`_summary_with`'s memo of `conn_state`."""
-_HISTORIES: dict[tuple[bytes, tuple[int, ...], tuple[tuple[int, int, str], ...], bool], str] = {}
-"""`summarise_plain`'s memo of histories."""
 
 
 class PlainRows(NamedTuple):
@@ -549,6 +555,13 @@ def _scaled(rows: list[int]) -> list[int]:
     return picks
 
 
+def _letter_rows(letters: list[tuple[int, int, str]]) -> tuple[int, int, int, int, int, int]:
+    """`summarise_plain`'s ``letter_rows`` from (row, order, letter) triples."""
+    row_of = {code: row for row, _, code in letters}
+    d_orig, a_orig, d_resp, a_resp, g_orig, g_resp = (row_of.get(code, -1) for _, code in PLAIN_LETTERS)
+    return d_orig, a_orig, d_resp, a_resp, g_orig, g_resp
+
+
 def summarise(rows: ZeekRows) -> ZeekSummary:
     """Run the emulator over the state-changing rows and merge in the bulk letters."""
     shortcut = rows.shortcut
@@ -557,7 +570,7 @@ def summarise(rows: ZeekRows) -> ZeekSummary:
             shortcut.shape,
             shortcut.load_fed,
             shortcut.fed_rows,
-            shortcut.plain_letters + _gap_letters(rows),
+            _letter_rows(shortcut.plain_letters + _gap_letters(rows)),
             shortcut.own_last,
             shortcut.peer_acked,
             rows.flipped,
