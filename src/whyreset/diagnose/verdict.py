@@ -29,13 +29,13 @@ from whyreset.diagnose.triage import Triage
 from whyreset.diagnose.vantage import Vantage, infer_vantage
 from whyreset.ids import CauseId, Outcome, Side
 
-# Cost (bench-200k.pcap, 8.4k abnormal connections, ~110 us each, best of 5, no profiler): facts ~27 us (a third
-# of it turning numpy columns into Python ints, the rest one `Seg` per packet and each side's totals), triage ~5,
-# the rules ~40 (the forgery check ~6 and the abort shape ~5, shared through `Facts.memo`, are the largest), the
-# finding ~20 (symptoms ~7, impact ~3). Rules that are usually alternatives defer their evidence (a function in
-# `Candidate.evidence`): only the primary's is written. What is left is spread thin over many small Python
-# functions; a further halving needs facts built for a whole chunk at once (the tracker's batch arrays), not
-# per connection.
+# Cost (bench-200k.pcap, 8.4k abnormal connections, ~90 us each, process time, no profiler; was ~110): facts ~24 us
+# (~4 slicing and converting the nine columns read, then ~1.6 per packet: one `Seg` and each side's running
+# facts in one pass), triage ~3 (once per connection shape), the rules ~38 (the forgery check ~5 and the abort
+# shape ~5, shared through `Facts.memo`, are the largest), the finding ~18 (symptoms ~6, the primary's deferred
+# evidence ~5). Rules that are usually alternatives defer their evidence (a function in `Candidate.evidence`):
+# only the primary's is written. What is left is spread thin over many small Python functions; a further halving
+# needs facts built for a whole batch of connections at once (the tracker's batch arrays), not per connection.
 # (A comment, not in the docstring: docs/causes/README.md is generated from the docstring.)
 
 MIN_PRIMARY = 0.35
