@@ -281,11 +281,16 @@ LAB_CORPUS = Path(__file__).parents[1] / "lab" / "corpus"
 
 def assert_lines_are_the_rows_formatted(connection: Connection, finding: Finding | None) -> None:
     """The TSV writer's direct lines are exactly the generic rows through the generic cell formatters."""
-    assert conn_line(connection) == format_row(conn_row(connection), CONN_FIELDS) + "\n"
+    from whyreset.report.zeek import _conn_id_cells
+
+    id_cells = _conn_id_cells(connection)
+    expected_conn = format_row(conn_row(connection), CONN_FIELDS) + "\n"
+    assert conn_line(connection) == conn_line(connection, id_cells) == expected_conn
     for show_payload in (False, True):
         row = whyreset_row(connection, finding, show_payload=show_payload)
         expected = format_row(row, WHYRESET_FIELDS) + "\n"
         assert whyreset_line(connection, finding, show_payload=show_payload) == expected
+        assert whyreset_line(connection, finding, show_payload=show_payload, id_cells=id_cells) == expected
 
 
 def test_tsv_lines_are_the_rows_formatted_on_the_lab_corpus() -> None:

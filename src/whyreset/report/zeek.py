@@ -331,22 +331,25 @@ def _conn_id_cells(connection: Connection) -> str:
     )
 
 
-def conn_line(connection: Connection) -> str:
-    """The conn.log TSV line of a connection, newline included (``format_cells(conn_row(...))``)."""
+def conn_line(connection: Connection, id_cells: str | None = None) -> str:
+    """The conn.log TSV line of a connection, newline included (``format_cells(conn_row(...))``); ``id_cells``
+    is its `_conn_id_cells` when the caller made them already (for both logs)."""
     orig, resp = connection.orig, connection.resp
     duration_ns = connection.ts_last_ns - connection.ts_first_ns
     # Zeek sets the duration and byte counts only for a positive duration.
     sized = f"{duration_ns / 1e9:.6f}\t{orig.data_bytes}\t{resp.data_bytes}" if duration_ns > 0 else "-\t-\t-"
     conn_state, history = connection.conn_state, connection.history
     return (
-        f"{_conn_id_cells(connection)}\ttcp\t-\t{sized}"
+        f"{id_cells or _conn_id_cells(connection)}\ttcp\t-\t{sized}"
         f"\t{_ESCAPED[conn_state] if conn_state else UNSET_FIELD}\t-\t-\t{connection.missed_bytes}"
         f"\t{_ESCAPED[history] if history else UNSET_FIELD}"
         f"\t{orig.packets}\t{orig.ip_bytes}\t{resp.packets}\t{resp.ip_bytes}\t-\t{TCP_IP_PROTO}\n"
     )
 
 
-def whyreset_line(connection: Connection, finding: Finding | None, *, show_payload: bool = False) -> str:
+def whyreset_line(
+    connection: Connection, finding: Finding | None, *, show_payload: bool = False, id_cells: str | None = None
+) -> str:
     """The whyreset.log TSV line of a connection, newline included (``format_cells(whyreset_row(...))``)."""
     reset = connection.resets[0] if connection.resets else None
     if reset is None:
@@ -370,7 +373,7 @@ def whyreset_line(connection: Connection, finding: Finding | None, *, show_paylo
         reason = finding.undetermined_reason
         undetermined = UNSET_FIELD if reason is None else escape_string(redact_payload(reason, secrets))
     return (
-        f"{_conn_id_cells(connection)}\t{_ESCAPED[connection.outcome._value_]}\t{diagnosis}\t{rst}"
+        f"{id_cells or _conn_id_cells(connection)}\t{_ESCAPED[connection.outcome._value_]}\t{diagnosis}\t{rst}"
         f"\t{_ESCAPED[connection.final_state(Side.ORIG)._value_]}"
         f"\t{_ESCAPED[connection.final_state(Side.RESP)._value_]}\t{undetermined}\n"
     )
@@ -477,9 +480,11 @@ class ZeekLogs:
     def write(self, connection: Connection, finding: Finding | None) -> None:
         wanted = finding is not None or is_abnormal(connection, finding)
         if not self._use_json:
-            self._conn_out.write(conn_line(connection))
+            id_cells = _conn_id_cells(connection)  # the same first six cells in both logs
+            self._conn_out.write(conn_line(connection, id_cells))
             if wanted:
-                self._why_out.write(whyreset_line(connection, finding, show_payload=self._show_payload))
+                line = whyreset_line(connection, finding, show_payload=self._show_payload, id_cells=id_cells)
+                self._why_out.write(line)
             return
         self._conn_log.write(conn_row(connection))
         if wanted:
