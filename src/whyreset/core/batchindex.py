@@ -45,12 +45,14 @@ def max_per_key(values: IntArray, mask: Array, key: IntArray, keys: int, empty: 
 class RowsByConnection:
     """Rows where a mask holds, split per connection: ``rows[conn]`` is that connection's list."""
 
-    __slots__ = ("_bounds", "_rows")
+    __slots__ = ("_bounds", "_rows", "flat_array")
 
     def __init__(self, mask: Array, conn: IntArray, count: int) -> None:
         rows = np.flatnonzero(mask)
         self._bounds: list[int] = np.searchsorted(conn[rows], np.arange(count + 1)).tolist()
         self._rows: list[int] = rows.tolist()
+        self.flat_array: IntArray = rows.astype(np.int64)
+        """`flat` as a numpy array."""
 
     def __getitem__(self, conn: int) -> list[int]:
         return self._rows[self._bounds[conn] : self._bounds[conn + 1]]
@@ -120,6 +122,8 @@ class BatchIndex:
     last_row_orig: IntArray
     """Per row: the originator's last row so far in the connection (inclusive), or -1."""
     last_row_resp: IntArray
+    arrays: dict[str, IntArray]
+    """The per-key row lists above as the numpy arrays they were made from (for whole-batch work)."""
 
 
 def index_batch(analysis: BatchAnalysis) -> BatchIndex:
@@ -182,26 +186,43 @@ def index_batch(analysis: BatchAnalysis) -> BatchIndex:
         side: group_running_max(np.where(fo == side, row, -1), starts, exclusive=False, initial=np.full(count, -1))
         for side in (True, False)
     }
+    arrays: dict[str, IntArray] = {
+        "first_pure_syn_row": first_pure_syn,
+        "first_syn_row": first_syn,
+        "first_synack_row": first_per_key(syn & ack & ~rst, key, keys),
+        "first_fin_row": first_fin,
+        "first_data_row": first_per_key(data, key, keys),
+        "last_data_row": last_per_key(data, key, keys),
+        "first_row": first_per_key(np.ones(n, bool), key, keys),
+        "last_non_rst_row": last_per_key(~rst, key, keys),
+        "syn_proof_row": syn_proof,
+        "fin_proof_row": fin_proof,
+        "data_after_fin_row": data_after_fin,
+        "zeek_plain_data_row": first_per_key(plain & (payload > 0), key, keys),
+        "zeek_plain_ack_row": first_per_key(plain & (payload == 0) & ack, key, keys),
+        "zeek_own_last": own_last,
+        "zeek_peer_acked": peer_acked_by_sender[np.arange(keys) ^ 1],
+    }
     return BatchIndex(
         conn=conn,
         key=key,
-        first_pure_syn_row=first_pure_syn.tolist(),
+        first_pure_syn_row=arrays["first_pure_syn_row"].tolist(),
         pure_syn_count=(np.bincount(key[syn & ~ack & ~rst], minlength=keys)).tolist(),
-        first_syn_row=first_syn.tolist(),
-        first_synack_row=(first_per_key(syn & ack & ~rst, key, keys)).tolist(),
-        first_fin_row=first_fin.tolist(),
-        first_data_row=(first_per_key(data, key, keys)).tolist(),
-        last_data_row=(last_per_key(data, key, keys)).tolist(),
-        first_row=(first_per_key(np.ones(n, bool), key, keys)).tolist(),
-        last_non_rst_row=(last_per_key(~rst, key, keys)).tolist(),
-        syn_proof_row=syn_proof.tolist(),
-        fin_proof_row=fin_proof.tolist(),
-        data_after_fin_row=data_after_fin.tolist(),
-        zeek_plain_data_row=(first_per_key(plain & (payload > 0), key, keys)).tolist(),
-        zeek_plain_ack_row=(first_per_key(plain & (payload == 0) & ack, key, keys)).tolist(),
+        first_syn_row=arrays["first_syn_row"].tolist(),
+        first_synack_row=arrays["first_synack_row"].tolist(),
+        first_fin_row=arrays["first_fin_row"].tolist(),
+        first_data_row=arrays["first_data_row"].tolist(),
+        last_data_row=arrays["last_data_row"].tolist(),
+        first_row=arrays["first_row"].tolist(),
+        last_non_rst_row=arrays["last_non_rst_row"].tolist(),
+        syn_proof_row=arrays["syn_proof_row"].tolist(),
+        fin_proof_row=arrays["fin_proof_row"].tolist(),
+        data_after_fin_row=arrays["data_after_fin_row"].tolist(),
+        zeek_plain_data_row=arrays["zeek_plain_data_row"].tolist(),
+        zeek_plain_ack_row=arrays["zeek_plain_ack_row"].tolist(),
         zeek_bulk_candidates=bulk.tolist(),
-        zeek_own_last=own_last.tolist(),
-        zeek_peer_acked=(peer_acked_by_sender[np.arange(keys) ^ 1]).tolist(),
+        zeek_own_last=arrays["zeek_own_last"].tolist(),
+        zeek_peer_acked=arrays["zeek_peer_acked"].tolist(),
         zeek_fed=rows_by_connection(zeek_fed_mask, conn, count),
         zeek_shapes=_zeek_shapes(zeek_fed_mask, key, flags, payload, analysis.rel_seq, fo),
         control=rows_by_connection(control_mask, conn, count),
@@ -212,6 +233,7 @@ def index_batch(analysis: BatchAnalysis) -> BatchIndex:
         ack_max_resp=ack_max[False],
         last_row_orig=last_row[True],
         last_row_resp=last_row[False],
+        arrays=arrays,
     )
 
 

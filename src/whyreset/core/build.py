@@ -40,7 +40,6 @@ import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
-from typing import Any
 
 import numpy as np
 
@@ -242,12 +241,12 @@ class Batch:
         self.uid_list = zeek_uids(self.community_id_list, self.ts_first_list, self.first_frame_list)
         self.first_gap_list: list[int] = analysis.first_gap_ack_row.tolist()
         self.isn_list: list[int] = analysis.isn_abs.tolist()
-        self.direction_rows = self._direction_rows()
+        self.direction_stats = self._direction_stats()
         self._own_ttls: set[int] | None = None
         self._reset_rows: dict[int, RstRow] | None = None
         self._mark_codes(analysis)
         self.walk_starts = self._walk_starts()
-        fed = np.asarray(self.index.zeek_fed.flat, np.int64)
+        fed = self.index.zeek_fed.flat_array
         self.zeek_fed_local: list[int] = (fed - starts[self.index.conn[fed]]).tolist()
         """`index.zeek_fed`'s flat list of rows, each relative to its connection's first row."""
         self.holes_missed_list: list[int] = analysis.holes_missed.tolist()
@@ -307,12 +306,12 @@ class Batch:
 
     def _per_key_lists(self, table: PacketTable) -> None:
         """SYN options, first FIN frame and RST frames per direction key, for the whole batch at once."""
-        syn_rows = np.asarray(self.index.first_syn_row, np.int64)
+        syn_rows = self.index.arrays["first_syn_row"]
         has_syn = syn_rows >= 0
         syn_at = np.maximum(syn_rows, 0)
         self.wscale_list: list[int] = np.where(has_syn, table["opt_wscale"][syn_at], -1).tolist()
         self.mss_list: list[int] = np.where(has_syn, table["opt_mss"][syn_at], 0).tolist()
-        fin_rows = np.asarray(self.index.first_fin_row, np.int64)
+        fin_rows = self.index.arrays["first_fin_row"]
         self.fin_frame_list: list[int] = np.where(
             fin_rows >= 0, self.frame[np.maximum(fin_rows, 0)].astype(np.int64), -1
         ).tolist()
@@ -329,19 +328,19 @@ class Batch:
         index = self.index
         starts = analysis.starts
 
-        def local(per_key: list[int] | IntArray) -> tuple[list[int], list[int]]:
-            rows = np.asarray(per_key, np.int64).reshape(-1, 2)
+        def local(per_key: IntArray) -> tuple[list[int], list[int]]:
+            rows = per_key.reshape(-1, 2)
             relative = np.where(rows >= 0, rows - starts[:, None], -1)
             return relative[:, 0].tolist(), relative[:, 1].tolist()
 
-        data_orig, data_resp = local(index.zeek_plain_data_row)
-        ack_orig, ack_resp = local(index.zeek_plain_ack_row)
+        data_orig, data_resp = local(index.arrays["zeek_plain_data_row"])
+        ack_orig, ack_resp = local(index.arrays["zeek_plain_ack_row"])
         gap_orig, gap_resp = local(analysis.first_gap_ack_row)
         self.zeek_letter_rows: list[tuple[int, int, int, int, int, int]] = list(
             zip(data_orig, ack_orig, data_resp, ack_resp, gap_orig, gap_resp, strict=True)
         )
-        own_last = np.asarray(index.zeek_own_last, np.int64).reshape(-1, 2)
-        peer_acked = np.asarray(index.zeek_peer_acked, np.int64).reshape(-1, 2)
+        own_last = index.arrays["zeek_own_last"].reshape(-1, 2)
+        peer_acked = index.arrays["zeek_peer_acked"].reshape(-1, 2)
         missed = analysis.holes_missed.reshape(-1, 2).sum(axis=1)
         self.zeek_sizes: list[tuple[int, int, int, int, int]] = list(
             zip(*(column.tolist() for column in (*own_last.T, *peer_acked.T, missed)), strict=True)
@@ -364,12 +363,12 @@ class Batch:
         """
         index = self.index
         count = len(analysis.starts)
-        control = np.asarray(index.control.flat, np.int64)
+        control = index.control.flat_array
         flags = self.flags[control]
         fo = self.fo[control]
         key = index.key[control]
-        proves_syn = np.asarray(index.syn_proof_row, np.int64)[key] == control
-        proves_fin = np.asarray(index.fin_proof_row, np.int64)[key] == control
+        proves_syn = index.arrays["syn_proof_row"][key] == control
+        proves_fin = index.arrays["fin_proof_row"][key] == control
         reply = np.full(len(control), -1, np.int64)
         pure_syn_mask = (flags & (SYN | ACK | RST)) == SYN
         rst_mask = (flags & RST) != 0
@@ -413,12 +412,12 @@ class Batch:
         """Per connection: both endpoints' initial states, mid-stream, and the row where a mid-stream
         connection has seen data both ways (or -1), for the whole batch at once."""
         index = self.index
-        pure_syn = np.asarray(index.first_pure_syn_row, np.int64).reshape(-1, 2)
-        syn = np.asarray(index.first_syn_row, np.int64).reshape(-1, 2)
-        first = np.asarray(index.first_row, np.int64).reshape(-1, 2)
-        data = np.asarray(index.first_data_row, np.int64).reshape(-1, 2)
+        pure_syn = index.arrays["first_pure_syn_row"].reshape(-1, 2)
+        syn = index.arrays["first_syn_row"].reshape(-1, 2)
+        first = index.arrays["first_row"].reshape(-1, 2)
+        data = index.arrays["first_data_row"].reshape(-1, 2)
         orig_closed = pure_syn[:, 0] >= 0
-        resp_listen = np.asarray(index.first_synack_row, np.int64).reshape(-1, 2)[:, 1] >= 0
+        resp_listen = index.arrays["first_synack_row"].reshape(-1, 2)[:, 1] >= 0
         resp_first = first[:, 1]
         # The responder answered the SYN with an RST: no socket, or a closed port.
         refused = (resp_first >= 0) & orig_closed & ((self.flags[np.maximum(resp_first, 0)] & RST) != 0)
@@ -437,7 +436,7 @@ class Batch:
         key = index.key[rows]
         peer_key = key ^ 1
         if_syn_sent_ok = ((self.flags[rows] & ACK) != 0) & (self.rel_ack[rows] == 1)
-        keeps_sending = np.asarray(index.last_non_rst_row, np.int64)[peer_key] > rows
+        keeps_sending = index.arrays["last_non_rst_row"][peer_key] > rows
         verdict = _rst_verdicts(self, rows, side, key, peer_key)
         return np.asarray(
             verdict
@@ -480,16 +479,18 @@ class Batch:
             )
         return self._reset_rows
 
-    def _direction_rows(self) -> list[tuple[Any, ...]]:
-        """Every direction key's `DirectionStats` fields, in field order, for the whole batch at once (the
-        values an RST's trusted acknowledgment may raise are fixed per connection: see `_direction_stats`)."""
+    def _direction_stats(self) -> list[DirectionStats]:
+        """Every direction key's `DirectionStats`, for the whole batch at once (made from the field columns by
+        `map`, no row tuples; a connection whose trusted RST raises its delivery makes its own instead: see
+        `_direction_stats`)."""
         stats = self.stats
         data_bytes = np.maximum(np.asarray(stats.data_end, np.int64) - 1, 0)
         peer_acked = np.asarray(stats.max_ack, np.int64).reshape(-1, 2)[:, ::-1].reshape(-1)
         bytes_acked = np.minimum(np.maximum(peer_acked - 1, 0), data_bytes)
         keys = len(data_bytes)
         return list(
-            zip(
+            map(
+                _new_direction_stats,
                 stats.packets,
                 stats.payload_bytes,
                 stats.frame_bytes,
@@ -510,7 +511,6 @@ class Batch:
                 self.ttl_lists,
                 _none_below(self.fin_frame_list, 0),
                 [self.rst_frames.get(key, ()) for key in range(keys)],
-                strict=True,
             )
         )
 
@@ -622,7 +622,7 @@ def _rst_verdicts(batch: Batch, rows: IntArray, side: Array, key: IntArray, peer
     no_ack = np.iinfo(np.int64).min
     starts = analysis.starts[index.conn[rows]]
     peer_last_row = np.where(side, index.last_row_resp[rows], index.last_row_orig[rows]).astype(np.int64)
-    has_expected = np.asarray(index.first_row, np.int64)[key] < rows
+    has_expected = index.arrays["first_row"][key] < rows
     expected = analysis.next_expected[rows].astype(np.int64)
     peer_ack = np.where(side, index.ack_max_resp[rows], index.ack_max_orig[rows]).astype(np.int64)
     has_peer_ack = peer_ack > no_ack
@@ -631,7 +631,7 @@ def _rst_verdicts(batch: Batch, rows: IntArray, side: Array, key: IntArray, peer
     exact = (has_expected & (seq == expected)) | (has_peer_ack & (seq == peer_ack))
     rcv_nxt = np.maximum(np.where(has_expected, expected, no_ack), np.where(has_peer_ack, peer_ack, no_ack))
     raw_window = table["window"][np.maximum(peer_last_row, 0)].astype(np.int64)
-    syn_rows = np.asarray(index.first_syn_row, np.int64)
+    syn_rows = index.arrays["first_syn_row"]
     receiver_syn, sender_syn = syn_rows[peer_key], syn_rows[key]
     scale_known = (receiver_syn >= 0) & (sender_syn >= 0)
     wscale = table["opt_wscale"].astype(np.int64)
@@ -643,7 +643,7 @@ def _rst_verdicts(batch: Batch, rows: IntArray, side: Array, key: IntArray, peer
     # never seen to send, and the receiver never speaks again.
     receiver_last = np.maximum(peer_last_row, 0)
     receiver_end = np.maximum(analysis.next_expected[receiver_last], analysis.seg_end[receiver_last])
-    receiver_silent = np.asarray(index.last_non_rst_row, np.int64)[peer_key] <= rows
+    receiver_silent = index.arrays["last_non_rst_row"][peer_key] <= rows
     acks_unseen = ((batch.flags[rows] & ACK) != 0) & (batch.rel_ack[rows] > receiver_end)
     unknown |= ~exact & receiver_silent & (seq > rcv_nxt) & acks_unseen
     verdict = np.where(
@@ -688,12 +688,12 @@ def build_connection(
     key = 2 * conn
     resets = walk.stamp_resets(template) if template.resets else ()
     orig_stats = (
-        _new_direction_stats(*batch.direction_rows[key])
+        batch.direction_stats[key]
         if not walk.rst_acked[True]
         else _direction_stats(batch, key, walk.isn[True], walk.rst_acked[True])
     )
     resp_stats = (
-        _new_direction_stats(*batch.direction_rows[key + 1])
+        batch.direction_stats[key + 1]
         if not walk.rst_acked[False]
         else _direction_stats(batch, key + 1, walk.isn[False], walk.rst_acked[False])
     )
