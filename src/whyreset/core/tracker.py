@@ -124,11 +124,11 @@ class ConnectionTracker:
         touched = carry.touched_by(chunk)
         work = PacketTable.concat([carry.rows(touched), chunk]) if touched.any() else chunk
         demux = demultiplex(work, self.reuse_gap_ns)
-        fresh = _Carry.from_demux(work, demux)
+        fresh = _Carry.from_demux(work, demux, owned=work is not chunk)
         del work
-        self._assign_indices(fresh.table["frame"][fresh.starts].astype(np.int64))
+        self._assign_indices(fresh.table["frame"][demux.order[demux.starts]].astype(np.int64))
         now = self._now_ns if self._now_ns is not None else int(max(carry.last_ts.max(initial=0), 0))
-        superseded = np.zeros(len(fresh.starts), bool)
+        superseded = np.zeros(len(demux.starts), bool)
         if len(superseded) > 1:
             superseded[:-1] = demux.flow[1:] == demux.flow[:-1]
         untouched = ~touched
@@ -280,46 +280,51 @@ class _Carry:
     settled: Array
     """Rebuilt as closing and kept (its outcome is not over); only the idle timeout can end it while untouched.
     Cleared when ICMP errors arrive (one may answer its SYN)."""
+    order: IntArray | None = None
+    """Row of `table` at each grouped position, or None when the table is grouped already (a feed's regrouped
+    connections are read through their demux's order rather than copied in it)."""
+    owned: bool = True
+    """The table is the tracker's own (a merge may consume it), not the caller's chunk."""
 
     @classmethod
     def empty(cls) -> _Carry:
         none = np.zeros(0, np.int64)
-        return cls(
-            PacketTable.empty(),
-            none,
-            none,
-            np.zeros(0, bool),
-            np.zeros(0, bool),
-            none,
-            none.astype(np.uint64),
-            np.zeros(0, bool),
-        )
+        no = np.zeros(0, bool)
+        return cls(PacketTable.empty(), none, none, no, no, none, none.astype(np.uint64), no)
 
     @classmethod
-    def from_demux(cls, work: PacketTable, demux: Demux) -> _Carry:
+    def from_demux(cls, work: PacketTable, demux: Demux, owned: bool) -> _Carry:
         """The connections of ``work`` as ``demux`` groups them."""
-        table = work.take(demux.order)  # a copy, even when empty: a merge consumes it
-        n = len(table)
-        starts = demux.starts
+        order, starts = demux.order, demux.starts
+        n = len(work)
         lengths = np.diff(np.append(starts, n)).astype(np.int64)
-        last_ts = table["ts_ns"][starts + lengths - 1].astype(np.int64) if n else np.zeros(0, np.int64)
-        closing = (table["flags"] & (FIN | RST)) != 0
-        ended = np.add.reduceat(closing, starts) > 0 if n else np.zeros(0, bool)
+        if not n:
+            return cls(
+                work,
+                lengths,
+                lengths,
+                np.zeros(0, bool),
+                demux.orig_is_a,
+                demux.inferred_by,
+                np.zeros(0, np.uint64),
+                np.zeros(0, bool),
+                order,
+                owned,
+            )
+        last_ts = work["ts_ns"][order[starts + lengths - 1]].astype(np.int64)
+        ended = np.add.reduceat((work["flags"][order] & (FIN | RST)) != 0, starts) > 0
+        flow_hash = _flow_hash(work.take(order[starts]))
         return cls(
-            table,
+            work,
             lengths,
             last_ts,
             np.asarray(ended, bool),
             demux.orig_is_a,
             demux.inferred_by,
-            _flow_hash(table.take(starts)) if n else np.zeros(0, np.uint64),
+            flow_hash,
             np.zeros(len(starts), bool),
-        )
-
-    @property
-    def starts(self) -> IntArray:
-        return (
-            np.concatenate(([0], np.cumsum(self.lengths)[:-1])).astype(np.int64) if len(self.lengths) else self.lengths
+            order,
+            owned,
         )
 
     def touched_by(self, chunk: PacketTable) -> Array:
@@ -328,65 +333,58 @@ class _Carry:
             return np.zeros(len(self.lengths), bool)
         return np.isin(self.flow_hash, _flow_hash(chunk))
 
+    def row_indices(self, picked: Array) -> IntArray:
+        """The table rows of the picked connections (a boolean mask), grouped."""
+        positions = np.flatnonzero(np.repeat(picked, self.lengths))
+        return positions if self.order is None else self.order[positions]
+
     def rows(self, picked: Array) -> PacketTable:
         """The rows of the picked connections (a boolean mask), grouped."""
-        return _gather([(self.table, np.repeat(picked, self.lengths))])
-
-    def select(self, picked: Array) -> _Carry:
-        if picked.all():
-            return self
-        return _Carry(
-            self.rows(picked),
-            self.lengths[picked],
-            self.last_ts[picked],
-            self.ended[picked],
-            self.orig_is_a[picked],
-            self.inferred_by[picked],
-            self.flow_hash[picked],
-            self.settled[picked],
-        )
+        return _gather([(self.table, self.row_indices(picked), False)])
 
     @classmethod
     def merge(cls, first: _Carry, first_picked: Array, second: _Carry, second_picked: Array) -> _Carry:
-        """The picked connections of ``first``, then those of ``second``, in one copy of their rows. Both tables
-        are consumed (their columns dropped as they are copied: the old carry and the new are never held whole
-        at once)."""
+        """The picked connections of ``first``, then those of ``second``, in one copy of their rows. Tables the
+        tracker owns are consumed (their columns dropped as they are copied: the old carry and the new are never
+        held whole at once)."""
         table = _gather(
             [
-                (first.table, np.repeat(first_picked, first.lengths)),
-                (second.table, np.repeat(second_picked, second.lengths)),
-            ],
-            consume=True,
+                (first.table, first.row_indices(first_picked), first.owned),
+                (second.table, second.row_indices(second_picked), second.owned),
+            ]
         )
+
+        def both(name: str) -> Array:
+            return np.concatenate([getattr(first, name)[first_picked], getattr(second, name)[second_picked]])
+
         return cls(
             table,
-            *(
-                np.concatenate([getattr(first, name)[first_picked], getattr(second, name)[second_picked]])
-                for name in _PER_CONNECTION
-            ),
+            both("lengths"),
+            both("last_ts"),
+            both("ended"),
+            both("orig_is_a"),
+            both("inferred_by"),
+            both("flow_hash"),
+            both("settled"),
         )
 
 
-_PER_CONNECTION = ("lengths", "last_ts", "ended", "orig_is_a", "inferred_by", "flow_hash", "settled")
-
-
-def _gather(parts: list[tuple[PacketTable, Array]], *, consume: bool = False) -> PacketTable:
-    """The rows of each table where its mask holds, one table after the other, each column copied once.
-    ``consume``: drop each column from the tables once copied (they must not be read again)."""
-    picked = [np.flatnonzero(mask) for _, mask in parts]  # once: `compress` would find them for every column
-    total = sum(len(rows) for rows in picked)
+def _gather(parts: list[tuple[PacketTable, IntArray, bool]]) -> PacketTable:
+    """The given rows of each table, one table after the other, each column copied once. A part whose flag is
+    set is consumed: its columns are dropped once copied (it must not be read again)."""
+    total = sum(len(rows) for _, rows, _ in parts)
     columns: dict[str, Array] = {}
     for name in list(parts[0][0].columns):
         column = parts[0][0].columns[name]
         out = np.empty((total, *column.shape[1:]), column.dtype)
         at = 0
-        for (table, _), rows in zip(parts, picked, strict=True):
+        for table, rows, _ in parts:
             if len(rows):
                 np.take(table.columns[name], rows, axis=0, out=out[at : at + len(rows)])
                 at += len(rows)
         columns[name] = out
-        if consume:
-            for table, _ in parts:
+        for table, _, consume in parts:
+            if consume:
                 del table.columns[name]
     return PacketTable(columns)
 
@@ -438,12 +436,7 @@ def _candidate_batch(
     old, new = np.zeros(len(carry.lengths), bool), np.zeros(len(fresh.lengths), bool)
     old[old_conns] = True
     new[new_conns] = True
-    table = _gather(
-        [
-            (carry.table, np.repeat(old, carry.lengths)),
-            (fresh.table, np.repeat(new, fresh.lengths)),
-        ]
-    )
+    table = _gather([(carry.table, carry.row_indices(old), False), (fresh.table, fresh.row_indices(new), False)])
     lengths = np.concatenate([carry.lengths[old], fresh.lengths[new]])
     count = len(lengths)
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64) if count else np.zeros(0, np.int64)
