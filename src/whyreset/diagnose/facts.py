@@ -204,7 +204,8 @@ def _unwrap(value: int, base: int) -> int:
 def _bases(conn: Connection, flags: list[int], seqs: list[int], from_orig: list[bool]) -> tuple[int, int]:
     """(originator's, responder's) number their relative sequence numbers count from (ISN, or first seq - 1).
 
-    Tuples rather than dicts keyed by `Side` here and below: hashing an enum member runs Python code."""
+    Tuples rather than dicts keyed by `Side` here and below: a StrEnum member hashes through a method lookup,
+    ~5x slower than a str."""
     return _base(conn.orig.isn, True, flags, seqs, from_orig), _base(conn.resp.isn, False, flags, seqs, from_orig)
 
 

