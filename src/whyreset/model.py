@@ -96,6 +96,10 @@ class PacketTable:
     def __getitem__(self, name: str) -> Array:
         return self.columns[name]
 
+    def row_range(self) -> tuple[dict[str, Array], int, int]:
+        """Columns holding these rows, and the rows' range in them (`LazyRows` answers without slicing)."""
+        return self.columns, 0, len(self)
+
     @classmethod
     def empty(cls, n: int = 0) -> PacketTable:
         """A table of ``n`` zeroed rows (absent options marked absent), for readers to fill column by column."""
@@ -147,6 +151,13 @@ class LazyRows(PacketTable):
 
     def __len__(self) -> int:
         return self._stop - self._start
+
+    def row_range(self) -> tuple[dict[str, Array], int, int]:
+        """The larger table's columns and these rows' range in them, without slicing: a reader of a few
+        columns slices only those (first access to `columns` slices every one)."""
+        if self._cache is None:
+            return self._source, self._start, self._stop
+        return self._cache, 0, self._stop - self._start
 
 
 def ipv4_to_halves(addr_u32: Array) -> tuple[Array, Array]:

@@ -21,7 +21,7 @@ from typing import NamedTuple, TypeVar, cast
 from whyreset.core.connection import Connection, ResetInfo, RstAcceptability
 from whyreset.core.slots import slot_builder
 from whyreset.ids import Side, TcpState
-from whyreset.model import ACK, FIN, RST, SYN, Array, LazyRows, PacketTable
+from whyreset.model import ACK, FIN, RST, SYN, Array, PacketTable
 
 SEQ_MOD = 1 << 32
 HALF_SEQ = 1 << 31
@@ -254,11 +254,8 @@ def row_range(packets: PacketTable) -> tuple[dict[str, Array], int, int]:
     """The columns holding a connection's rows, and the rows' range in them.
 
     A connection's rows are a view of its tracker batch (`LazyRows`) whose first access slices every column;
-    the diagnosis reads a few, so it slices those from the batch's columns itself. (`LazyRows` could offer this
-    as a method; it lives in whyreset.model.)"""
-    if isinstance(packets, LazyRows) and packets._cache is None:
-        return packets._source, packets._start, packets._stop
-    return packets.columns, 0, len(packets)
+    the diagnosis reads a few, so it slices only those (`PacketTable.row_range`)."""
+    return packets.row_range()
 
 
 def _side(
