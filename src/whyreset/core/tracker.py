@@ -122,7 +122,11 @@ class ConnectionTracker:
         """
         carry = self._carry
         touched = carry.touched_by(chunk)
-        work = PacketTable.concat([carry.rows(touched), chunk]) if touched.any() else chunk
+        if touched.any():
+            everything = np.arange(len(chunk), dtype=np.int64)
+            work = _gather([(carry.table, carry.row_indices(touched), False), (chunk, everything, False)])
+        else:
+            work = chunk
         demux = demultiplex(work, self.reuse_gap_ns)
         fresh = _Carry.from_demux(work, demux, owned=work is not chunk)
         del work
@@ -338,10 +342,6 @@ class _Carry:
         positions = np.flatnonzero(np.repeat(picked, self.lengths))
         return positions if self.order is None else self.order[positions]
 
-    def rows(self, picked: Array) -> PacketTable:
-        """The rows of the picked connections (a boolean mask), grouped."""
-        return _gather([(self.table, self.row_indices(picked), False)])
-
     @classmethod
     def merge(cls, first: _Carry, first_picked: Array, second: _Carry, second_picked: Array) -> _Carry:
         """The picked connections of ``first``, then those of ``second``, in one copy of their rows. Tables the
@@ -380,7 +380,8 @@ def _gather(parts: list[tuple[PacketTable, IntArray, bool]]) -> PacketTable:
         at = 0
         for table, rows, _ in parts:
             if len(rows):
-                np.take(table.columns[name], rows, axis=0, out=out[at : at + len(rows)])
+                # mode="clip": the rows are valid, and "raise" buffers the output (several times slower)
+                np.take(table.columns[name], rows, axis=0, out=out[at : at + len(rows)], mode="clip")
                 at += len(rows)
         columns[name] = out
         for table, _, consume in parts:
