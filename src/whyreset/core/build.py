@@ -785,20 +785,22 @@ class _Walk:
         self.stop = stop
         self.rst_payloads = rst_payloads
         index = batch.index
-        self.keys = {True: 2 * conn, False: 2 * conn + 1}
+        # Per-side facts are two-item lists [responder, originator]: indexed by the side (False, True) as a dict
+        # keyed by it would be, for a fraction of a dict's cost (one walk per connection).
+        self.keys = [2 * conn + 1, 2 * conn]
         initial_orig, initial_resp, self.midstream, self.both_ways_row = batch.walk_starts[conn]
         isn_orig, isn_resp = batch.isn_list[2 * conn], batch.isn_list[2 * conn + 1]
-        self.isn = {True: isn_orig if isn_orig >= 0 else None, False: isn_resp if isn_resp >= 0 else None}
-        self.syn_options = {True: index.first_syn_row[2 * conn], False: index.first_syn_row[2 * conn + 1]}
-        self.initial = {True: initial_orig, False: initial_resp}
+        self.isn = [isn_resp if isn_resp >= 0 else None, isn_orig if isn_orig >= 0 else None]
+        self.syn_options = [index.first_syn_row[2 * conn + 1], index.first_syn_row[2 * conn]]
+        self.initial = [initial_resp, initial_orig]
         self.rows: list[int] = []
         self.replies: dict[int, int] = {}
         self.never_established = False
         """A side was left in SYN_RECEIVED with no sign of the handshake completing (see `run`)."""
-        self.rst_acked = {True: 0, False: 0}
+        self.rst_acked = [0, 0]
         """Per side: the highest relative ACK of that side's data carried by a trusted RST of the peer."""
         self.accepted_rst_row = -1
-        self.fin_acked_row: dict[bool, int] = {True: -1, False: -1}
+        self.fin_acked_row = [-1, -1]
         self.reached_sync = {True: False, False: False}
         self.syn_ack_row = -1
         self.handshake_ack_row = -1
@@ -934,10 +936,7 @@ class _Walk:
         mark = template.accepted_rst_mark
         self.accepted_rst_row = rows[mark] if mark >= 0 else -1
         orig_mark, resp_mark = template.fin_acked_mark[True], template.fin_acked_mark[False]
-        self.fin_acked_row = {
-            True: rows[orig_mark] if orig_mark >= 0 else -1,
-            False: rows[resp_mark] if resp_mark >= 0 else -1,
-        }
+        self.fin_acked_row = [rows[resp_mark] if resp_mark >= 0 else -1, rows[orig_mark] if orig_mark >= 0 else -1]
         self.reached_sync = template.reached_sync
         mark = template.syn_ack_mark
         self.syn_ack_row = rows[mark] if mark >= 0 else -1
@@ -1067,7 +1066,7 @@ class _Walk:
             answered = index.first_row[self.keys[False]] >= 0 or syn_answered_by_icmp
             return Outcome.TIMEOUT if syns > 1 and not answered else Outcome.NOT_ESTABLISHED
         both_fins_acked = self.fin_acked_row[True] >= 0 and self.fin_acked_row[False] >= 0
-        if both_fins_acked and (self.accepted_rst_row < 0 or max(self.fin_acked_row.values()) < self.accepted_rst_row):
+        if both_fins_acked and (self.accepted_rst_row < 0 or max(self.fin_acked_row) < self.accepted_rst_row):
             return Outcome.CLEAN
         if self.accepted_rst_row >= 0:
             return Outcome.RESET

@@ -173,17 +173,13 @@ class ConnectionTracker:
         self, batch: Batch, now: int, superseded: np.ndarray, final: bool
     ) -> tuple[list[Connection], np.ndarray]:
         """Rebuild every connection of the batch; return those that are over and the mask of those to keep."""
-        analysis, demux = batch.analysis, batch.demux
-        starts = demux.starts
-        count = len(starts)
-        table = analysis.table
-        n = len(table)
+        demux = batch.demux
+        count = len(demux.starts)
+        table = batch.table
         finished: list[Connection] = []
         keep = np.zeros(count, bool)
-        frames = table["frame"][starts].astype(np.int64).tolist()
-        first_list = table["ts_ns"][starts].astype(np.int64).tolist()
-        last_list = table["ts_ns"][np.append(starts[1:], n) - 1].astype(np.int64).tolist()
-        start_rows = starts.tolist()
+        frames, first_list, last_list = batch.first_frame_list, batch.ts_first_list, batch.ts_last_list
+        start_rows = batch.starts_list
         reuse_list, superseded_list = demux.reuse_index.tolist(), superseded.tolist()
         idle_since = now - self.idle_timeout_ns
         over_anyway = [
@@ -192,22 +188,27 @@ class ConnectionTracker:
         ]
         no_icmp: Sequence[IcmpError] = ()
         four_tuples = batch.tuple_keys()
+        indices, ended_tuples, payloads = self._index_by_first_frame, self._ended_tuples, self._rst_payloads
+        horizon = self._horizon
         for conn in range(count):
             four_tuple = four_tuples[conn]
+            # Port reuse: a connection emitted earlier ended on this 4-tuple, recently enough to count.
+            ended = ended_tuples.get(four_tuple)
+            reused = ended is not None and (horizon is None or ended >= horizon)
             connection = build_connection(
                 batch,
                 conn,
-                self._index_by_first_frame[frames[conn]],
-                reuse_list[conn] > 0 or self._reused(four_tuple),
+                indices[frames[conn]],
+                reuse_list[conn] > 0 or reused,
                 self._icmp_for(table, start_rows[conn], first_list[conn], last_list[conn]) if self._icmp else no_icmp,
-                self._rst_payloads,
+                payloads,
             )
             if not (over_anyway[conn] or connection.outcome in _ENDED):
                 keep[conn] = True
                 continue
             finished.append(connection)
-            self._ended_tuples[four_tuple] = connection.ts_last_ns
-            del self._index_by_first_frame[frames[conn]]
+            ended_tuples[four_tuple] = connection.ts_last_ns
+            del indices[frames[conn]]
         return finished, keep
 
     def _assign_indices(self, first_frames: IntArray) -> None:
@@ -241,15 +242,10 @@ class ConnectionTracker:
         errors = self._icmp.get((src, sport, dst, dport), []) + self._icmp.get((dst, dport, src, sport), [])
         return [e for e in errors if first_ts <= e.ts_ns <= last_ts + ICMP_MATCH_SLACK_NS]
 
-    def _reused(self, four_tuple: bytes) -> bool:
-        """A connection emitted earlier ended on this 4-tuple, recently enough to count as reused."""
-        ended = self._ended_tuples.get(four_tuple)
-        return ended is not None and (self._horizon is None or ended >= self._horizon)
-
     def _forget_old(self, now: int) -> None:
         horizon = now - self.idle_timeout_ns - ICMP_MATCH_SLACK_NS
         self._horizon = horizon
-        # Lookups ignore entries older than the horizon (`_reused`), so the dict is rebuilt only once it has
+        # Lookups ignore entries older than the horizon (`_rebuild`), so the dict is rebuilt only once it has
         # doubled: rebuilding it at every feed cost a pass over every connection of the last minutes.
         if len(self._ended_tuples) > 2 * self._ended_kept + 1024:
             self._ended_tuples = {key: ts for key, ts in self._ended_tuples.items() if ts >= horizon}
