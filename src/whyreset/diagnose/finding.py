@@ -19,6 +19,8 @@ def fast_init(cls: type[T]) -> type[T]:
     the cost of a direct slot store; a diagnosis makes several of these objects per connection (evidence,
     alternatives, the finding). Same parameters, defaults and default factories; equality, hashing and repr
     still come from the dataclass."""
+    if hasattr(cls, "__post_init__") or not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        raise TypeError(f"fast_init is for frozen dataclasses without __post_init__ ({cls.__qualname__})")
     scope: dict[str, Any] = {}
     params: list[str] = []
     body: list[str] = []
