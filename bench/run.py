@@ -82,8 +82,9 @@ def measure(tool: str, argv: list[str]) -> Measure:
     """Run ``argv`` with stdout to /dev/null under /usr/bin/time; wall seconds and peak memory.
 
     Peak memory is the larger of /usr/bin/time's maximum RSS (that of the largest single process) and the
-    largest sum of the RSS of the whole process tree seen by sampling /proc every 10 ms: whyreset reads large
-    files in a second process, and its memory counts too.
+    largest sum over the whole process tree seen by sampling /proc every 10 ms (proportional set sizes: pages a
+    forked child shares with its parent count once): whyreset reads large files in a second process and
+    diagnoses on two cores, and that memory counts too.
     """
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         full = [TIME, "-f", "%e %M", "-o", report.name, *argv]
@@ -99,10 +100,10 @@ def measure(tool: str, argv: list[str]) -> Measure:
 
 
 def _sample_tree_rss(process: subprocess.Popen[bytes]) -> int:
-    """Largest sum of VmRSS (kB) over ``process``'s descendants (/usr/bin/time itself excluded), until it ends."""
+    """Largest sum of memory (kB) over ``process``'s descendants (/usr/bin/time itself excluded), until it ends."""
     peak = 0
     while process.poll() is None:
-        peak = max(peak, sum(_rss_kb(pid) for pid in _descendants(process.pid)))
+        peak = max(peak, sum(_memory_kb(pid) for pid in _descendants(process.pid)))
         time.sleep(0.01)
     return peak
 
@@ -121,13 +122,16 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
+def _memory_kb(pid: int) -> int:
+    """Proportional set size (shared pages divided among the processes that map them, so a forked child's
+    copy-on-write pages are not counted twice); the resident set size where PSS is not available."""
+    for path, key in ((f"/proc/{pid}/smaps_rollup", "Pss:"), (f"/proc/{pid}/status", "VmRSS:")):
+        try:
+            for line in Path(path).read_text().splitlines():
+                if line.startswith(key):
+                    return int(line.split()[1])
+        except OSError:
+            continue
     return 0
 
 
@@ -162,7 +166,8 @@ def markdown(capture: Path, packets: int, measures: list[Measure]) -> str:
         f"Capture `{capture.name}`: {packets:,} packets, {capture.stat().st_size / 1e6:,.0f} MB "
         f"(bench/generate.py). Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}. Wall time end to end (start-up included), best of the runs; "
-        "peak memory: the largest of /usr/bin/time's maximum RSS and the sampled sum over the tool's processes.",
+        "peak memory: the largest of /usr/bin/time's maximum RSS and the sampled sum over the tool's processes "
+        "(PSS).",
         "",
         "| tool | command | seconds | packets/s | time vs whyreset | peak MB | MB per 1M packets |",
         "|---|---|---:|---:|---:|---:|---:|",

@@ -33,6 +33,7 @@ import numpy as np
 from whyreset.core.connection import Connection
 from whyreset.diagnose.finding import Finding
 from whyreset.errors import CaptureError, UnknownFormatError, UnsupportedLinkTypeError
+from whyreset.forkmap import map_in_halves
 from whyreset.ids import Outcome
 from whyreset.model import Capture, IcmpError, LazyRows, ReadReport
 from whyreset.report.jsonout import JsonRecord, connection_record, is_abnormal
@@ -358,6 +359,10 @@ class AnalysisStream:
     ``live=True`` yields every connection as soon as the tracker finishes it, diagnosed against the context
     so far (for a pipe from a running tcpdump), with the same caveat.
 
+    The deferred connections are diagnosed on two cores when there are many (`whyreset.forkmap`: a forked
+    child diagnoses the second half while this process yields the first); ``parallel`` forces it (True) or
+    forbids it (False). The pairs and their order are the same either way.
+
     Pairs come in the order they are decided: clean connections as they end, the deferred ones after the
     capture is read (``Connection.index`` gives the order of first packets). After the iteration: `report`,
     `failure`, `warnings`, `diagnosed`, `connections`, `abnormal`, `early_diagnoses`, `icmp_errors` and
@@ -372,6 +377,7 @@ class AnalysisStream:
         progress: ProgressCallback | None = None,
         live: bool = False,
         max_deferred: int | None = DEFAULT_MAX_DEFERRED,
+        parallel: bool | None = None,
     ):
         if max_deferred is not None and max_deferred < 0:
             raise ValueError("max_deferred must be >= 0 (or None: no limit)")
@@ -381,6 +387,7 @@ class AnalysisStream:
         self._progress = progress
         self._live_mode = live
         self._max_deferred = max_deferred
+        self._parallel = parallel
         self.report = ReadReport(source=self.name)
         self.failure: InputFailure | None = None
         self.warnings: list[str] = []
@@ -446,9 +453,9 @@ class AnalysisStream:
                 f"{self.early_diagnoses} abnormal connection(s) were diagnosed before the end of the capture "
                 f"(more than {limit} waiting): their diagnosis used the capture up to their end only"
             )
-        while deferred:
-            conn = deferred.popleft()
-            yield conn, diagnose(conn, context)
+        held = list(deferred)
+        deferred.clear()
+        yield from map_in_halves(lambda conn: diagnose(conn, context), held, parallel=self._parallel)
 
 
 # --- compact deferred connections ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 import pytest
+from cli_captures import write_generated_mix
 
 from whyreset.analysis import ExitStatus, analyze, analyze_path
 
@@ -108,28 +109,12 @@ def test_stream_of_a_truncated_file_reports_partial_input(mixed_pcap: Path, tmp_
     assert stream.report.error is not None
 
 
-def _generated_mix(path: Path, connections: int, *, seed: int = 7) -> Path:
-    """The benchmark's traffic mix (IPv4/IPv6, refusals, resets of several kinds, timeouts), written to ``path``."""
-    import importlib.util
-
-    from whyreset.ingest.craft import write_pcap_bulk
-
-    spec = importlib.util.spec_from_file_location("bench_generate", Path(__file__).parents[2] / "bench/generate.py")
-    assert spec is not None and spec.loader is not None
-    generate = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = generate  # dataclasses look their module up there
-    spec.loader.exec_module(generate)
-    frames, ts_ns, _counts = generate.generate(connections, seed=seed)
-    write_pcap_bulk(path, ts_ns, frames)
-    return path
-
-
 def test_stream_matches_analyze_on_a_generated_mix(tmp_path: Path) -> None:
     """The stream's findings are those of the whole analysis on the benchmark's mix, small chunks or not."""
     from whyreset.analysis import AnalysisStream
     from whyreset.report.jsonout import connection_record
 
-    path = _generated_mix(tmp_path / "mix.pcap", 3000)
+    path = write_generated_mix(tmp_path / "mix.pcap", 3000)
     stream = AnalysisStream(str(path))
     streamed = {conn.uid: connection_record(conn, finding, source=stream.name) for conn, finding in stream}
     whole = {record["uid"]: record for record in analyze(str(path)).records()}
@@ -143,7 +128,7 @@ def test_max_deferred_bounds_the_connections_held(tmp_path: Path) -> None:
     once, the count of early diagnoses is exact, and a warning tells it."""
     from whyreset.analysis import AnalysisStream, needs_complete_context
 
-    path = _generated_mix(tmp_path / "mix.pcap", 2000)
+    path = write_generated_mix(tmp_path / "mix.pcap", 2000)
     unbounded = AnalysisStream(str(path))
     uids = sorted(conn.uid for conn, _ in unbounded)
     waiting = sum(needs_complete_context(conn) for conn in analyze(str(path), diagnose=False).connections)

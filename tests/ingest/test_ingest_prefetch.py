@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +20,11 @@ CHUNK = 500
 
 
 def _bench_mix(path: Path, packets: int, mix: str) -> Path:
+    from bench.generate import generate
+
     from whyreset.ingest.craft import write_pcap_bulk
 
-    spec = importlib.util.spec_from_file_location("bench_generate", Path(__file__).parents[2] / "bench/generate.py")
-    assert spec is not None and spec.loader is not None
-    generate = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = generate  # dataclasses look their module up there
-    spec.loader.exec_module(generate)
-    frames, ts_ns, _counts = generate.generate(packets, seed=5, mix=mix)
+    frames, ts_ns, _counts = generate(packets, seed=5, mix=mix)
     write_pcap_bulk(path, ts_ns, frames)
     return path
 

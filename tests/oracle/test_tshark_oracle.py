@@ -141,19 +141,15 @@ def test_crafted_counts_match_tshark(tmp_path: Path) -> None:
 
 @pytest.mark.oracle
 @needs_tshark
-def test_generated_mix_counts_match_tshark(tmp_path: Path) -> None:
-    """The benchmark's traffic mix (bench/generate.py), small: hundreds of IPv4 and IPv6 connections."""
-    import importlib.util
-    import sys
+@pytest.mark.parametrize("mix", ["stress", "web"])
+def test_generated_mix_counts_match_tshark(tmp_path: Path, mix: str) -> None:
+    """The benchmark's traffic mixes (bench/generate.py), small: hundreds of IPv4 and IPv6 connections; the web
+    mix carries HTTP and TLS payloads, which tshark dissects."""
+    from bench.generate import generate
 
     from whyreset.ingest.craft import write_pcap_bulk
 
-    spec = importlib.util.spec_from_file_location("bench_generate", Path(__file__).parents[2] / "bench/generate.py")
-    assert spec is not None and spec.loader is not None
-    generate = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = generate  # dataclasses look their module up there
-    spec.loader.exec_module(generate)
-    frames, ts_ns, _counts = generate.generate(5000, seed=3)
+    frames, ts_ns, _counts = generate(5000, seed=3, mix=mix)
     path = tmp_path / "mix.pcap"
     write_pcap_bulk(path, ts_ns, frames)
     assert_agrees_with_tshark(path)

@@ -1,0 +1,1 @@
+"""The benchmark: capture generator (generate.py), tool comparison (run.py), stage timings (stages.py)."""
