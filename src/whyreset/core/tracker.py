@@ -63,7 +63,7 @@ class ConnectionTracker:
         self.idle_timeout_ns = idle_timeout_ns
         self.close_linger_ns = close_linger_ns
         self.reuse_gap_ns = reuse_gap_ns
-        self._carry = _Carry.empty()
+        self._blocks: list[_Carry] = []
         self._index_by_first_frame: dict[int, int] = {}
         self._next_index = 0
         self._rst_payloads: dict[int, bytes] = {}
@@ -79,7 +79,7 @@ class ConnectionTracker:
     @property
     def open_rows(self) -> int:
         """Packet rows kept for connections that are still open (the tracker's memory, in rows)."""
-        return len(self._carry.table)
+        return sum(int(block.lengths[block.alive].sum()) for block in self._blocks)
 
     def feed(self, chunk: Capture) -> list[Connection]:
         """Add a chunk of capture (rows in capture order); return the connections that are over, by index."""
@@ -87,7 +87,8 @@ class ConnectionTracker:
             key = (error.quoted_src, error.quoted_sport, error.quoted_dst, error.quoted_dport)
             self._icmp.setdefault(key, []).append(error)
         if chunk.icmp_errors:
-            self._carry.settled[:] = False  # an ICMP error may end a connection kept as open (see `_Carry`)
+            for block in self._blocks:  # an ICMP error may end a connection kept as open (see `_Carry`)
+                block.settled[:] = False
         self._rst_payloads.update(chunk.rst_payloads)
         if len(chunk.packets):
             chunk_max = int(chunk.packets["ts_ns"].max())
@@ -97,7 +98,7 @@ class ConnectionTracker:
     def finish(self) -> list[Connection]:
         """End of capture: every remaining connection, by index."""
         done = self._process(PacketTable.empty(), final=True)
-        self._carry = _Carry.empty()
+        self._blocks = []
         self._icmp.clear()
         self._rst_payloads.clear()
         return done
@@ -106,7 +107,7 @@ class ConnectionTracker:
     # --------------------------------------------------------------------------------------------------
 
     def _process(self, chunk: PacketTable, final: bool) -> list[Connection]:
-        if len(chunk) == 0 and len(self._carry.table) == 0:
+        if len(chunk) == 0 and not self._blocks:
             return []
         with _no_cyclic_gc():
             return self._process_batch(chunk, final)
@@ -120,11 +121,12 @@ class ConnectionTracker:
         open go back to the carry without analysis: with chunks shorter than the close linger, most rows would
         otherwise be analysed several times.
         """
-        carry = self._carry
-        touched = carry.touched_by(chunk)
+        blocks = self._blocks
+        carry = _flatten(blocks)
+        touched = carry.alive & carry.touched_by(chunk)
         if touched.any():
             everything = np.arange(len(chunk), dtype=np.int64)
-            work = _gather([(carry.table, carry.row_indices(touched), False), (chunk, everything, False)])
+            work = _gather([*_block_rows(blocks, carry, touched), (chunk, everything, False)])
         else:
             work = chunk
         demux = demultiplex(work, self.reuse_gap_ns)
@@ -135,35 +137,27 @@ class ConnectionTracker:
         superseded = np.zeros(len(demux.starts), bool)
         if len(superseded) > 1:
             superseded[:-1] = demux.flow[1:] == demux.flow[:-1]
-        untouched = ~touched
+        untouched = carry.alive & ~touched
         old_candidates = untouched & self._over_candidates(carry, now, final)
         new_candidates = superseded | self._over_candidates(fresh, now, final)
-        if not old_candidates.any() and not new_candidates.any():
-            self._carry = _Carry.merge(carry, untouched, fresh, np.ones(len(fresh.lengths), bool))
-            self._prune_rst_payloads()
-            self._forget_old(now)
-            return []
         old_picked, new_picked = np.flatnonzero(old_candidates), np.flatnonzero(new_candidates)
         finished: list[Connection] = []
-        keeps = []
+        keeps = [np.zeros(0, bool)]
         for old_part, new_part in _pieces(carry.lengths[old_picked], fresh.lengths[new_picked]):
             old_conns, new_conns = old_picked[old_part], new_picked[new_part]
-            subset, sub_demux = _candidate_batch(carry, old_conns, fresh, new_conns, demux.reuse_index)
+            subset, sub_demux = _candidate_batch(blocks, carry, old_conns, fresh, new_conns, demux.reuse_index)
             part_superseded = np.concatenate([np.zeros(len(old_conns), bool), superseded[new_conns]])
             analysis = analyse(subset, sub_demux, grouped=True)
             done, keep = self._rebuild(Batch(analysis, sub_demux), now, part_superseded, final)
             finished += done
             keeps.append(keep)
         keep = np.concatenate(keeps)
-        old_count = int(old_candidates.sum())
         old_stays = untouched.copy()
-        old_stays[old_candidates] = keep[:old_count]
+        old_stays[old_picked] = keep[: len(old_picked)]
         new_stays = ~new_candidates
-        new_stays[new_candidates] = keep[old_count:]
-        kept = _Carry.merge(carry, old_stays, fresh, new_stays)
-        kept.settled[: int(old_stays.sum())] |= old_candidates[old_stays]
-        kept.settled[int(old_stays.sum()) :] = new_candidates[new_stays]
-        self._carry = kept
+        new_stays[new_picked] = keep[len(old_picked) :]
+        settled = carry.settled | (old_candidates & old_stays)
+        self._blocks = _next_blocks(blocks, carry, old_stays, settled, fresh, new_stays, new_candidates)
         self._prune_rst_payloads()
         self._forget_old(now)
         finished.sort(key=lambda c: c.index)
@@ -217,7 +211,7 @@ class ConnectionTracker:
             self._index_by_first_frame[frame] = self._next_index
             self._next_index += 1
 
-    def _over_candidates(self, carry: _Carry, now: int, final: bool) -> Array:
+    def _over_candidates(self, carry: _Carry | _Flat, now: int, final: bool) -> Array:
         """Connections that may be over: closing (FIN or RST seen, then the close linger) or idle. A settled one
         was rebuilt as closing and kept open; untouched since, only the idle timeout can end it."""
         if final:
@@ -229,8 +223,10 @@ class ConnectionTracker:
     def _prune_rst_payloads(self) -> None:
         """Keep the payloads of the carried RSTs only (those of RSTs to come arrive with their chunk)."""
         if self._rst_payloads:
-            table = self._carry.table
-            frames = set(table["frame"][(table["flags"] & RST) != 0].tolist())
+            frames = set()
+            for block in self._blocks:
+                table = block.table
+                frames.update(table["frame"][(table["flags"] & RST) != 0].tolist())
             self._rst_payloads = {f: p for f, p in self._rst_payloads.items() if f in frames}
 
     def _icmp_for(self, table: PacketTable, row: int, first_ts: int, last_ts: int) -> Sequence[IcmpError]:
@@ -260,13 +256,17 @@ class ConnectionTracker:
 
 @dataclass(slots=True)
 class _Carry:
-    """The rows of open connections between feeds, grouped per connection (each in frame order), with the
-    per-connection facts a feed reads without regrouping them.
+    """A block of the rows of open connections kept between feeds, grouped per connection (each in frame
+    order), with the per-connection facts a feed reads without regrouping them.
 
     A feed regroups only the carried connections its chunk touches (same 4-tuple, by `flow_hash`): demultiplexing
     is per 4-tuple, and a connection's grouping and roles depend on its own rows only, so an untouched one keeps
     them. It is carried alone on its 4-tuple (an earlier connection on it was superseded, hence emitted), so its
     `Demux.reuse_index` is 0.
+
+    The carry is a list of blocks (`_next_blocks`): a feed adds one with the connections it keeps, and marks the
+    ones it takes from older blocks dead (`alive`) instead of copying the rest; a block is compacted once most
+    of its rows are dead, so a feed's cost follows its chunk, not the carry.
     """
 
     table: PacketTable
@@ -280,34 +280,33 @@ class _Carry:
     settled: Array
     """Rebuilt as closing and kept (its outcome is not over); only the idle timeout can end it while untouched.
     Cleared when ICMP errors arrive (one may answer its SYN)."""
+    alive: Array
+    """Still carried here (not emitted, not regrouped into a later block)."""
     order: IntArray | None = None
     """Row of `table` at each grouped position, or None when the table is grouped already (a feed's regrouped
     connections are read through their demux's order rather than copied in it)."""
     owned: bool = True
-    """The table is the tracker's own (a merge may consume it), not the caller's chunk."""
-
-    @classmethod
-    def empty(cls) -> _Carry:
-        none = np.zeros(0, np.int64)
-        no = np.zeros(0, bool)
-        return cls(PacketTable.empty(), none, none, no, no, none, none.astype(np.uint64), no)
+    """The table is the tracker's own (it may be consumed), not the caller's chunk."""
 
     @classmethod
     def from_demux(cls, work: PacketTable, demux: Demux, owned: bool) -> _Carry:
         """The connections of ``work`` as ``demux`` groups them."""
         order, starts = demux.order, demux.starts
         n = len(work)
+        count = len(starts)
         lengths = np.diff(np.append(starts, n)).astype(np.int64)
         if not n:
+            none = np.zeros(0, bool)
             return cls(
                 work,
                 lengths,
                 lengths,
-                np.zeros(0, bool),
+                none,
                 demux.orig_is_a,
                 demux.inferred_by,
                 np.zeros(0, np.uint64),
-                np.zeros(0, bool),
+                none,
+                none,
                 order,
                 owned,
             )
@@ -322,47 +321,111 @@ class _Carry:
             demux.orig_is_a,
             demux.inferred_by,
             flow_hash,
-            np.zeros(len(starts), bool),
+            np.zeros(count, bool),
+            np.ones(count, bool),
             order,
             owned,
         )
-
-    def touched_by(self, chunk: PacketTable) -> Array:
-        """Per carried connection: the chunk has rows on its 4-tuple (or on one with the same hash)."""
-        if not len(self.lengths) or not len(chunk):
-            return np.zeros(len(self.lengths), bool)
-        return np.isin(self.flow_hash, _flow_hash(chunk))
 
     def row_indices(self, picked: Array) -> IntArray:
         """The table rows of the picked connections (a boolean mask), grouped."""
         positions = np.flatnonzero(np.repeat(picked, self.lengths))
         return positions if self.order is None else self.order[positions]
 
-    @classmethod
-    def merge(cls, first: _Carry, first_picked: Array, second: _Carry, second_picked: Array) -> _Carry:
-        """The picked connections of ``first``, then those of ``second``, in one copy of their rows. Tables the
-        tracker owns are consumed (their columns dropped as they are copied: the old carry and the new are never
-        held whole at once)."""
-        table = _gather(
-            [
-                (first.table, first.row_indices(first_picked), first.owned),
-                (second.table, second.row_indices(second_picked), second.owned),
-            ]
-        )
+    @property
+    def live_rows(self) -> int:
+        return int(self.lengths[self.alive].sum())
 
-        def both(name: str) -> Array:
-            return np.concatenate([getattr(first, name)[first_picked], getattr(second, name)[second_picked]])
 
-        return cls(
-            table,
-            both("lengths"),
-            both("last_ts"),
-            both("ended"),
-            both("orig_is_a"),
-            both("inferred_by"),
-            both("flow_hash"),
-            both("settled"),
-        )
+_PER_CONNECTION = ("lengths", "last_ts", "ended", "orig_is_a", "inferred_by", "flow_hash", "settled", "alive")
+
+
+@dataclass(slots=True)
+class _Flat:
+    """The per-connection facts of every block, one after the other (what a feed decides on, at once)."""
+
+    lengths: IntArray
+    last_ts: IntArray
+    ended: Array
+    orig_is_a: Array
+    inferred_by: IntArray
+    flow_hash: Array
+    settled: Array
+    alive: Array
+    offsets: list[int]
+    """Where each block's connections begin, and the total at the end."""
+
+    def touched_by(self, chunk: PacketTable) -> Array:
+        """Per connection: the chunk has rows on its 4-tuple (or on one with the same hash)."""
+        if not len(self.lengths) or not len(chunk):
+            return np.zeros(len(self.lengths), bool)
+        return np.isin(self.flow_hash, _flow_hash(chunk))
+
+
+def _flatten(blocks: list[_Carry]) -> _Flat:
+    offsets = [0]
+    for block in blocks:
+        offsets.append(offsets[-1] + len(block.lengths))
+    if not blocks:
+        none = np.zeros(0, np.int64)
+        no = np.zeros(0, bool)
+        return _Flat(none, none, no, no, none, none.astype(np.uint64), no, no, offsets)
+    lengths, last_ts, ended, orig_is_a, inferred_by, flow_hash, settled, alive = (
+        np.concatenate([getattr(block, name) for block in blocks]) for name in _PER_CONNECTION
+    )
+    return _Flat(lengths, last_ts, ended, orig_is_a, inferred_by, flow_hash, settled, alive, offsets)
+
+
+def _block_rows(blocks: list[_Carry], flat: _Flat, picked: Array) -> list[tuple[PacketTable, IntArray, bool]]:
+    """`_gather` parts for the rows of the picked connections (a mask over `flat`), block by block."""
+    parts = []
+    for block, lo, hi in zip(blocks, flat.offsets, flat.offsets[1:], strict=False):
+        mask = picked[lo:hi]
+        if mask.any():
+            parts.append((block.table, block.row_indices(mask), False))
+    return parts
+
+
+def _compose(sources: list[tuple[_Carry, Array]]) -> _Carry:
+    """One block of the picked connections (a mask per source) of these blocks, in one copy of their rows;
+    sources the tracker owns are consumed."""
+    table = _gather([(block.table, block.row_indices(mask), block.owned) for block, mask in sources])
+    lengths, last_ts, ended, orig_is_a, inferred_by, flow_hash, settled, _ = (
+        np.concatenate([getattr(block, name)[mask] for block, mask in sources]) for name in _PER_CONNECTION
+    )
+    alive = np.ones(len(lengths), bool)
+    return _Carry(table, lengths, last_ts, ended, orig_is_a, inferred_by, flow_hash, settled, alive)
+
+
+MAX_BLOCKS = 8
+"""Beyond this many blocks, the carry is compacted into one."""
+
+
+def _next_blocks(
+    blocks: list[_Carry],
+    flat: _Flat,
+    stays: Array,
+    settled: Array,
+    fresh: _Carry,
+    fresh_stays: Array,
+    fresh_settled: Array,
+) -> list[_Carry]:
+    """The carry after a feed: the old blocks with what stays alive (compacted once most of a block is dead),
+    then a block of the regrouped connections that stay."""
+    kept: list[_Carry] = []
+    for block, lo, hi in zip(blocks, flat.offsets, flat.offsets[1:], strict=False):
+        block.alive = stays[lo:hi]
+        block.settled = settled[lo:hi]
+        live = block.live_rows
+        if live == 0:
+            continue
+        kept.append(_compose([(block, block.alive)]) if 2 * live < len(block.table) else block)
+    if fresh_stays.any():
+        fresh.settled = fresh_settled
+        kept.append(_compose([(fresh, fresh_stays)]))
+    if len(kept) > MAX_BLOCKS:
+        kept = [_compose([(block, block.alive) for block in kept])]
+    return kept
 
 
 def _gather(parts: list[tuple[PacketTable, IntArray, bool]]) -> PacketTable:
@@ -426,23 +489,23 @@ def _pieces(old_lengths: IntArray, new_lengths: IntArray) -> Iterator[tuple[slic
 
 
 def _candidate_batch(
-    carry: _Carry, old_conns: IntArray, fresh: _Carry, new_conns: IntArray, reuse_index: IntArray
+    blocks: list[_Carry], flat: _Flat, old_conns: IntArray, fresh: _Carry, new_conns: IntArray, reuse_index: IntArray
 ) -> tuple[PacketTable, Demux]:
     """The rows of the candidate connections (carried ones first, then the regrouped ones), grouped, and their
     demux."""
-    old, new = np.zeros(len(carry.lengths), bool), np.zeros(len(fresh.lengths), bool)
+    old, new = np.zeros(len(flat.lengths), bool), np.zeros(len(fresh.lengths), bool)
     old[old_conns] = True
     new[new_conns] = True
-    table = _gather([(carry.table, carry.row_indices(old), False), (fresh.table, fresh.row_indices(new), False)])
-    lengths = np.concatenate([carry.lengths[old], fresh.lengths[new]])
+    table = _gather([*_block_rows(blocks, flat, old), (fresh.table, fresh.row_indices(new), False)])
+    lengths = np.concatenate([flat.lengths[old], fresh.lengths[new]])
     count = len(lengths)
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64) if count else np.zeros(0, np.int64)
     demux = Demux(
         order=np.arange(len(table), dtype=np.int64),
         starts=starts,
         sender_is_a=canonical_sides(table),
-        orig_is_a=np.concatenate([carry.orig_is_a[old], fresh.orig_is_a[new]]),
-        inferred_by=np.concatenate([carry.inferred_by[old], fresh.inferred_by[new]]),
+        orig_is_a=np.concatenate([flat.orig_is_a[old], fresh.orig_is_a[new]]),
+        inferred_by=np.concatenate([flat.inferred_by[old], fresh.inferred_by[new]]),
         reuse_index=np.concatenate([np.zeros(len(old_conns), np.int64), reuse_index[new]]),
         flow=np.arange(count, dtype=np.int64),
     )
