@@ -43,6 +43,8 @@ READER_ONLY = (
     "for chunk in iter_capture(sys.argv[1], chunk_records=65536): pass\n"
 )
 """ingest.iter_capture alone, to show how much of whyreset's time and peak memory is reading the file."""
+SAMPLE_SECONDS = 0.05
+"""Memory sampling period of the tool's child processes."""
 TARGET_TSHARK_SPEEDUP = 5.0
 TARGET_MB_PER_MILLION = 300.0
 
@@ -78,47 +80,59 @@ def whyreset_command() -> list[str]:
     return [str(installed)] if installed.exists() else [sys.executable, "-m", "whyreset"]
 
 
+def warm_page_cache(capture: Path) -> None:
+    """Read the capture once, so every tool starts with it in the page cache (this machine's memory reclaim
+    evicts idle file pages: without this, a run could pay for the disk)."""
+    with open(capture, "rb") as handle:
+        while handle.read(1 << 24):
+            pass
+
+
 def measure(tool: str, argv: list[str]) -> Measure:
     """Run ``argv`` with stdout to /dev/null under /usr/bin/time; wall seconds and peak memory.
 
-    Peak memory is the larger of /usr/bin/time's maximum RSS (that of the largest single process) and the
-    largest sum over the whole process tree seen by sampling /proc every 10 ms (proportional set sizes: pages a
-    forked child shares with its parent count once): whyreset reads large files in a second process and
-    diagnoses on two cores, and that memory counts too.
+    Peak memory is the tool's maximum RSS (/usr/bin/time) plus the largest sum of the proportional set sizes of
+    the processes the tool starts, sampled from /proc: whyreset reads large files in a child process, and that
+    memory counts too. (The tool itself is not sampled: reading a large process's smaps_rollup holds its
+    memory map's lock and would slow it down.)
     """
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         full = [TIME, "-f", "%e %M", "-o", report.name, *argv]
         with open(os.devnull, "wb") as devnull:
             process = subprocess.Popen(full, stdout=devnull, stderr=subprocess.DEVNULL)
-            tree_peak_kb = _sample_tree_rss(process)
+            children_peak_kb = _sample_children(process)
         fields = Path(report.name).read_text().split()
     # /usr/bin/time prints "Command exited with non-zero status N" before the format line when the tool fails.
     seconds, max_rss_kb = float(fields[-2]), int(fields[-1])
     shown = (Path(argv[0]).name if i == 0 else a.strip().replace("\n", "; ") for i, a in enumerate(argv))
     command = " ".join(shown) + " > /dev/null"
-    return Measure(tool, command, seconds, max(max_rss_kb, tree_peak_kb) / 1024, process.returncode)
+    return Measure(tool, command, seconds, (max_rss_kb + children_peak_kb) / 1024, process.returncode)
 
 
-def _sample_tree_rss(process: subprocess.Popen[bytes]) -> int:
-    """Largest sum of memory (kB) over ``process``'s descendants (/usr/bin/time itself excluded), until it ends."""
+def _sample_children(process: subprocess.Popen[bytes]) -> int:
+    """Largest sum of memory (kB) over the processes the tool under ``process`` (/usr/bin/time) started."""
     peak = 0
     while process.poll() is None:
-        peak = max(peak, sum(_memory_kb(pid) for pid in _descendants(process.pid)))
-        time.sleep(0.01)
+        tools = _children(process.pid)
+        peak = max(peak, sum(_memory_kb(pid) for tool in tools for pid in _descendants(tool)))
+        time.sleep(SAMPLE_SECONDS)
     return peak
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def _descendants(pid: int) -> list[int]:
     found: list[int] = []
     pending = [pid]
     while pending:
-        parent = pending.pop()
-        try:
-            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-        except OSError:
-            continue
-        found += [int(child) for child in children]
-        pending += [int(child) for child in children]
+        children = _children(pending.pop())
+        found += children
+        pending += children
     return found
 
 
@@ -150,6 +164,7 @@ def run_all(capture: Path, repeat: int) -> list[Measure]:
     best: dict[str, Measure] = {}
     for _ in range(repeat):
         for tool, argv in tools:
+            warm_page_cache(capture)
             result = measure(tool, argv)
             print(f"  {tool:26} {result.seconds:8.2f} s  {result.peak_mb:8.1f} MB  exit {result.exit_status}")
             if tool not in best or result.seconds < best[tool].seconds:
@@ -166,8 +181,8 @@ def markdown(capture: Path, packets: int, measures: list[Measure]) -> str:
         f"Capture `{capture.name}`: {packets:,} packets, {capture.stat().st_size / 1e6:,.0f} MB "
         f"(bench/generate.py). Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}. Wall time end to end (start-up included), best of the runs; "
-        "peak memory: the largest of /usr/bin/time's maximum RSS and the sampled sum over the tool's processes "
-        "(PSS).",
+        "peak memory: the tool's maximum RSS (/usr/bin/time) plus the peak sum of its child processes' "
+        "proportional set sizes.",
         "",
         "| tool | command | seconds | packets/s | time vs whyreset | peak MB | MB per 1M packets |",
         "|---|---|---:|---:|---:|---:|---:|",

@@ -85,6 +85,14 @@ def main() -> None:
     "warning says how many were.",
 )
 @click.option(
+    "--jobs",
+    type=click.IntRange(min=1, max=2),
+    default=1,
+    show_default=True,
+    help="2: diagnose the abnormal connections held to the capture's end on two cores (faster when there "
+    "are thousands; their memory is copied while it runs).",
+)
+@click.option(
     "--live",
     is_flag=True,
     help="Print each connection as soon as it ends (for a pipe from a running tcpdump); its diagnosis uses "
@@ -105,6 +113,7 @@ def analyze(
     show_payload: bool,
     no_diagnose: bool,
     max_deferred: int | None,
+    jobs: int,
     live: bool,
     max_listed: int,
     progress: bool | None,
@@ -126,7 +135,7 @@ def analyze(
         raise click.UsageError("standard input (-) can be read only once")
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    options = _Options(list_all, max_listed, show_payload, not no_diagnose, max_deferred, live)
+    options = _Options(list_all, max_listed, show_payload, not no_diagnose, max_deferred, live, jobs)
     statuses: list[ExitStatus] = []
     zeek = ZeekLogs(zeek_dir, use_json=zeek_json, show_payload=show_payload) if zeek_dir is not None else None
     try:
@@ -156,6 +165,7 @@ class _Options:
     max_deferred: int | None
     """None: the analysis's default (`whyreset.analysis.DEFAULT_MAX_DEFERRED`)."""
     live: bool
+    jobs: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +259,7 @@ def _stream(path: str, options: _Options, on_progress: ProgressCallback | None) 
         progress=on_progress,
         live=options.live,
         max_deferred=options.max_deferred if options.max_deferred is not None else DEFAULT_MAX_DEFERRED,
+        parallel=options.jobs > 1,
     )
 
 

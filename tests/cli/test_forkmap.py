@@ -60,3 +60,16 @@ def test_the_stream_diagnoses_the_same_on_two_cores(tmp_path: Path) -> None:
     serial, parallel = records(False), records(True)
     assert len([r for r in serial if r["cause"] is not None]) > 100
     assert parallel == serial
+
+
+def test_jobs_2_prints_the_same_json_as_one_job(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from whyreset.cli import main
+
+    path = str(write_generated_mix(tmp_path / "mix.pcap", 6000))
+    one = CliRunner().invoke(main, ["analyze", "--json", path])
+    two = CliRunner().invoke(main, ["analyze", "--json", "--jobs", "2", path])
+    assert one.exit_code == two.exit_code == 1
+    assert one.stdout.count("\n") > 300
+    assert two.stdout == one.stdout

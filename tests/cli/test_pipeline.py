@@ -244,7 +244,7 @@ def test_json_lines_reach_a_stdout_without_byte_layer(mixed_pcap: Path, monkeypa
 
     screen = io.StringIO()
     monkeypatch.setattr(sys, "stdout", screen)
-    options = cli._Options(False, 50, False, True, None, False)
+    options = cli._Options(False, 50, False, True, None, False, 1)
     outcome = cli._stream_json(str(mixed_pcap), options, None, None)
     records = [json.loads(line) for line in screen.getvalue().splitlines()]
     assert outcome.status is ExitStatus.FINDINGS

@@ -3,8 +3,6 @@ its whole carry with every chunk), on the benchmark's mix and on the lab corpus,
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,14 +24,11 @@ S = 1_000_000_000
 
 def _generated_mix(path: Path, packets: int, seed: int) -> Path:
     """The benchmark's traffic mix (bench/generate.py), written to ``path``."""
+    from bench.generate import generate
+
     from whyreset.ingest.craft import write_pcap_bulk
 
-    spec = importlib.util.spec_from_file_location("bench_generate", ROOT / "bench/generate.py")
-    assert spec is not None and spec.loader is not None
-    generate = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = generate  # dataclasses look their module up there
-    spec.loader.exec_module(generate)
-    frames, ts_ns, _counts = generate.generate(packets, seed=seed)
+    frames, ts_ns, _counts = generate(packets, seed=seed)
     write_pcap_bulk(path, ts_ns, frames)
     return path
 
