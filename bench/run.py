@@ -5,6 +5,7 @@ time and the peak resident memory:
 
     whyreset analyze --json F > /dev/null
     whyreset analyze --json --max-deferred 0 F > /dev/null   (nothing held back: the memory floor)
+    whyreset analyze --json --jobs 2 F > /dev/null          (held-back connections diagnosed on two cores)
     whyreset analyze --json --no-diagnose F > /dev/null      (connections rebuilt, no causes: what the peers do)
     tshark -q -z conv,tcp -r F > /dev/null
     tcptrace -n -l F > /dev/null
@@ -154,6 +155,7 @@ def run_all(capture: Path, repeat: int) -> list[Measure]:
     tools: list[tuple[str, list[str]]] = [
         ("whyreset", [*whyreset, str(capture)]),
         ("whyreset --max-deferred 0", [*whyreset, "--max-deferred", "0", str(capture)]),
+        ("whyreset --jobs 2", [*whyreset, "--jobs", "2", str(capture)]),
         ("whyreset --no-diagnose", [*whyreset, "--no-diagnose", str(capture)]),
         ("whyreset reader only", [sys.executable, "-c", READER_ONLY, str(capture)]),
     ]
