@@ -133,3 +133,19 @@ def test_the_analysis_is_the_same_with_and_without_the_reader_process(
     assert our_state.report == their_state.report
     assert our_state.failure == their_state.failure
     assert (our_state.failure is not None) == truncate
+
+
+def _analyse_in_worker(path: str) -> int:
+    state = _ReadState()
+    return sum(len(batch) for batch in iter_connection_batches(path, state, chunk_records=CHUNK))
+
+
+def test_a_pool_worker_reads_in_process(web_pcap: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pool workers are daemonic and may not start children: the reader stays in their process."""
+    import whyreset.ingest.prefetch as prefetch
+
+    monkeypatch.setattr(prefetch, "PREFETCH_MIN_BYTES", 0)
+    assert prefetch.prefetch_worthwhile(str(web_pcap))
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        in_worker = pool.apply(_analyse_in_worker, (str(web_pcap),))
+    assert in_worker == _analyse_in_worker(str(web_pcap)) > 20

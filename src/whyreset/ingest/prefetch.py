@@ -38,6 +38,8 @@ def prefetch_worthwhile(path: str) -> bool:
     """Whether ``path`` is a regular file large enough to read in a second process, and fork is available."""
     if path == "-" or "fork" not in multiprocessing.get_all_start_methods():
         return False
+    if multiprocessing.current_process().daemon:
+        return False  # a daemonic process (a multiprocessing pool's worker) may not start children
     try:
         return os.stat(path).st_size >= PREFETCH_MIN_BYTES and os.path.isfile(path)
     except OSError:
