@@ -3,9 +3,12 @@ side's shutdown() returns) and this kernel has no netem to delay.
 
 The router holds the FINs back instead: while a DROP rule for segments with FIN set is in place, both sides shut
 down their sending side (each enters FIN_WAIT1, its FIN lost on the path); then the rule goes and the two FIN
-retransmissions cross on the wire. Each kernel receives the peer's FIN while in FIN_WAIT1 and enters CLOSING
-(RFC 9293 3.6, case 2), then TIME_WAIT when its own FIN is acknowledged. The connection is clean: a negative that
-must not be diagnosed as a fault, and a test of the state machine's rarest path.
+retransmissions meet. Usually they cross on the wire: each kernel receives the peer's FIN while in FIN_WAIT1 and
+enters CLOSING (RFC 9293 3.6, case 2), then TIME_WAIT when its own FIN is acknowledged. When one side's
+retransmission timer fires a few milliseconds first, its FIN is acknowledged before the other's retransmission
+leaves: only the other side goes through CLOSING (both still close actively, both end in TIME_WAIT), and the
+capture beside the first side never sees the other's dropped FIN. The connection is clean either way: a negative
+that must not be diagnosed as a fault, and a test of the state machine's rarest path.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class SimultaneousCloseOnPath(PathScenario):
     name = "negative.simultaneous_close_path"
     cause = None
     duration_s = 2.0
-    summary = "the router holds both FINs back, then lets their retransmissions cross: CLOSING on both sides"
+    summary = "the router holds both FINs back, then lets their retransmissions meet: both close actively, via CLOSING"
 
     def run(self, lab: LabContext) -> None:
         family = lab.rng.choice((socket.AF_INET, socket.AF_INET6))
