@@ -26,6 +26,7 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -431,6 +432,13 @@ def generate(
     return frames.take(order), ts_ns[order], counts
 
 
+def write_capture(path: str | Path, packets: int, seed: int, mix: str = "stress") -> tuple[int, dict[str, int]]:
+    """Generate a mix and write it to ``path`` as a pcap; the packets written and the connections per template."""
+    frames, ts_ns, counts = generate(packets, seed, mix)
+    write_pcap_bulk(path, ts_ns, frames)
+    return len(frames), counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output", help="pcap file to write")
@@ -439,11 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mix", choices=sorted(MIXES), default="stress", help="connection mix (see above)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    frames, ts_ns, counts = generate(args.packets, args.seed, args.mix)
-    write_pcap_bulk(args.output, ts_ns, frames)
+    written, counts = write_capture(args.output, args.packets, args.seed, args.mix)
     elapsed = time.perf_counter() - started
     total = sum(counts.values())
-    print(f"{args.output}: {len(frames)} packets, {total} connections in {elapsed:.1f} s", file=sys.stderr)
+    print(f"{args.output}: {written} packets, {total} connections in {elapsed:.1f} s", file=sys.stderr)
     for name, count in counts.items():
         print(f"  {name:28} {count:8} connections", file=sys.stderr)
     return 0

@@ -362,8 +362,8 @@ class AnalysisStream:
     so far (for a pipe from a running tcpdump), with the same caveat.
 
     ``parallel`` diagnoses the deferred connections on two cores (`whyreset.forkmap`: a forked child diagnoses
-    the second half while this process yields the first): None when there are thousands and two CPUs, True
-    always, False (the default) never. The pairs and their order are the same either way; the cost is memory:
+    the second half while this process yields the first). The pairs and their order are the same either way;
+    the cost is memory:
     the child's copy-on-write pages grow to about the deferred connections' own size (bench-1m: ~+300 MB for
     ~42,000 connections, for ~1.5 s saved).
 
@@ -381,7 +381,7 @@ class AnalysisStream:
         progress: ProgressCallback | None = None,
         live: bool = False,
         max_deferred: int | None = DEFAULT_MAX_DEFERRED,
-        parallel: bool | None = False,
+        parallel: bool = False,
     ):
         if max_deferred is not None and max_deferred < 0:
             raise ValueError("max_deferred must be >= 0 (or None: no limit)")

@@ -23,33 +23,26 @@ from typing import Any, NoReturn, TypeVar
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-PARALLEL_MIN_ITEMS = 2000
-"""Below this, starting a child and pickling its results cost more than they save."""
-
-
-def two_cores() -> bool:
-    """Whether this process may use two CPUs and fork."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return cpus >= 2 and "fork" in multiprocessing.get_all_start_methods()
-
 
 def map_in_halves(
-    func: Callable[[Item], Result], items: Sequence[Item], *, parallel: bool | None = None
+    func: Callable[[Item], Result], items: Sequence[Item], *, parallel: bool = True
 ) -> Generator[tuple[Item, Result], None, None]:
     """``(item, func(item))`` for every item, in order; the second half computed by a forked child when
-    ``parallel`` (None: when there are enough items and two CPUs)."""
-    if parallel is None:
-        parallel = len(items) >= PARALLEL_MIN_ITEMS and two_cores()
+    ``parallel`` and fork is available."""
+    parallel = parallel and "fork" in multiprocessing.get_all_start_methods()
     half = len(items) // 2
     if not parallel or half == 0:
         yield from ((item, func(item)) for item in items)
         return
     first, second = items[:half], items[half:]
     receiver, sender = multiprocessing.Pipe(duplex=False)
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # no process to spare (RLIMIT_NPROC, memory): one core it is
+        receiver.close()
+        sender.close()
+        yield from ((item, func(item)) for item in items)
+        return
     if pid == 0:  # the child: compute, send, and leave without running the parent's clean-ups
         receiver.close()
         _child(func, second, sender)

@@ -47,13 +47,3 @@ def write_mixed_capture(path: Path) -> Path:
     craft.write_pcap(path, packets, nanosecond=True)
     return path
 
-
-def write_generated_mix(path: Path, connections: int, *, seed: int = 7, mix: str = "stress") -> Path:
-    """The benchmark's traffic mix (IPv4/IPv6, refusals, resets of several kinds, timeouts), written to ``path``."""
-    from bench.generate import generate
-
-    from whyreset.ingest.craft import write_pcap_bulk
-
-    frames, ts_ns, _counts = generate(connections, seed=seed, mix=mix)
-    write_pcap_bulk(path, ts_ns, frames)
-    return path

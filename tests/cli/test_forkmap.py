@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from cli_captures import write_generated_mix
+from bench.generate import write_capture
 
 from whyreset.analysis import AnalysisStream
 from whyreset.forkmap import map_in_halves
@@ -51,7 +51,8 @@ def test_stopping_early_ends_the_child() -> None:
 
 
 def test_the_stream_diagnoses_the_same_on_two_cores(tmp_path: Path) -> None:
-    path = str(write_generated_mix(tmp_path / "mix.pcap", 3000))
+    path = str(tmp_path / "mix.pcap")
+    write_capture(path, 3000, seed=7)
 
     def records(parallel: bool) -> list[dict[str, object]]:
         stream = AnalysisStream(path, parallel=parallel)
@@ -67,9 +68,18 @@ def test_jobs_2_prints_the_same_json_as_one_job(tmp_path: Path) -> None:
 
     from whyreset.cli import main
 
-    path = str(write_generated_mix(tmp_path / "mix.pcap", 6000))
+    path = str(tmp_path / "mix.pcap")
+    write_capture(path, 6000, seed=7)
     one = CliRunner().invoke(main, ["analyze", "--json", path])
     two = CliRunner().invoke(main, ["analyze", "--json", "--jobs", "2", path])
     assert one.exit_code == two.exit_code == 1
     assert one.stdout.count("\n") > 300
     assert two.stdout == one.stdout
+
+
+def test_no_process_to_spare_means_one_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")  # what fork raises at RLIMIT_NPROC
+
+    monkeypatch.setattr(os, "fork", refuse)
+    assert list(map_in_halves(_square, [1, 2, 3], parallel=True)) == [(1, 1), (2, 4), (3, 9)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 import pytest
-from cli_captures import write_generated_mix
+from bench.generate import write_capture
 
 from whyreset.analysis import ExitStatus, analyze, analyze_path
 
@@ -114,7 +114,8 @@ def test_stream_matches_analyze_on_a_generated_mix(tmp_path: Path) -> None:
     from whyreset.analysis import AnalysisStream
     from whyreset.report.jsonout import connection_record
 
-    path = write_generated_mix(tmp_path / "mix.pcap", 3000)
+    path = tmp_path / "mix.pcap"
+    write_capture(path, 3000, seed=7)
     stream = AnalysisStream(str(path))
     streamed = {conn.uid: connection_record(conn, finding, source=stream.name) for conn, finding in stream}
     whole = {record["uid"]: record for record in analyze(str(path)).records()}
@@ -128,7 +129,8 @@ def test_max_deferred_bounds_the_connections_held(tmp_path: Path) -> None:
     once, the count of early diagnoses is exact, and a warning tells it."""
     from whyreset.analysis import AnalysisStream, needs_complete_context
 
-    path = write_generated_mix(tmp_path / "mix.pcap", 2000)
+    path = tmp_path / "mix.pcap"
+    write_capture(path, 2000, seed=7)
     unbounded = AnalysisStream(str(path))
     uids = sorted(conn.uid for conn, _ in unbounded)
     waiting = sum(needs_complete_context(conn) for conn in analyze(str(path), diagnose=False).connections)

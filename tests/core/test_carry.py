@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.generate import write_capture
 from reference_tracker import ReferenceTracker
 from segments import CLIENT, SERVER, Dialogue, Endpoint, concat
 
@@ -22,20 +23,11 @@ CORPUS = sorted((ROOT / "tests/lab/corpus").glob("*.pcap*"))
 S = 1_000_000_000
 
 
-def _generated_mix(path: Path, packets: int, seed: int) -> Path:
-    """The benchmark's traffic mix (bench/generate.py), written to ``path``."""
-    from bench.generate import generate
-
-    from whyreset.ingest.craft import write_pcap_bulk
-
-    frames, ts_ns, _counts = generate(packets, seed=seed)
-    write_pcap_bulk(path, ts_ns, frames)
-    return path
-
-
 @pytest.fixture(scope="module")
 def mix(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _generated_mix(tmp_path_factory.mktemp("carry") / "mix.pcap", 4000, seed=11)
+    path = tmp_path_factory.mktemp("carry") / "mix.pcap"
+    write_capture(path, 4000, seed=11)
+    return path
 
 
 def _record(c: Connection) -> tuple[Any, ...]:

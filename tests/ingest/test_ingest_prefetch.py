@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bench.generate import write_capture
 
 from whyreset.analysis import _ReadState, iter_connection_batches
 from whyreset.errors import CaptureError, TruncatedCaptureError
@@ -19,19 +20,11 @@ CORPUS = Path(__file__).parents[1] / "lab" / "corpus"
 CHUNK = 500
 
 
-def _bench_mix(path: Path, packets: int, mix: str) -> Path:
-    from bench.generate import generate
-
-    from whyreset.ingest.craft import write_pcap_bulk
-
-    frames, ts_ns, _counts = generate(packets, seed=5, mix=mix)
-    write_pcap_bulk(path, ts_ns, frames)
-    return path
-
-
 @pytest.fixture(scope="module")
 def web_pcap(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _bench_mix(tmp_path_factory.mktemp("prefetch") / "web.pcap", 6000, "web")
+    path = tmp_path_factory.mktemp("prefetch") / "web.pcap"
+    write_capture(path, 6000, seed=5, mix="web")
+    return path
 
 
 def _read_all(chunks: list[Capture]) -> tuple[PacketTable, list[IcmpError], dict[int, bytes]]:

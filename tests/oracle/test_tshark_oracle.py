@@ -145,11 +145,8 @@ def test_crafted_counts_match_tshark(tmp_path: Path) -> None:
 def test_generated_mix_counts_match_tshark(tmp_path: Path, mix: str) -> None:
     """The benchmark's traffic mixes (bench/generate.py), small: hundreds of IPv4 and IPv6 connections; the web
     mix carries HTTP and TLS payloads, which tshark dissects."""
-    from bench.generate import generate
+    from bench.generate import write_capture
 
-    from whyreset.ingest.craft import write_pcap_bulk
-
-    frames, ts_ns, _counts = generate(5000, seed=3, mix=mix)
     path = tmp_path / "mix.pcap"
-    write_pcap_bulk(path, ts_ns, frames)
+    write_capture(path, 5000, seed=3, mix=mix)
     assert_agrees_with_tshark(path)

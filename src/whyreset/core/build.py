@@ -40,6 +40,7 @@ import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -104,6 +105,12 @@ _TUPLE_KEY = np.dtype(
 
 RstRow = tuple[int, int, int, int, bool, int, bool, int, int, int, int]
 """`Batch.reset_row_facts` of one RST row."""
+
+
+def _python_list(array: Array) -> list[Any]:
+    """The column as Python values (``tolist`` builds the list already; this only gives it a type)."""
+    values: list[Any] = array.tolist()
+    return values
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,31 +285,31 @@ class Batch:
 
     @cached_property
     def frame_list(self) -> list[int]:
-        return list(self.frame.tolist())
+        return _python_list(self.frame)
 
     @cached_property
     def ts_list(self) -> list[int]:
-        return list(self.ts.tolist())
+        return _python_list(self.ts)
 
     @cached_property
     def rel_seq_list(self) -> list[int]:
-        return list(self.rel_seq.tolist())
+        return _python_list(self.rel_seq)
 
     @cached_property
     def rel_ack_list(self) -> list[int]:
-        return list(self.rel_ack.tolist())
+        return _python_list(self.rel_ack)
 
     @cached_property
     def payload_list(self) -> list[int]:
-        return list(self.payload.tolist())
+        return _python_list(self.payload)
 
     @cached_property
     def flags_list(self) -> list[int]:
-        return list(self.flags.tolist())
+        return _python_list(self.flags)
 
     @cached_property
     def fo_list(self) -> list[bool]:
-        return list(self.fo.tolist())
+        return _python_list(self.fo)
 
     def _per_key_lists(self, table: PacketTable) -> None:
         """SYN options, first FIN frame and RST frames per direction key, for the whole batch at once."""
@@ -531,7 +538,7 @@ class Batch:
         packed = np.empty(len(columns[0]), _TUPLE_KEY)
         for name, column in zip(_TUPLE_KEY.names or (), columns, strict=True):
             packed[name] = column
-        return list(packed.view(f"V{_TUPLE_KEY.itemsize}").tolist())
+        return _python_list(packed.view(f"V{_TUPLE_KEY.itemsize}"))
 
     def _canonical_columns(self) -> tuple[Array, ...]:
         """The six columns of the connections' canonical 4-tuples (lower endpoint first)."""

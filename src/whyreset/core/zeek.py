@@ -817,4 +817,5 @@ def _be16(values: Array) -> Array:
 def _strings(ascii_rows: Array) -> list[str]:
     """Each row of ASCII codes as a str."""
     width = ascii_rows.shape[1]
-    return list(np.ascontiguousarray(ascii_rows, np.uint32).view(f"<U{width}").ravel().tolist())
+    texts: list[str] = np.ascontiguousarray(ascii_rows, np.uint32).view(f"<U{width}").ravel().tolist()
+    return texts
