@@ -24,7 +24,7 @@ import importlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import IO, Any
 
@@ -336,8 +336,9 @@ def needs_complete_context(conn: Connection) -> bool:
 
 DEFAULT_MAX_DEFERRED = 50_000
 """Connections held back for the complete context, at most (see `AnalysisStream`). A deferred connection costs
-3-4 kB (its objects and compacted rows, ~11 packets on the benchmark's mix): ~200 MB at this bound. A port scan or
-a flood of refused connections is what reaches it."""
+~3 kB (its objects and compacted rows, ~6 packets on the benchmark's stress mix; its events and timelines are
+made only when it is diagnosed): ~150 MB at this bound. A port scan or a flood of refused connections is what
+reaches it."""
 
 
 class AnalysisStream:
@@ -457,36 +458,40 @@ class AnalysisStream:
                 f"{self.early_diagnoses} abnormal connection(s) were diagnosed before the end of the capture "
                 f"(more than {limit} waiting): their diagnosis used the capture up to their end only"
             )
+        if not self._parallel:
+            while deferred:  # each one released once written: its events and timelines are made now
+                oldest = deferred.popleft()
+                yield oldest, diagnose(oldest, context)
+            return
         held = list(deferred)
         deferred.clear()
-        yield from map_in_halves(lambda conn: diagnose(conn, context), held, parallel=self._parallel)
+        yield from map_in_halves(lambda conn: diagnose(conn, context), held)
 
 
 # --- compact deferred connections ---------------------------------------------------------------------------
 
 
-_FIELD_NAMES = tuple(f.name for f in fields(Connection))
-
-
 def compact_packets(connections: list[Connection]) -> list[Connection]:
     """Move these connections' packet rows into one table of their own (the same connections are returned).
 
-    A connection's ``packets`` are views of the tracker's chunk, and the fields the core builds on first read
-    (events, state timelines) keep the chunk's indexes until then: holding one connection would hold the whole
-    chunk (every other connection's rows too). Those fields are resolved here (the diagnosis and the records
-    read them anyway) and the rows copied, so only these connections' rows are kept. The rows
-    are equal, only their storage changes, so the fields are swapped in place (``object.__setattr__``, as
-    frozen dataclasses do in ``__post_init__``): ``dataclasses.replace`` would cost more than the copy.
+    A connection's ``packets`` are views of the tracker's chunk, and the fields the core makes on first read
+    (events, state timelines) read the chunk's arrays until then: holding one connection would hold the whole
+    chunk (every other connection's rows too). The rows are copied, one connection after the other, and the
+    core points those fields at the copy (`whyreset.core.build.detach_details`), so only these connections'
+    rows are kept and the fields are still made only if read. The rows are equal, only their storage changes,
+    so the fields are swapped in place (``object.__setattr__``, as frozen dataclasses do in
+    ``__post_init__``): ``dataclasses.replace`` would cost more than the copy.
     """
+    from whyreset.core.build import detach_details
+
     if not connections:
         return connections
     tables = [conn.packets.columns for conn in connections]
     columns = {name: np.concatenate([table[name] for table in tables]) for name in tables[0]}
     from_orig = np.concatenate([conn.from_orig for conn in connections])
+    detach_details(connections, columns, from_orig)
     start = 0
     for conn in connections:
-        for name in _FIELD_NAMES:  # resolve the fields the core builds on first read: they too view the chunk
-            getattr(conn, name)
         stop = start + len(conn.from_orig)
         object.__setattr__(conn, "packets", LazyRows(columns, start, stop))
         object.__setattr__(conn, "from_orig", from_orig[start:stop])

@@ -184,6 +184,53 @@ def test_compacted_connections_hold_nothing_of_the_tracker_chunk(mixed_pcap: Pat
     assert [len(conn.packets) for conn in connections] == [8, 2, 5, 5]
 
 
+@pytest.mark.parametrize("mix", ["stress", "web"])
+def test_compacted_connections_make_the_same_events_and_timelines(tmp_path: Path, mix: str) -> None:
+    """The fields the core makes on first read come out the same after compaction, which moves their rows.
+
+    Each connection is compacted in a group with others (their rows shift), some after one of their deferred
+    fields was already made; one group is compacted twice."""
+    from whyreset.analysis import compact_packets, iter_connections
+    from whyreset.core.connection import EventKind
+
+    path = tmp_path / f"{mix}.pcap"
+    write_capture(path, 6000, seed=5, mix=mix)
+    expected = [
+        (conn.events, conn.orig_states, conn.resp_states, conn.icmp_events) for conn in iter_connections(str(path))
+    ]
+    connections = list(iter_connections(str(path)))
+    for conn in connections[::3]:
+        conn.orig_states  # noqa: B018  (made before compaction: only the events stay deferred)
+    compact_packets(connections[: len(connections) // 2])
+    compact_packets(connections[len(connections) // 2 :][::-1])
+    compact_packets(connections[: len(connections) // 4])
+    made = [(conn.events, conn.orig_states, conn.resp_states, conn.icmp_events) for conn in connections]
+    assert made == expected
+    kinds = {event.kind for events, *_ in expected for event in events}
+    assert {EventKind.FIRST_DATA, EventKind.RST, EventKind.FIN_ACKED} <= kinds
+    assert mix == "web" or EventKind.RETRANSMISSION in kinds
+
+
+def test_compacted_lab_connections_make_the_same_events_and_timelines() -> None:
+    """The same over the lab's real captures (keep-alives, zero windows, ICMP errors, challenge ACKs...), every
+    connection of all of them compacted in one group."""
+    from whyreset.analysis import compact_packets, iter_connections
+    from whyreset.core.connection import EventKind
+
+    root = Path(__file__).parents[2]
+    paths = [*sorted((root / "tests" / "lab" / "corpus").glob("*.pcap")), root / "examples" / "demo.pcap"]
+    expected, connections = [], []
+    for path in paths:
+        expected += [
+            (conn.events, conn.orig_states, conn.resp_states, conn.icmp_events) for conn in iter_connections(str(path))
+        ]
+        connections += list(iter_connections(str(path)))
+    compact_packets(connections)
+    assert [(conn.events, conn.orig_states, conn.resp_states, conn.icmp_events) for conn in connections] == expected
+    kinds = {event.kind for events, *_ in expected for event in events}
+    assert {EventKind.KEEPALIVE_PROBE, EventKind.ICMP_ERROR, EventKind.IDLE_GAP, EventKind.DATA_AFTER_FIN} <= kinds
+
+
 def test_progress_bar_draws_on_a_terminal(mixed_pcap: Path) -> None:
     from rich.console import Console
 

@@ -56,6 +56,7 @@ from whyreset.core.connection import (
     ResetInfo,
     RstAcceptability,
     StateChange,
+    pending_details,
 )
 from whyreset.core.demux import INFERRED_BY, Demux
 from whyreset.core.seqmath import IntArray, group_ids
@@ -1103,8 +1104,8 @@ class LazySource:
     ts: Array
     rel_seq: IntArray
     rel_ack: IntArray
-    flags: IntArray
-    payload: IntArray
+    flags: Array
+    payload: Array
     from_orig: Array
     gap_before_ns: IntArray
     retransmission: Array
@@ -1223,6 +1224,88 @@ class _Details(DeferredDetails):
         if syn < 0 or self.handshake_ack_row < 0 or self.syn_ack_row < 0:
             return None
         return rows.ts[self.handshake_ack_row - self.start] - rows.ts[syn - self.start]
+
+
+def detach_details(connections: Sequence[Connection], columns: Mapping[str, Array], from_orig: Array) -> None:
+    """Point the still-deferred fields of ``connections`` at their own rows, laid out one connection after the
+    other in ``columns`` and ``from_orig`` (a compact copy of their rows, in this order: see
+    `whyreset.analysis.compact_packets`), so that they stop holding the tracker's batch.
+
+    Making the fields instead would also free the batch, but a connection's events and timelines take ~3 kB as
+    Python objects against ~30 bytes per row here: a capture with tens of thousands of abnormal connections
+    waiting for the end of the capture holds them all. The fields made later are the same: the rows carry the
+    same values, only their place changes.
+    """
+    details: list[tuple[int, _Details]] = []  # (the connection's first row in ``columns``, its details)
+    start = 0
+    for conn in connections:
+        pending = pending_details(conn)
+        if isinstance(pending, _Details):
+            details.append((start, pending))
+        start += len(conn.from_orig)
+    if details:
+        _rebase(details, columns, from_orig)
+
+
+def _rebase(details: list[tuple[int, _Details]], columns: Mapping[str, Array], from_orig: Array) -> None:
+    """One `LazySource` over the compact rows for every detail, each renumbered as connection ``i`` of it."""
+    total = len(from_orig)
+    per_row: dict[str, Array] = {name: np.zeros(total, dtype) for name, dtype in _PER_ROW}
+    per_key: dict[str, list[int]] = {name: [] for name in _PER_KEY}
+    row_masks = {name: np.zeros(total, bool) for name in _ROW_LISTS}
+    conn_of_row = np.full(total, len(details), np.int64)  # rows of already-made connections: none of the lists
+    for number, (start, item) in enumerate(details):
+        old, shift = item.source, start - item.start
+        stop = start + item.stop - item.start
+        for name, _ in _PER_ROW:
+            per_row[name][start:stop] = getattr(old, name)[item.start : item.stop]
+        for name in _PER_KEY:
+            values = getattr(old, name)
+            per_key[name] += [row + shift if row >= 0 else -1 for row in values[2 * item.conn : 2 * item.conn + 2]]
+        for name in _ROW_LISTS:
+            row_masks[name][np.asarray(getattr(old, name)[item.conn], np.int64) + shift] = True
+        conn_of_row[start:stop] = number
+    count = len(details)
+    row_lists = {name: rows_by_connection(mask, conn_of_row, count) for name, mask in row_masks.items()}
+    source = LazySource(
+        frame=columns["frame"],
+        ts=columns["ts_ns"],
+        rel_seq=per_row["rel_seq"],
+        rel_ack=per_row["rel_ack"],
+        flags=columns["flags"],
+        payload=columns["payload_len"],
+        from_orig=from_orig,
+        gap_before_ns=per_row["gap_before_ns"],
+        retransmission=per_row["retransmission"],
+        out_of_order=per_row["out_of_order"],
+        first_data_row=per_key["first_data_row"],
+        last_data_row=per_key["last_data_row"],
+        data_after_fin_row=per_key["data_after_fin_row"],
+        first_pure_syn_row=per_key["first_pure_syn_row"],
+        retransmission_rows=row_lists["retransmission_rows"],
+        keepalive_rows=row_lists["keepalive_rows"],
+        zero_window_rows=row_lists["zero_window_rows"],
+        idle_rows=row_lists["idle_rows"],
+    )
+    for number, (start, item) in enumerate(details):
+        shift = start - item.start
+        item.source, item.conn, item.start, item.stop = source, number, start, item.stop + shift
+        item.rows = [row + shift for row in item.rows]
+        item.replies = {mark: row + shift for mark, row in item.replies.items()}
+        item.syn_ack_row = item.syn_ack_row + shift if item.syn_ack_row >= 0 else -1
+        item.handshake_ack_row = item.handshake_ack_row + shift if item.handshake_ack_row >= 0 else -1
+
+
+_PER_ROW = (
+    ("rel_seq", np.dtype(np.int64)),
+    ("rel_ack", np.dtype(np.int64)),
+    ("gap_before_ns", np.dtype(np.int64)),
+    ("retransmission", np.dtype(bool)),
+    ("out_of_order", np.dtype(bool)),
+)
+"""`LazySource`'s per-row arrays that the compact rows of `detach_details` do not hold already."""
+_PER_KEY = ("first_data_row", "last_data_row", "data_after_fin_row", "first_pure_syn_row")
+_ROW_LISTS = ("retransmission_rows", "keepalive_rows", "zero_window_rows", "idle_rows")
 
 
 class _LocalRows:

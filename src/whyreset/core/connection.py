@@ -335,3 +335,12 @@ class _ResolvingSlot:
 
 for _name in DEFERRED_FIELDS:
     setattr(Connection, _name, _ResolvingSlot(_name, _SLOTS[_name]))
+
+
+def pending_details(conn: Connection) -> DeferredDetails | None:
+    """The details a connection's deferred fields are still to be made from (None once all are made)."""
+    for name in DEFERRED_FIELDS:
+        raw = _SLOTS[name].__get__(conn, Connection)
+        if isinstance(raw, Deferred):
+            return raw.details
+    return None
