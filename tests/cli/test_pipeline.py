@@ -173,14 +173,20 @@ def test_compacted_connections_hold_nothing_of_the_tracker_chunk(mixed_pcap: Pat
     import weakref
 
     from whyreset.analysis import compact_packets, iter_connections
+    from whyreset.core.connection import pending_details
 
     connections = list(iter_connections(str(mixed_pcap)))
     frame_column = connections[0].packets["frame"]
     chunk = weakref.ref(frame_column.base if frame_column.base is not None else frame_column)
-    del frame_column
+    details = pending_details(connections[0])
+    assert details is not None
+    batch_source = weakref.ref(details.source.rel_seq)  # type: ignore[attr-defined]  # an array of the batch
+    del frame_column, details
     compact_packets(connections)
     gc.collect()
     assert chunk() is None, "a compacted connection still holds the tracker's chunk"
+    assert batch_source() is None, "a compacted connection's deferred fields still read the tracker's batch"
+    assert all(pending_details(conn) is not None for conn in connections), "compaction made the deferred fields"
     assert [len(conn.packets) for conn in connections] == [8, 2, 5, 5]
 
 
