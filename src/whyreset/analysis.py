@@ -141,8 +141,8 @@ class Diagnoser:
     diagnose: Callable[[Connection, Any], Finding | None]
     """``diagnose(connection, context) -> Finding | None``."""
     context_class: Callable[[], Any]
-    """``DiagnosisContext()``, with ``observe(connection)`` and ``add_icmp(errors)``: the capture-wide context,
-    built as connections stream by."""
+    """``DiagnosisContext()``, with ``observe(connection)``, ``observe_many(connections)`` (the same, for a list at
+    once) and ``add_icmp(errors)``: the capture-wide context, built as connections stream by."""
 
     def new_context(self) -> Any:
         return self.context_class()
@@ -175,7 +175,7 @@ def load_diagnoser() -> tuple[Diagnoser | None, str | None]:
 
 def _observes(context_class: Any) -> bool:
     return callable(context_class) and all(
-        callable(getattr(context_class, name, None)) for name in ("observe", "add_icmp")
+        callable(getattr(context_class, name, None)) for name in ("observe", "observe_many", "add_icmp")
     )
 
 
@@ -442,8 +442,11 @@ class AnalysisStream:
                 context.add_icmp(state.icmp_errors[icmp_folded:])
                 icmp_folded = len(state.icmp_errors)
             waiting: list[Connection] = []
+            if not self._live_mode:  # nobody is diagnosed before the batch is over: fold it in at once
+                context.observe_many(batch)
             for conn in batch:
-                context.observe(conn)
+                if self._live_mode:  # each one against the context up to itself
+                    context.observe(conn)
                 if self._live_mode or not needs_complete_context(conn):
                     yield conn, diagnose(conn, context)
                 else:
