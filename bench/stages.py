@@ -3,11 +3,11 @@
     .venv/bin/python bench/stages.py bench/out/bench.pcap
 
 Stages: read (ingest.iter_capture alone), track (core tracker, reading excluded), context (folding every
-connection into the diagnosis context), diagnose (rules and verdict per connection), timelines (the endpoints'
-state timelines, which the core builds when first read) and records (JSON objects encoded as lines and
-dropped, as the CLI writes them). Each stage's time is its own. Every connection is held in memory
-here (to time the stages apart; the CLI streams them); the cyclic GC is paused as in the CLI. Peak RSS is the
-process's high-water mark at the end.
+connection into the diagnosis context, a feed's connections at once as the stream does), diagnose (rules and
+verdict per connection), timelines (the endpoints' state timelines, which the core builds when first read) and
+records (JSON objects encoded as lines and dropped, as the CLI writes them). Each stage's time is its own. Every
+connection is held in memory here (to time the stages apart; the CLI streams them); the cyclic GC is paused as in
+the CLI. Peak RSS is the process's high-water mark at the end.
 """
 
 from __future__ import annotations
@@ -39,12 +39,13 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     tracker = ConnectionTracker()
-    connections = []
+    batches = []  # the connections each feed finished, as the stream folds them into the context
     icmp_errors = []
     for chunk in iter_capture(path, chunk_records=CHUNK_RECORDS):
         icmp_errors.extend(chunk.icmp_errors)
-        connections.extend(tracker.feed(chunk))
-    connections.extend(tracker.finish())
+        batches.append(tracker.feed(chunk))
+    batches.append(tracker.finish())
+    connections = [conn for batch in batches for conn in batch]
     timings["track"] = time.perf_counter() - started - timings["read"]
 
     diagnoser, warning = load_diagnoser()
@@ -52,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     if diagnoser is not None:
         started = time.perf_counter()
         context = diagnoser.new_context()
-        for conn in connections:
-            context.observe(conn)
+        for batch in batches:
+            context.observe_many(batch)
         context.add_icmp(icmp_errors)
         timings["context"] = time.perf_counter() - started
         started = time.perf_counter()
