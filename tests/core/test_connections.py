@@ -340,6 +340,48 @@ def test_gap_never_filled_is_missed_bytes() -> None:
     assert c.missed_bytes == 100 and "a" in c.history and "G" in c.history
 
 
+def _gaps(acks_per_hole: list[list[int]]) -> Connection:
+    """Client data with a 100-byte hole before each segment; after each segment the server acknowledges the
+    given offsets into the hole (100: the hole and the segment after it, or several steps into it)."""
+    d = Dialogue()
+    d.handshake()
+    base = d.client.nxt
+    for hole, acks in enumerate(acks_per_hole):
+        d.data(CLIENT, 100, seq=base + 200 * hole + 100)
+        for offset in acks:
+            d.segment(SERVER, ACK, ack=base + 200 * hole + offset)
+    return one(d)
+
+
+def test_content_gaps_scaled_history() -> None:
+    """Zeek's G/g on the 1st, 10th, 100th... gap: Zeek's reassembler reports one for every missing range an
+    acknowledgment moves past (TCP_Reassembler::Undelivered)."""
+    nine, ten, twelve = (_gaps([[200]] * count) for count in (9, 10, 12))
+    assert nine.history.count("G") == 1 and nine.missed_bytes == 900
+    assert ten.history.count("G") == 2 and twelve.history.count("G") == 2
+    assert twelve.missed_bytes == 1200
+    assert twelve.history.endswith("G")  # the 11th and 12th gaps add no letter
+    # A hole acknowledged in two steps is two gaps: five such holes are ten.
+    assert _gaps([[50, 200]] * 5).history.count("G") == 2
+    assert _gaps([[50, 200]] * 4 + [[200]]).history.count("G") == 1
+    # One ACK past twelve holes reveals them all at once: both letters at that packet.
+    d = Dialogue()
+    d.handshake()
+    base = d.client.nxt
+    for hole in range(12):
+        d.data(CLIENT, 100, seq=base + 200 * hole + 100)
+    d.ack(SERVER)
+    assert "GG" in one(d).history
+    # The responder's gaps are lower case, the same way.
+    d = Dialogue()
+    d.handshake()
+    base = d.server.nxt
+    for hole in range(10):
+        d.data(SERVER, 100, seq=base + 200 * hole + 100)
+        d.segment(CLIENT, ACK, ack=base + 200 * hole + 200)
+    assert one(d).history.count("g") == 2
+
+
 def test_duplicate_acks() -> None:
     d = Dialogue()
     d.handshake()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from segments import CLIENT, MS, SERVER, Dialogue, S
 from test_property import _table, segment
@@ -284,8 +284,25 @@ def test_open_connections_are_not_reanalysed_at_every_chunk(monkeypatch: pytest.
 # -- the batch shortcuts give what the per-connection reference gives
 
 
+_TEN_GAPS = [
+    (0, 1, 40000, 80, 0x02, 1000, 0, 0, 3, 1000),
+    (1, 0, 80, 40000, 0x12, 5000, 1001, 0, 3, 1000),
+    (0, 1, 40000, 80, 0x10, 1001, 5001, 0, 3, 1000),
+    *(
+        segment
+        for hole in range(10)
+        for segment in (
+            (0, 1, 40000, 80, 0x18, 1101 + 200 * hole, 5001, 100, 3, 1000),
+            (1, 0, 80, 40000, 0x10, 5001, 1201 + 200 * hole, 0, 3, 1000),
+        )
+    ),
+]
+"""A handshake, then ten segments each after a hole the server acknowledges: Zeek's 1st and 10th ``G``."""
+
+
 @settings(max_examples=120, deadline=None)
 @given(st.lists(segment, max_size=40))
+@example(_TEN_GAPS)
 def test_zeek_fields_and_packed_marks_match_the_reference(segments: list[tuple[int, ...]]) -> None:
     """Zeek's fields from the batch shortcuts (no row arrays, or one Python pass for W/T letters) equal the
     reference `summarise` that derives everything from the connection's rows with numpy; the packed marks (and
@@ -309,6 +326,7 @@ def test_zeek_fields_and_packed_marks_match_the_reference(segments: list[tuple[i
         start, stop = batch.starts_list[conn], batch.stops_list[conn]
         window = slice(start, stop)
         gap = batch.analysis.first_gap_ack_row
+        later = batch.analysis.later_gap_ack_rows
         reference = summarise(
             ZeekRows(
                 flags=batch.flags[window],
@@ -321,6 +339,8 @@ def test_zeek_fields_and_packed_marks_match_the_reference(segments: list[tuple[i
                 first_gap_row_orig=int(gap[2 * conn]) - start if gap[2 * conn] >= 0 else -1,
                 first_gap_row_resp=int(gap[2 * conn + 1]) - start if gap[2 * conn + 1] >= 0 else -1,
                 missed_bytes=0,
+                later_gap_rows_orig=tuple(row - start for row in later.get(2 * conn, ())),
+                later_gap_rows_resp=tuple(row - start for row in later.get(2 * conn + 1, ())),
             )
         )
         built = by_first_frame[batch.frame_list[start]]

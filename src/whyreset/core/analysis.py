@@ -72,6 +72,9 @@ class BatchAnalysis:
     """Per direction group: sequence space in holes never filled that the peer acknowledged (missed_bytes)."""
     first_gap_ack_row: IntArray
     """Per direction group: row (connection order) of the first peer ACK that revealed a hole, or -1."""
+    later_gap_ack_rows: dict[int, tuple[int, ...]]
+    """Per direction group with ten content gaps or more: the rows of the peer ACKs that revealed the 10th,
+    100th, 1000th... (Zeek's ``G``/``g`` letters after the first, see `_missed_bytes`)."""
 
 
 def analyse(table: PacketTable, demux: Demux, *, grouped: bool = False) -> BatchAnalysis:
@@ -142,7 +145,9 @@ def analyse(table: PacketTable, demux: Demux, *, grouped: bool = False) -> Batch
     if n > 1:
         gap[1:] = ts[1:] - ts[:-1]
     gap[starts] = 0
-    missed, gap_rows = _missed_bytes(holes, rel_ack[inverse], rows["flags"], conn, from_orig, len(starts), n)
+    missed, gap_rows, later_gap_rows = _missed_bytes(
+        holes, rel_ack[inverse], rows["flags"], conn, from_orig, len(starts), n
+    )
     return BatchAnalysis(
         table=rows,
         starts=starts,
@@ -161,6 +166,7 @@ def analyse(table: PacketTable, demux: Demux, *, grouped: bool = False) -> Batch
         isn_abs=isn_abs_by_group,
         holes_missed=missed,
         first_gap_ack_row=gap_rows,
+        later_gap_ack_rows=later_gap_rows,
     )
 
 
@@ -247,12 +253,19 @@ def _missed_bytes(
     from_orig: Array,
     connections: int,
     n: int,
-) -> tuple[IntArray, IntArray]:
-    """Zeek's content gaps: hole bytes the peer acknowledged although the capture never saw them."""
+) -> tuple[IntArray, IntArray, dict[int, tuple[int, ...]]]:
+    """Zeek's content gaps: hole bytes the peer acknowledged although the capture never saw them; per direction,
+    the row of the first gap and those of the 10th, 100th... (Zeek's scaled ``G``/``g`` letters).
+
+    Zeek's reassembler reports a gap (`TCP_Reassembler::Undelivered`) for every missing range an acknowledgment
+    moves past: each hole the new highest ACK reaches, and again for the rest of a hole an earlier ACK reached
+    only part of. So an ACK that raises the highest acknowledgment from ``before`` to ``after`` reveals the holes
+    ``[lo, hi)`` with ``lo < after`` and ``hi > before``."""
     missed = np.zeros(2 * connections, np.int64)
     first_rows = np.full(2 * connections, -1, np.int64)
+    later_rows: dict[int, tuple[int, ...]] = {}
     if not any(holes.values()):
-        return missed, first_rows
+        return missed, first_rows, later_rows
     has_ack = (flags & ACK) != 0
     for key, open_holes in holes.items():
         if not open_holes:
@@ -264,8 +277,24 @@ def _missed_bytes(
         acks = np.maximum.accumulate(rel_ack[peer_rows])
         top = int(acks[-1])
         missed[key] = sum(max(0, min(hi, top) - lo) for lo, hi in open_holes)
-        first_hole = min(lo for lo, _ in open_holes)
-        reveal = int(np.searchsorted(acks, first_hole + 1))
-        if reveal < len(peer_rows):
-            first_rows[key] = int(peer_rows[reveal])
-    return missed, first_rows
+        gap_rows = _gap_rows(sorted(open_holes), acks, peer_rows)
+        if gap_rows:
+            first_rows[key] = gap_rows[0]
+        if len(gap_rows) > 1:
+            later_rows[key] = tuple(gap_rows[1:])
+    return missed, first_rows, later_rows
+
+
+def _gap_rows(holes: list[tuple[int, int]], acks: IntArray, rows: IntArray) -> list[int]:
+    """The rows at which the 1st, 10th, 100th... gap is revealed (``acks``: the running highest ACK at each of
+    the peer's ``rows``; ``holes``: sorted, disjoint ``[lo, hi)`` ranges)."""
+    before = np.concatenate(([np.iinfo(np.int64).min], acks[:-1]))
+    raised = acks > before
+    lows = np.array([lo for lo, _ in holes], np.int64)
+    highs = np.array([hi for _, hi in holes], np.int64)
+    # Holes reached so far, minus those passed entirely before this ACK: the holes this ACK moves into.
+    revealed = np.searchsorted(lows, acks, side="left") - np.searchsorted(highs, before, side="right")
+    total = np.cumsum(np.where(raised, np.maximum(revealed, 0), 0))
+    thresholds = [10**power for power in range(len(str(int(total[-1])))) if 10**power <= total[-1]]
+    picked: list[int] = rows[np.searchsorted(total, thresholds, side="left")].tolist()
+    return picked

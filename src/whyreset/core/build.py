@@ -758,13 +758,17 @@ def _zeek_summary(batch: Batch, conn: int, start: int, stop: int, first_from_ori
     shape = index.zeek_shapes[lo:hi]
     fed_rows = batch.zeek_fed_local[lo:hi]
     sizes = ((own_orig, own_resp), (acked_orig, acked_resp))
-    if not index.zeek_bulk_candidates[conn]:
+    later = batch.analysis.later_gap_ack_rows
+    later_orig, later_resp = (later.get(2 * conn, ()), later.get(2 * conn + 1, ())) if later else ((), ())
+    if not index.zeek_bulk_candidates[conn] and not (later_orig or later_resp):
         return summarise_plain(shape, load_fed, fed_rows, letter_rows, *sizes, not first_from_orig, missed)
     gaps = []
     if (gap_orig := letter_rows[4]) >= 0:
         gaps.append((gap_orig, 3, "G"))
     if (gap_resp := letter_rows[5]) >= 0:
         gaps.append((gap_resp, 3, "g"))
+    gaps += [(row - start, 3, "G") for row in later_orig]  # the 10th, 100th... gap (Zeek's scaled letters)
+    gaps += [(row - start, 3, "g") for row in later_resp]
     rows = PlainRows(
         batch.fo[start:stop].tolist(),
         batch.flags[start:stop].tolist(),

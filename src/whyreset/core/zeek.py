@@ -2,29 +2,23 @@
 plus the Community ID (v1) and a Zeek-like ``uid``.
 
 Sources mirrored (Zeek 6/7): ``scripts/base/protocols/conn/main.zeek`` (``conn_state``: the ordered decision
-below),
-``src/packet_analysis/protocol/tcp/TCPSessionAdapter.cc`` (endpoint states, ``update_history``,
-``update_window``,
-``update_last_seq``), ``src/analyzer/protocol/tcp/TCP_Endpoint.cc`` (``Size``, ``DidRxmit``, ``ZeroWindow``,
-``Gap``)
-and ``src/Conn.cc`` (``CheckHistory``, ``ScaledHistoryEntry``, ``FlipRoles`` adding ``^``).
+below), ``src/packet_analysis/protocol/tcp/TCPSessionAdapter.cc`` (endpoint states, ``update_history``,
+``update_window``, ``update_last_seq``), ``src/analyzer/protocol/tcp/TCP_Endpoint.cc`` (``Size``, ``DidRxmit``,
+``ZeroWindow``, ``Gap``), ``src/analyzer/protocol/tcp/TCP_Reassembler.cc`` (``Undelivered``: when a gap is
+reported) and ``src/Conn.cc`` (``CheckHistory``, ``ScaledHistoryEntry``, ``FlipRoles`` adding ``^``).
 
-Zeek's endpoint states (INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET) only change on
-the
-first packets of an endpoint and on SYN/FIN/RST, so `ZeekEmulator` runs on those rows only; the letters that
-depend on
-bulk rows (``D A T W G``) are found with numpy and merged in packet order. History letters: upper case for the
-originator; ``S H F R`` are repeated when their sequence number changes; ``A D I Q`` once per direction; ``T W
-G``
-on the 1st, 10th, 100th... occurrence (``C``, bad checksums, is never produced: the packet table carries no
-checksum
-verdict).
+Zeek's endpoint states (INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET) only change on the
+first packets of an endpoint and on SYN/FIN/RST, so `ZeekEmulator` runs on those rows only; the letters that depend
+on bulk rows (``D A T W G``) are found with numpy and merged in packet order. History letters: upper case for the
+originator; ``S H F R`` are repeated when their sequence number changes; ``A D I Q`` once per direction; ``T W G``
+on the 1st, 10th, 100th... occurrence, a ``G`` for every missing range an acknowledgment moves past (as Zeek's
+reassembler reports gaps; `whyreset.core.analysis`). ``C``, bad checksums, is never produced: the packet table
+carries no checksum verdict.
 
-Known differences, kept small on purpose: Zeek's originator is the first packet's sender unless that packet is
-a
-SYN-ACK; ours follows `Connection.orig_inferred_by`, and ``^`` is prepended whenever our originator did not
-send the
-first packet. ``g`` marks only the first content gap per direction (Zeek counts gaps seen by its reassembler).
+Known differences, kept small on purpose: Zeek's originator is the first packet's sender unless that packet is a
+SYN-ACK; ours follows `Connection.orig_inferred_by`, and ``^`` is prepended whenever our originator did not send
+the first packet. Gaps are counted in any state, where Zeek counts them only while both endpoints are established
+or closing cleanly.
 """
 
 from __future__ import annotations
@@ -262,6 +256,9 @@ class ZeekRows:
     missed_bytes: int
     shortcut: ZeekShortcut | None = None
     """Facts the batch already computed; without it everything is derived from the rows (slower)."""
+    later_gap_rows_orig: tuple[int, ...] = ()
+    """Rows of the peer ACKs that revealed the originator's 10th, 100th... content gap."""
+    later_gap_rows_resp: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,7 +562,8 @@ def _letter_rows(letters: list[tuple[int, int, str]]) -> tuple[int, int, int, in
 def summarise(rows: ZeekRows) -> ZeekSummary:
     """Run the emulator over the state-changing rows and merge in the bulk letters."""
     shortcut = rows.shortcut
-    if shortcut is not None and not shortcut.bulk_candidates:
+    later_gaps = rows.later_gap_rows_orig or rows.later_gap_rows_resp
+    if shortcut is not None and not shortcut.bulk_candidates and not later_gaps:
         return summarise_plain(
             shortcut.shape,
             shortcut.load_fed,
@@ -658,6 +656,8 @@ def _gap_letters(rows: ZeekRows) -> list[tuple[int, int, str]]:
         letters.append((rows.first_gap_row_orig, 3, "G"))
     if rows.first_gap_row_resp >= 0:
         letters.append((rows.first_gap_row_resp, 3, "g"))
+    letters += [(row, 3, "G") for row in rows.later_gap_rows_orig]
+    letters += [(row, 3, "g") for row in rows.later_gap_rows_resp]
     return letters
 
 
