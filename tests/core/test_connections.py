@@ -87,6 +87,38 @@ def test_refused() -> None:
     assert reset.receiver_state is TcpState.SYN_SENT and reset.sender_state is TcpState.CLOSED
     assert c.final_state(Side.ORIG) is TcpState.CLOSED
     assert c.states(Side.RESP)[0].state is TcpState.CLOSED
+    # The responder never sent a SYN: its ISN is unknown, so is the RST's relative sequence number.
+    assert c.orig.isn == 1000 and c.resp.isn is None and reset.rel_seq is None
+
+
+def test_isn_at_the_top_of_the_sequence_space_is_an_isn() -> None:
+    """An ISN of 2**32 - 1 is a valid ISN, not the "no SYN" marker (the sequence space wraps after it)."""
+    d = Dialogue(client=Endpoint("10.0.0.1", 40000, 2**32 - 1))
+    d.handshake()
+    d.data(CLIENT, 100)
+    d.ack(SERVER)
+    d.rst(CLIENT, with_ack=True)
+    c = one(d)
+    assert c.orig.isn == 2**32 - 1 and c.orig.data_bytes == 100 and c.orig.bytes_acked == 100
+    reset = c.first_reset
+    assert reset is not None and reset.rel_seq == 101
+
+
+def test_scaled_windows() -> None:
+    """Each side's windows are shifted by the scale it announced (RFC 7323), SYNs' own windows never; without
+    both SYNs the scale is unknown and the raw field is given."""
+    d = Dialogue(server=Endpoint("10.0.0.2", 80, 5000, window=300, wscale=20))  # 20: used as 14
+    d.handshake()
+    d.data(CLIENT, 100)
+    d.ack(SERVER)
+    c = one(d)
+    assert c.window_scale_known
+    assert c.scaled_windows().tolist() == [502, 300, 502 << 7, 502 << 7, 300 << 14]
+    d = Dialogue()
+    d.data(CLIENT, 100)
+    d.ack(SERVER)
+    c = one(d)
+    assert not c.window_scale_known and c.scaled_windows().tolist() == [502, 502]
 
 
 def test_refused_with_wrong_ack_is_not_accepted() -> None:

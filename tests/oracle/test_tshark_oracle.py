@@ -21,6 +21,7 @@ from tshark_oracle import (
     split_endpoint,
     tshark_conversations,
     tshark_stream_counts,
+    tshark_windows,
 )
 
 from whyreset.analysis import analyze
@@ -150,3 +151,33 @@ def test_generated_mix_counts_match_tshark(tmp_path: Path, mix: str) -> None:
     path = tmp_path / "mix.pcap"
     write_capture(path, 5000, seed=3, mix=mix)
     assert_agrees_with_tshark(path)
+
+
+LAB_CORPUS = sorted((Path(__file__).parents[1] / "lab" / "corpus").glob("*.pcap"))
+
+
+@pytest.mark.oracle
+@needs_tshark
+def test_scaled_windows_match_tshark() -> None:
+    """`Connection.scaled_windows` against Wireshark's calculated window (``tcp.window_size``), frame by frame,
+    on the lab's real captures and the shared corpus.
+
+    Where whyreset knows both SYNs, the values are equal. Without both SYNs whyreset gives the raw field;
+    Wireshark then guesses: with only one side's SYN seen (an asymmetric capture) it applies that side's scale
+    as if the unseen answer had agreed, so those frames are not compared."""
+    compared = 0
+    for path in [*LAB_CORPUS, *CORPUS_FILES]:
+        theirs = tshark_windows(str(path))
+        for conn in analyze(str(path), diagnose=False).connections:
+            frames = conn.packets["frame"].tolist()
+            ours = conn.scaled_windows().tolist()
+            raw = conn.packets["window"].tolist()
+            for frame, window, field in zip(frames, ours, raw, strict=True):
+                if frame not in theirs:
+                    continue
+                if conn.window_scale_known:
+                    assert window == theirs[frame], f"{path.name} frame {frame}: ours {window}, tshark {theirs[frame]}"
+                    compared += 1
+                else:
+                    assert window == field
+    assert compared > 10_000

@@ -171,6 +171,17 @@ def tshark_stream_counts(path: str) -> tuple[dict[TupleKey, TupleCounts], int]:
     return dict(counts), sum(len(ids) for ids in streams.values())
 
 
+def tshark_windows(path: str) -> dict[int, int]:
+    """Wireshark's calculated window (``tcp.window_size``) of every TCP frame, by frame number."""
+    lines = tshark("-r", path, "-Y", "tcp", "-T", "fields", "-e", "frame.number", "-e", "tcp.window_size")
+    windows = {}
+    for line in lines.splitlines():
+        frame, _, window = line.partition("\t")
+        if window:  # an ICMP error quoting TCP shows the quoted header's: whyreset has no such row to compare
+            windows[int(frame)] = int(window.split(",")[0])
+    return windows
+
+
 def _frames_malformed_in_tcp(path: str) -> set[int]:
     """Frames whose TCP header dissection failed ("[Malformed Packet: TCP]"), not a reassembly above it."""
     lines = tshark("-r", path, "-Y", "_ws.malformed", "-T", "fields", "-e", "frame.number", "-e", "_ws.malformed")

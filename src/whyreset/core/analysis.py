@@ -108,7 +108,9 @@ def analyse(table: PacketTable, demux: Demux, *, grouped: bool = False) -> Batch
 
     isn_abs_by_group = np.full(2 * len(starts), -1, np.int64)
     isn_raw_group = np.full(2 * len(starts), -1, np.int64)
-    isn_abs_by_group[group_of_dstart] = np.where(first_syn >= 0, rows["seq"][by_dir][np.maximum(first_syn, 0)], -1)
+    # int64 before the -1: np.where(uint32, -1) casts the -1 to 4294967295 (NumPy 2), a plausible ISN.
+    syn_seq = rows["seq"][by_dir][np.maximum(first_syn, 0)].astype(np.int64)
+    isn_abs_by_group[group_of_dstart] = np.where(first_syn >= 0, syn_seq, -1)
     isn_raw_group[group_of_dstart] = (rows["seq"][by_dir][dstarts].astype(np.int64) - seq_u[dstarts] + isn_u) % (
         1 << 32
     )

@@ -11,8 +11,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+
 from whyreset.ids import Outcome, Side, TcpState
-from whyreset.model import Array, IcmpError, PacketTable
+from whyreset.model import SYN, Array, IcmpError, PacketTable
+
+MAX_WINDOW_SHIFT = 14
+"""RFC 7323 2.3: a shift count above 14 is used as 14."""
 
 
 class RstAcceptability(StrEnum):
@@ -268,6 +273,24 @@ class Connection:
     @property
     def first_reset(self) -> ResetInfo | None:
         return self.resets[0] if self.resets else None
+
+    @property
+    def window_scale_known(self) -> bool:
+        """Whether both SYNs were captured, so each side's window scale is known (RFC 7323: none when either
+        SYN lacks the option)."""
+        return self.orig.isn is not None and self.resp.isn is not None
+
+    def scaled_windows(self) -> Array:
+        """Each segment's receive window in bytes, in `packets` order: the window field shifted by its sender's
+        window scale (RFC 7323 2.3: the shift count a side announced in its SYN scales the windows it sends,
+        once both SYNs carried the option; capped at 14). A SYN's own window is never scaled. When a SYN was
+        not captured (`window_scale_known` is False) the raw field is returned: the scale cannot be told."""
+        windows = self.packets["window"].astype(np.int64)
+        orig_shift, resp_shift = self.orig.wscale, self.resp.wscale
+        if not self.window_scale_known or orig_shift is None or resp_shift is None:
+            return windows
+        shift = np.where(self.from_orig, min(orig_shift, MAX_WINDOW_SHIFT), min(resp_shift, MAX_WINDOW_SHIFT))
+        return np.where((self.packets["flags"] & SYN) != 0, windows, windows << shift)
 
 
 class DeferredDetails:
