@@ -203,12 +203,19 @@ class IcmpError:
     """Source address of the quoted (offending) TCP segment."""
     quoted_dst: str
     """Destination address of the quoted TCP segment."""
-    quoted_sport: int
-    """Source port of the quoted TCP segment."""
+    quoted_sport: int | None
+    """Source port of the quoted TCP segment; None when the input does not show it (tcpdump text without -v,
+    and every ICMPv6 error in text, name only the destination address and port): such an error is linked to
+    every connection from ``quoted_src`` to ``quoted_dst:quoted_dport`` open at its time."""
     quoted_dport: int
     """Destination port of the quoted TCP segment."""
     quoted_seq: int | None
     """Sequence number of the quoted segment, when the quote is long enough to carry it."""
+
+
+ICMP_UNPORTED_SLACK_NS = 3 * 1_000_000_000
+"""An ICMP error whose quote shows no source port (`IcmpError.quoted_sport` None) answers one of its victim's
+packets within a round trip: a connection that ended longer ago than this before the error is not its victim."""
 
 
 @dataclass(slots=True)

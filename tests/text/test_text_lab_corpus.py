@@ -35,8 +35,9 @@ NEEDS_VERBOSE = {
 }
 ALWAYS_LACKING = {
     "icmp_unreachable.": (
-        "do not show the quoted TCP source port",
-        "an ICMP error is tied to its connection by the quoted source port: printed only with -v, never for ICMPv6",
+        "naming no TCP port",
+        "an ICMP error is tied to its connection by its quote (printed only with -v, never for ICMPv6) or at least "
+        "the port it names (port unreachable): a host unreachable or an ICMPv6 prohibited without either is not",
     ),
 }
 

@@ -1387,9 +1387,9 @@ def _icmp_events(errors: Sequence[IcmpError], orig_h: str, orig_p: int, resp_h: 
     events = []
     for error in errors:
         quoted = (error.quoted_src, error.quoted_sport, error.quoted_dst, error.quoted_dport)
-        if quoted == (orig_h, orig_p, resp_h, resp_p):
+        if quoted in ((orig_h, orig_p, resp_h, resp_p), (orig_h, None, resp_h, resp_p)):
             victim = Side.ORIG
-        elif quoted == (resp_h, resp_p, orig_h, orig_p):
+        elif quoted in ((resp_h, resp_p, orig_h, orig_p), (resp_h, None, orig_h, orig_p)):
             victim = Side.RESP
         else:
             continue
@@ -1409,6 +1409,7 @@ def _icmp_events(errors: Sequence[IcmpError], orig_h: str, orig_p: int, resp_h: 
                     "ttl": error.ttl,
                     "quoted_sender": victim.value,
                     "quoted_seq": error.quoted_seq,
+                    **({} if error.quoted_sport is not None else {"quoted_sport_shown": False}),
                 },
             )
         )

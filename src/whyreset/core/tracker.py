@@ -38,17 +38,29 @@ from whyreset.core.connection import Connection
 from whyreset.core.demux import DEFAULT_REUSE_GAP_NS, Demux, canonical_sides, demultiplex
 from whyreset.core.seqmath import IntArray
 from whyreset.ids import Outcome
-from whyreset.model import FIN, RST, Array, Capture, IcmpError, PacketTable, ReadReport, format_addr
+from whyreset.model import (
+    FIN,
+    ICMP_UNPORTED_SLACK_NS,
+    RST,
+    Array,
+    Capture,
+    IcmpError,
+    PacketTable,
+    ReadReport,
+    format_addr,
+)
 
 DEFAULT_IDLE_TIMEOUT_NS = 300 * 1_000_000_000
 DEFAULT_CLOSE_LINGER_NS = 5 * 1_000_000_000
 ICMP_MATCH_SLACK_NS = 60 * 1_000_000_000
+
 """An ICMP error is attached to a connection when it falls between its first packet and last + this."""
 
 BATCH_ROWS = 16384
 """Connections over in a feed are rebuilt in batches of about this many rows (memory follows the batch)."""
 
-FourTuple = tuple[str, int, str, int]
+FourTuple = tuple[str, int | None, str, int]
+"""(src, sport, dst, dport) of an ICMP error's quoted segment; sport None when the input did not show it."""
 
 
 class ConnectionTracker:
@@ -236,7 +248,11 @@ class ConnectionTracker:
         dst = format_addr(table["dst_hi"][row], table["dst_lo"][row])
         sport, dport = int(table["sport"][row]), int(table["dport"][row])
         errors = self._icmp.get((src, sport, dst, dport), []) + self._icmp.get((dst, dport, src, sport), [])
-        return [e for e in errors if first_ts <= e.ts_ns <= last_ts + ICMP_MATCH_SLACK_NS]
+        matched = [e for e in errors if first_ts <= e.ts_ns <= last_ts + ICMP_MATCH_SLACK_NS]
+        # Errors whose quote shows no source port: any connection between those endpoints open at the time.
+        unported = self._icmp.get((src, None, dst, dport), []) + self._icmp.get((dst, None, src, sport), [])
+        matched += [e for e in unported if first_ts <= e.ts_ns <= last_ts + ICMP_UNPORTED_SLACK_NS]
+        return sorted(matched, key=lambda e: e.frame) if unported else matched
 
     def _forget_old(self, now: int) -> None:
         horizon = now - self.idle_timeout_ns - ICMP_MATCH_SLACK_NS

@@ -31,7 +31,7 @@ import numpy as np
 from whyreset.core.connection import Connection, EventKind
 from whyreset.diagnose.facts import row_range
 from whyreset.ids import Side
-from whyreset.model import ACK, FIN, RST, SYN, Array, IcmpError
+from whyreset.model import ACK, FIN, ICMP_UNPORTED_SLACK_NS, RST, SYN, Array, IcmpError
 
 Endpoint = tuple[str, int]
 _FIELDS = attrgetter("orig_h", "resp_h", "resp_p", "packets", "resets", "icmp_errors", "established")
@@ -75,8 +75,8 @@ class DiagnosisContext:
     """server endpoint -> timestamps of RSTs that answered a SYN (connection refused), sorted."""
     silent_resets: dict[Endpoint, list[ServerReset]] = field(default_factory=dict)
     """server endpoint -> connections it reset after the handshake without sending data, by time."""
-    icmp_by_flow: dict[tuple[str, int, str, int], list[IcmpError]] = field(default_factory=dict)
-    """(quoted src, sport, dst, dport) -> ICMP errors quoting that flow."""
+    icmp_by_flow: dict[tuple[str, int | None, str, int], list[IcmpError]] = field(default_factory=dict)
+    """(quoted src, sport, dst, dport) -> ICMP errors quoting that flow (sport None: not shown by the input)."""
     first_ts_ns: int | None = None
     last_ts_ns: int | None = None
     connections: int = 0
@@ -258,7 +258,8 @@ class DiagnosisContext:
                 continue
             detail = event.detail
             quoted_side = Side(str(detail.get("quoted_sender", "orig")))
-            (src, sport), (dst, dport) = conn.address(quoted_side), conn.address(quoted_side.other)
+            (src, port), (dst, dport) = conn.address(quoted_side), conn.address(quoted_side.other)
+            sport = port if detail.get("quoted_sport_shown", True) else None
             key = (src, sport, dst, dport)
             known = self.icmp_by_flow.setdefault(key, [])
             if any(e.frame == event.frame for e in known):
@@ -313,8 +314,15 @@ class DiagnosisContext:
         forward = self.icmp_by_flow.get((conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p), [])
         backward = self.icmp_by_flow.get((conn.resp_h, conn.resp_p, conn.orig_h, conn.orig_p), [])
         window_start = conn.ts_first_ns - 1_000_000_000
-        matched = [e for e in (*forward, *backward) if e.ts_ns >= window_start]
-        return sorted(matched, key=lambda e: e.frame)
+        matched = {e.frame: e for e in (*forward, *backward) if e.ts_ns >= window_start}
+        # Errors that do not show the quoted source port: those sent while this connection was open.
+        unported = (
+            *self.icmp_by_flow.get((conn.orig_h, None, conn.resp_h, conn.resp_p), ()),
+            *self.icmp_by_flow.get((conn.resp_h, None, conn.orig_h, conn.orig_p), ()),
+        )
+        window_end = conn.ts_last_ns + ICMP_UNPORTED_SLACK_NS
+        matched.update({e.frame: e for e in unported if conn.ts_first_ns <= e.ts_ns <= window_end})
+        return sorted(matched.values(), key=lambda e: e.frame)
 
     def listened(self, server: Endpoint) -> bool:
         return bool(self.listening.get(server))

@@ -72,8 +72,12 @@ LIMIT_CHECKSUM_OFFLOAD = (
     "(checksum offload), not an error"
 )
 LIMIT_ICMP_UNQUOTED = (
-    "ICMP errors printed without -v (and every ICMPv6 error) do not show the quoted TCP source port: "
-    "not linked"
+    "ICMP errors printed without their quoted segment and naming no TCP port (host or network unreachable "
+    "without -v, ICMPv6 other than port unreachable): counted, not linked to a connection"
+)
+LIMIT_ICMP_UNPORTED = (
+    "ICMP errors printed without their quoted segment (without -v, and every ICMPv6 error) name only the "
+    "destination port: each is linked to the connections from that host to that port open at its time"
 )
 
 
@@ -153,6 +157,8 @@ class _TextReader:
         elif isinstance(parsed, IcmpFields):
             if parsed.quoted is not None:
                 parsed.quoted.run = self.counts.runs
+                if not parsed.quoted.sport:
+                    self._note(LIMIT_ICMP_UNPORTED)
             self.report.non_tcp += 1
             self.icmp.append((self.frame, parsed))
         else:
@@ -307,7 +313,7 @@ class _TextReader:
             icmp_code=error.icmp_code,
             quoted_src=format_addr(*self.names.host(quoted.src, ip_version)),
             quoted_dst=format_addr(*self.names.host(quoted.dst, ip_version)),
-            quoted_sport=self.names.port(quoted.sport),
+            quoted_sport=self.names.port(quoted.sport) if quoted.sport else None,
             quoted_dport=self.names.port(quoted.dport),
             quoted_seq=quoted.seq,
         )

@@ -96,11 +96,13 @@ def icmp_unreachable(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate |
     established = bool(_synacks(f))
     reporter = "the server host itself" if first.reporter == f.conn.resp_h else f"router/firewall {first.reporter}"
     errno = errno_for_icmp(first.ip_version, first.icmp_type, first.icmp_code)
+    sport = first.quoted_sport if first.quoted_sport is not None else "?"
+    unported = " (the input shows no source port: matched by addresses, port and time)" if sport == "?" else ""
     evidence = [
         EvidenceItem(
             f"ICMP{'v6' if first.ip_version == 6 else ''} type {first.icmp_type} code "
             f"{first.icmp_code} from {first.reporter} (TTL {first.ttl}) quoting "
-            f"{first.quoted_src}:{first.quoted_sport} > {first.quoted_dst}:{first.quoted_dport}",
+            f"{first.quoted_src}:{sport} > {first.quoted_dst}:{first.quoted_dport}{unported}",
             frame=first.frame,
             ts_ns=first.ts_ns,
             data={"type": first.icmp_type, "code": first.icmp_code},

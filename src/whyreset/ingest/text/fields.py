@@ -139,7 +139,8 @@ class NotTcp:
     """True for IP packets that are not TCP (UDP, ICMP...), False for non-IP frames (ARP, LLDP...)."""
     fragment: bool = False
     unquoted_icmp: bool = False
-    """An ICMP error about TCP printed without its quoted segment (no -v): not linkable to a connection."""
+    """An ICMP error printed without its quoted segment or a destination port (a host or network unreachable
+    without -v, an ICMPv6 prohibited): it may concern TCP, and cannot be linked to a connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,9 +542,9 @@ def _parse_icmp(record: Record, ip_version: int, header: str, src: str, dst: str
         kind = (3, 0)
     if kind is None:
         return NotTcp(ip=True)
-    quoted = _parse_quoted(record, body)
-    if quoted is None:
-        return NotTcp(ip=True, unquoted_icmp=" tcp port " in body or " tcp " in body)
+    quoted = _parse_quoted(record, body) or _unported_quote(record.line_no, dst, body)
+    if quoted is None:  # tcpdump names neither the quoted protocol nor its ports: it may concern TCP
+        return NotTcp(ip=True, unquoted_icmp=True)
     time_kind, time_value = _parse_time(record)
     ttl = _TTL_RE.search(header) if header else None
     return IcmpFields(
@@ -585,6 +586,23 @@ def _parse_quoted(record: Record, body: str) -> TcpFields | None:
         segment.quoted = True
         return segment
     return None
+
+
+def _unported_quote(line_no: int, icmp_dst: str, body: str) -> TcpFields | None:
+    """What an ICMP error printed without its quote tells of the segment it answers: ``ADDR tcp port PORT`` (a
+    port unreachable without -v, any ICMPv6 destination unreachable) names its destination; its sender is the
+    host the error was sent to; its source port is not shown (``sport`` empty)."""
+    match = _UNPORTED_RE.search(body)
+    if match is None:
+        return None
+    segment = _bare_segment(line_no)
+    segment.src, segment.sport = icmp_dst, ""
+    segment.dst, segment.dport = match["addr"], match["port"]
+    segment.quoted = True
+    return segment
+
+
+_UNPORTED_RE = re.compile(r"(?:^|[\s,])(?P<addr>[^\s,]+) tcp port (?P<port>[\w-]+)")
 
 
 def _bare_segment(line_no: int) -> TcpFields:
