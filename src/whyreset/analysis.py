@@ -35,7 +35,7 @@ from whyreset.diagnose.finding import Finding
 from whyreset.errors import CaptureError, UnknownFormatError, UnsupportedLinkTypeError
 from whyreset.forkmap import map_in_halves
 from whyreset.ids import Outcome
-from whyreset.model import Capture, IcmpError, LazyRows, ReadReport
+from whyreset.model import Array, Capture, IcmpError, LazyRows, ReadReport
 from whyreset.report.jsonout import JsonRecord, connection_record, is_abnormal
 
 Source = str | os.PathLike[str] | IO[bytes]
@@ -485,12 +485,18 @@ def compact_packets(connections: list[Connection]) -> list[Connection]:
     so the fields are swapped in place (``object.__setattr__``, as frozen dataclasses do in
     ``__post_init__``): ``dataclasses.replace`` would cost more than the copy.
     """
-    from whyreset.core.build import detach_details
+    from whyreset.core.build import detach_details, gather_plan
 
     if not connections:
         return connections
-    tables = [conn.packets.columns for conn in connections]
-    columns = {name: np.concatenate([table[name] for table in tables]) for name in tables[0]}
+    ranges = [conn.packets.row_range() for conn in connections]
+    sizes = np.fromiter((stop - start for _, start, stop in ranges), np.int64, len(ranges))
+    plan = gather_plan(ranges, np.cumsum(sizes) - sizes)  # one gather per column and chunk, not per connection
+    columns: dict[str, Array] = {}
+    for name, column in ranges[0][0].items():
+        columns[name] = np.empty((int(sizes.sum()), *column.shape[1:]), column.dtype)
+        for table, _, rows, places in plan:
+            columns[name][places] = table[name][rows]
     from_orig = np.concatenate([conn.from_orig for conn in connections])
     detach_details(connections, columns, from_orig)
     start = 0

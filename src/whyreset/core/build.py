@@ -1252,24 +1252,37 @@ def detach_details(connections: Sequence[Connection], columns: Mapping[str, Arra
 
 
 def _rebase(details: list[tuple[int, _Details]], columns: Mapping[str, Array], from_orig: Array) -> None:
-    """One `LazySource` over the compact rows for every detail, each renumbered as connection ``i`` of it."""
-    total = len(from_orig)
+    """One `LazySource` over the compact rows for every detail, each renumbered as connection ``i`` of it.
+
+    The details come from a few batches (`LazySource`s): each batch's rows, per-key rows and row lists move with
+    a few numpy calls per field, not per connection."""
+    total, count = len(from_orig), len(details)
     per_row: dict[str, Array] = {name: np.zeros(total, dtype) for name, dtype in _PER_ROW}
-    per_key: dict[str, list[int]] = {name: [] for name in _PER_KEY}
+    per_key = {name: np.full(2 * count, -1, np.int64) for name in _PER_KEY}
     row_masks = {name: np.zeros(total, bool) for name in _ROW_LISTS}
-    conn_of_row = np.full(total, len(details), np.int64)  # rows of already-made connections: none of the lists
-    for number, (start, item) in enumerate(details):
-        old, shift = item.source, start - item.start
-        stop = start + item.stop - item.start
+    conn_of_row = np.full(total, count, np.int64)  # rows of connections already made: in none of the lists
+    new_starts = np.fromiter((start for start, _ in details), np.int64, count)
+    old_starts = np.fromiter((item.start for _, item in details), np.int64, count)
+    old_conns = np.fromiter((item.conn for _, item in details), np.int64, count)
+    sizes = np.fromiter((item.stop - item.start for _, item in details), np.int64, count)
+    shifts = new_starts - old_starts
+    ranges = [(item.source, item.start, item.stop) for _, item in details]
+    for old, numbers, src, dst in gather_plan(ranges, new_starts):
         for name, _ in _PER_ROW:
-            per_row[name][start:stop] = getattr(old, name)[item.start : item.stop]
+            per_row[name][dst] = getattr(old, name)[src]
+        conn_of_row[dst] = np.repeat(numbers, sizes[numbers])
+        keys = np.stack([2 * old_conns[numbers], 2 * old_conns[numbers] + 1], axis=1).ravel()
+        new_keys = np.stack([2 * numbers, 2 * numbers + 1], axis=1).ravel()
+        key_shifts = np.repeat(shifts[numbers], 2)
         for name in _PER_KEY:
-            values = getattr(old, name)
-            per_key[name] += [row + shift if row >= 0 else -1 for row in values[2 * item.conn : 2 * item.conn + 2]]
+            values = np.asarray(getattr(old, name), np.int64)[keys]
+            per_key[name][new_keys] = np.where(values >= 0, values + key_shifts, -1)
         for name in _ROW_LISTS:
-            row_masks[name][np.asarray(getattr(old, name)[item.conn], np.int64) + shift] = True
-        conn_of_row[start:stop] = number
-    count = len(details)
+            lists: RowsByConnection = getattr(old, name)
+            spans = np.array([lists.span(conn) for conn in old_conns[numbers].tolist()], np.int64).reshape(-1, 2)
+            counts = spans[:, 1] - spans[:, 0]
+            picked = lists.flat_array[ranges_index(spans[:, 0], counts)]
+            row_masks[name][picked + np.repeat(shifts[numbers], counts)] = True
     row_lists = {name: rows_by_connection(mask, conn_of_row, count) for name, mask in row_masks.items()}
     source = LazySource(
         frame=columns["frame"],
@@ -1282,10 +1295,10 @@ def _rebase(details: list[tuple[int, _Details]], columns: Mapping[str, Array], f
         gap_before_ns=per_row["gap_before_ns"],
         retransmission=per_row["retransmission"],
         out_of_order=per_row["out_of_order"],
-        first_data_row=per_key["first_data_row"],
-        last_data_row=per_key["last_data_row"],
-        data_after_fin_row=per_key["data_after_fin_row"],
-        first_pure_syn_row=per_key["first_pure_syn_row"],
+        first_data_row=per_key["first_data_row"].tolist(),
+        last_data_row=per_key["last_data_row"].tolist(),
+        data_after_fin_row=per_key["data_after_fin_row"].tolist(),
+        first_pure_syn_row=per_key["first_pure_syn_row"].tolist(),
         retransmission_rows=row_lists["retransmission_rows"],
         keepalive_rows=row_lists["keepalive_rows"],
         zero_window_rows=row_lists["zero_window_rows"],
@@ -1295,9 +1308,41 @@ def _rebase(details: list[tuple[int, _Details]], columns: Mapping[str, Array], f
         shift = start - item.start
         item.source, item.conn, item.start, item.stop = source, number, start, item.stop + shift
         item.rows = [row + shift for row in item.rows]
-        item.replies = {mark: row + shift for mark, row in item.replies.items()}
+        if item.replies:
+            item.replies = {mark: row + shift for mark, row in item.replies.items()}
         item.syn_ack_row = item.syn_ack_row + shift if item.syn_ack_row >= 0 else -1
         item.handshake_ack_row = item.handshake_ack_row + shift if item.handshake_ack_row >= 0 else -1
+
+
+def gather_plan(
+    ranges: Sequence[tuple[Any, int, int]], new_starts: IntArray
+) -> list[tuple[Any, IntArray, IntArray, IntArray]]:
+    """Rows ``start:stop`` of several sources moved to ``new_starts``: per distinct source (by identity), the
+    indexes of its ranges in ``ranges``, the rows to take from it and the rows they go to."""
+    count = len(ranges)
+    starts = np.fromiter((start for _, start, _ in ranges), np.int64, count)
+    sizes = np.fromiter((stop - start for _, start, stop in ranges), np.int64, count)
+    members: dict[int, list[int]] = {}
+    for index, (source, _, _) in enumerate(ranges):
+        members.setdefault(id(source), []).append(index)
+    plan = []
+    for indexes in members.values():
+        numbers = np.asarray(indexes, np.int64)
+        plan.append(
+            (
+                ranges[indexes[0]][0],
+                numbers,
+                ranges_index(starts[numbers], sizes[numbers]),
+                ranges_index(new_starts[numbers], sizes[numbers]),
+            )
+        )
+    return plan
+
+
+def ranges_index(starts: IntArray, sizes: IntArray) -> IntArray:
+    """The rows ``start, start + 1, ... start + size - 1`` of every range, one range after the other."""
+    offsets = np.cumsum(sizes) - sizes
+    return np.asarray(np.repeat(starts - offsets, sizes) + np.arange(int(sizes.sum())), np.int64)
 
 
 _PER_ROW = (
