@@ -174,6 +174,11 @@ def format_addr(hi: int, lo: int) -> str:
     return str(ipaddress.IPv6Address((hi << 64) | lo))
 
 
+def endpoint_text(host: str, port: int | str) -> str:
+    """``host:port``, with an IPv6 address in brackets (RFC 3986) so that its colons cannot be read as the port's."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def parse_addr(text: str) -> tuple[int, int]:
     """Inverse of `format_addr`."""
     ip = ipaddress.ip_address(text)

@@ -28,6 +28,7 @@ from whyreset.diagnose.symptoms import AppView, render_views
 from whyreset.diagnose.triage import Triage
 from whyreset.diagnose.vantage import Vantage, infer_vantage
 from whyreset.ids import CauseId, Outcome, Side
+from whyreset.model import endpoint_text
 
 # Cost (bench-200k.pcap, 8.4k abnormal connections, ~90 us each, process time, no profiler; was ~110): facts ~24 us
 # (~4 slicing and converting the nine columns read, then ~1.6 per packet: one `Seg` and each side's running
@@ -247,12 +248,8 @@ NO_ERROR_SEEN = AppView(None, None, "no error visible from the capture")
 def _symptoms(facts: Facts, views: dict[Side, AppView]) -> dict[str, dict[str, str]]:
     conn = facts.conn
     complete = {"orig": views.get(Side.ORIG, NO_ERROR_SEEN), "resp": views.get(Side.RESP, NO_ERROR_SEEN)}
-    endpoints = {"orig": _endpoint(conn.orig_h, conn.orig_p), "resp": _endpoint(conn.resp_h, conn.resp_p)}
+    endpoints = {"orig": endpoint_text(conn.orig_h, conn.orig_p), "resp": endpoint_text(conn.resp_h, conn.resp_p)}
     return render_views(complete, client_side="orig", endpoints=endpoints)
-
-
-def _endpoint(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def describe_gap(ns: int) -> str:

@@ -24,7 +24,7 @@ from whyreset.analysis import Analysis
 from whyreset.core.connection import Connection, ResetInfo
 from whyreset.diagnose.finding import Finding
 from whyreset.ids import Side
-from whyreset.model import ReadReport
+from whyreset.model import ReadReport, endpoint_text
 from whyreset.report.jsonout import ABNORMAL_OUTCOMES, is_abnormal, payload_secrets, redact_payload
 
 DEFAULT_MAX_LISTED = 50
@@ -60,8 +60,7 @@ def format_ts(ts_ns: int) -> str:
 
 
 def endpoint(connection: Connection, side: Side) -> str:
-    host, port = connection.address(side)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return endpoint_text(*connection.address(side))
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ from whyreset.diagnose.finding import EvidenceItem, fast_init
 from whyreset.diagnose.symptoms import AppView, Errno, Operation, errno_for_reset
 from whyreset.diagnose.vantage import Vantage
 from whyreset.ids import CauseId, Side, TcpState
+from whyreset.model import endpoint_text
 
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
@@ -73,7 +74,6 @@ class Candidate(NamedTuple):
 Rule = Callable[[Facts, DiagnosisContext, Vantage], "Candidate | None"]
 
 
-
 def clamp(score: float) -> float:
     return max(0.0, min(0.97, score))
 
@@ -97,7 +97,7 @@ def who(f: Facts, side: Side) -> str:
     name = f.memo.get(key)
     if name is None:
         host, port = f.conn.address(side)
-        name = f.memo[key] = f"{side.value} {host}:{port}"
+        name = f.memo[key] = f"{side.value} {endpoint_text(host, port)}"
     return cast(str, name)
 
 

@@ -25,6 +25,7 @@ from whyreset.diagnose.rules.common import (
 from whyreset.diagnose.symptoms import AppView, Errno, Operation, errno_for_icmp
 from whyreset.diagnose.vantage import Vantage
 from whyreset.ids import CauseId, Side
+from whyreset.model import endpoint_text
 
 ICMP_UNREACHABLE = {4: 3, 6: 1}
 """ICMP type of "destination unreachable" per IP version."""
@@ -57,12 +58,12 @@ def refused(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | None:
     evidence = [seg_item(f, syn, f"SYN from {who(f, Side.ORIG)}"), describe_rst(f, reset)]
     score = 0.9
     actor: Side | None = Side.RESP
-    summary = f"{f.conn.resp_h}:{f.conn.resp_p} refused the connection: nothing listened on the port"
+    summary = f"{endpoint_text(f.conn.resp_h, f.conn.resp_p)} refused the connection: nothing listened on the port"
     check = forgery(f, ctx, v, reset)
     if check.score >= 0.4:
         actor = None
         summary = (
-            f"a firewall on the path refused the connection to {f.conn.resp_h}:{f.conn.resp_p} "
+            f"a firewall on the path refused the connection to {endpoint_text(f.conn.resp_h, f.conn.resp_p)} "
             "(REJECT --reject-with tcp-reset): the RST does not look like the host's own"
         )
         evidence.extend(check.items)
@@ -102,7 +103,8 @@ def icmp_unreachable(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate |
         EvidenceItem(
             f"ICMP{'v6' if first.ip_version == 6 else ''} type {first.icmp_type} code "
             f"{first.icmp_code} from {first.reporter} (TTL {first.ttl}) quoting "
-            f"{first.quoted_src}:{sport} > {first.quoted_dst}:{first.quoted_dport}{unported}",
+            f"{endpoint_text(first.quoted_src, sport)} > {endpoint_text(first.quoted_dst, first.quoted_dport)}"
+            f"{unported}",
             frame=first.frame,
             ts_ns=first.ts_ns,
             data={"type": first.icmp_type, "code": first.icmp_code},
@@ -168,7 +170,7 @@ def syn_unanswered(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
     if ctx.listened(server):
         evidence.append(
             EvidenceItem(
-                f"{f.conn.resp_h}:{f.conn.resp_p} answered other handshakes in the capture: "
+                f"{endpoint_text(f.conn.resp_h, f.conn.resp_p)} answered other handshakes in the capture: "
                 "the host is up and listening, so SYNs were dropped (SYN or accept queue "
                 "full, or a filter for this client)"
             )
@@ -185,7 +187,7 @@ def syn_unanswered(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate | N
         Operation.CONNECT,
         "connect() times out (kernel ETIMEDOUT after tcp_syn_retries, or the application's own connect timeout first)",
     )
-    summary = f"nothing answered the SYNs to {f.conn.resp_h}:{f.conn.resp_p}"
+    summary = f"nothing answered the SYNs to {endpoint_text(f.conn.resp_h, f.conn.resp_p)}"
     return Candidate(
         CauseId.SYN_UNANSWERED,
         score,
@@ -325,7 +327,7 @@ def handshake_aborted(f: Facts, ctx: DiagnosisContext, v: Vantage) -> Candidate 
     why = "its connect timeout had fired or it only probed the port (SYN scan)"
     if syn_count >= 2 or delay >= NS_PER_S:
         why = "the SYN-ACK came late: its connect timeout had most likely fired and the socket was gone"
-    summary = f"the client {f.conn.orig_h}:{f.conn.orig_p} abandoned the handshake: {why}"
+    summary = f"the client {endpoint_text(f.conn.orig_h, f.conn.orig_p)} abandoned the handshake: {why}"
     view = AppView(
         Errno.ETIMEDOUT,
         Operation.CONNECT,
@@ -356,7 +358,7 @@ def _synack_unanswered(f: Facts, synacks: list[Seg], reset: ResetFacts | None) -
     if reset is not None:
         evidence.append(describe_rst(f, reset))
     summary = (
-        f"the client {f.conn.orig_h}:{f.conn.orig_p} never completed the handshake (it gave up, or a "
+        f"the client {endpoint_text(f.conn.orig_h, f.conn.orig_p)} never completed the handshake (it gave up, or a "
         "filter on "
         "its side dropped the SYN-ACKs); the server"
         + (" finally reset the half-open connection" if reset is not None else " gave up")
