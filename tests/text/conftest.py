@@ -9,9 +9,6 @@ from pathlib import Path
 import pytest
 from text_captures import record_loopback_capture
 
-CORPUS = Path("/work/shared/corpus")
-SEEDS = Path("/work/shared/seeds")
-
 
 @pytest.fixture(scope="session", params=["lo", "any"])
 def loopback_pcap(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:

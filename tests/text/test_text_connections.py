@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CORPUS
+from text_captures import CORPUS
 from text_oracle import require_tools, tcpdump_text
 
 from whyreset.ingest.tcpdump_text import iter_text_capture
@@ -70,9 +70,7 @@ def _text_capture(pcap: Path, *options: str) -> Capture:
 
 
 def _connections(capture: Capture) -> list[Any]:
-    connections: list[Any] = tracker.build_connections(
-        capture.packets, capture.icmp_errors, capture.rst_payloads
-    )
+    connections: list[Any] = tracker.build_connections(capture.packets, capture.icmp_errors, capture.rst_payloads)
     return connections
 
 

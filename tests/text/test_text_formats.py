@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CORPUS
+from text_captures import CORPUS
 from text_oracle import require_tools, tcpdump_text
 
 from whyreset.ingest.tcpdump_text import iter_text_capture, looks_like_tcpdump_text
@@ -130,9 +130,7 @@ def test_chunks_concatenate_to_the_whole() -> None:
     captures = list(iter_text_capture(io.BytesIO(text), report, chunk_records=7))
     assert len(captures) == -(-len(whole) // 7)
     assert all(len(capture.packets) <= 7 for capture in captures)
-    assert_same_table(
-        PacketTable.concat([capture.packets for capture in captures]), whole, ("ts_ns", *TABLE_FIELDS)
-    )
+    assert_same_table(PacketTable.concat([capture.packets for capture in captures]), whole, ("ts_ns", *TABLE_FIELDS))
     assert report.tcp_segments == len(whole)
 
 

@@ -11,9 +11,9 @@ import io
 
 import numpy as np
 import pytest
-from conftest import CORPUS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from text_captures import CORPUS
 from text_oracle import require_tools, tcpdump_text
 
 from whyreset.ingest.tcpdump_text import iter_text_capture

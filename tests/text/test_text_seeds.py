@@ -8,8 +8,8 @@ of tcpdump 4.x with a resolved host name. The other seeds quote no dump: nothing
 from __future__ import annotations
 
 import pytest
-from conftest import SEEDS
 from test_text_formats import read_text
+from text_captures import SEEDS
 
 from whyreset.model import ACK, FIN, PSH, RST, SYN, PacketTable, format_addr
 

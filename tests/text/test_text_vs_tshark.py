@@ -14,7 +14,7 @@ import io
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS
+from text_captures import CORPUS
 from text_oracle import OracleRow, compare, require_tools, tcpdump_text, tshark_rows
 
 from whyreset.ingest.tcpdump_text import iter_text_capture
@@ -50,9 +50,7 @@ def assert_agrees(pcap: Path, options: tuple[str, ...]) -> ReadReport:
     table, report = read_text(tcpdump_text(pcap, *options))
     oracle = _oracle(str(pcap))
     result = compare(table, oracle, options)
-    assert result.missing_frames == [], (
-        f"TCP frames missing from the text reader: {result.missing_frames[:10]}"
-    )
+    assert result.missing_frames == [], f"TCP frames missing from the text reader: {result.missing_frames[:10]}"
     assert result.mismatches == [], f"{len(result.mismatches)} mismatches, first: {result.mismatches[:5]}"
     assert report.bad_lines == []
     if result.inferred_seq:

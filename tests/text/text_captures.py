@@ -15,6 +15,11 @@ import subprocess
 import time
 from pathlib import Path
 
+CORPUS = Path("/work/shared/corpus")
+"""Public traces from other projects (see its SOURCES.md)."""
+SEEDS = Path("/work/shared/seeds")
+"""The background reading: blog posts quoting tcpdump output."""
+
 _READY_TIMEOUT_S = 10.0
 
 

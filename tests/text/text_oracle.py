@@ -125,12 +125,7 @@ def tshark_rows(pcap: Path) -> dict[int, OracleRow]:
 def _row(v: dict[str, str]) -> OracleRow | None:
     src = v["ip.src"] or v["ipv6.src"]
     dst = v["ip.dst"] or v["ipv6.dst"]
-    if (
-        "|" in src
-        or "|" in v["tcp.srcport"]
-        or "|" in (v["ip.src"] + v["ipv6.src"])
-        or (v["ip.src"] and v["ipv6.src"])
-    ):
+    if "|" in src or "|" in v["tcp.srcport"] or "|" in (v["ip.src"] + v["ipv6.src"]) or (v["ip.src"] and v["ipv6.src"]):
         return None  # tunnelled or nested: not one plain TCP/IP packet
     ttl = v["ip.ttl"] or v["ipv6.hlim"]
     lefts = [int(x) for x in v["tcp.options.sack_le"].split("|") if x]
@@ -151,12 +146,8 @@ def _row(v: dict[str, str]) -> OracleRow | None:
         mss=int(v["tcp.options.mss_val"].split("|")[0] or 0),
         wscale=int(v["tcp.options.wscale.shift"].split("|")[0]) if v["tcp.options.wscale.shift"] else -1,
         sack_perm=bool(v["tcp.options.sack_perm"]),
-        ts_val=int(v["tcp.options.timestamp.tsval"].split("|")[0])
-        if v["tcp.options.timestamp.tsval"]
-        else None,
-        ts_ecr=int(v["tcp.options.timestamp.tsecr"].split("|")[0])
-        if v["tcp.options.timestamp.tsecr"]
-        else None,
+        ts_val=int(v["tcp.options.timestamp.tsval"].split("|")[0]) if v["tcp.options.timestamp.tsval"] else None,
+        ts_ecr=int(v["tcp.options.timestamp.tsecr"].split("|")[0]) if v["tcp.options.timestamp.tsecr"] else None,
         sack=tuple(zip(lefts, rights, strict=False)),
         frame_len=int(v["frame.len"]),
     )
