@@ -209,9 +209,9 @@ class IcmpError:
     quoted_dst: str
     """Destination address of the quoted TCP segment."""
     quoted_sport: int | None
-    """Source port of the quoted TCP segment; None when the input does not show it (tcpdump text without -v,
-    and every ICMPv6 error in text, name only the destination address and port): such an error is linked to
-    every connection from ``quoted_src`` to ``quoted_dst:quoted_dport`` open at its time."""
+    """Source port of the quoted TCP segment; None when the input does not show it (tcpdump text prints a port
+    unreachable without -v, and every ICMPv6 one, with only the destination address and port): such an error
+    is linked to every connection from ``quoted_src`` to ``quoted_dst:quoted_dport`` open at its time."""
     quoted_dport: int
     """Destination port of the quoted TCP segment."""
     quoted_seq: int | None

@@ -53,7 +53,6 @@ from whyreset.model import (
 DEFAULT_IDLE_TIMEOUT_NS = 300 * 1_000_000_000
 DEFAULT_CLOSE_LINGER_NS = 5 * 1_000_000_000
 ICMP_MATCH_SLACK_NS = 60 * 1_000_000_000
-
 """An ICMP error is attached to a connection when it falls between its first packet and last + this."""
 
 BATCH_ROWS = 16384

@@ -76,8 +76,8 @@ LIMIT_ICMP_UNQUOTED = (
     "without -v, ICMPv6 other than port unreachable): counted, not linked to a connection"
 )
 LIMIT_ICMP_UNPORTED = (
-    "ICMP errors printed without their quoted segment (without -v, and every ICMPv6 error) name only the "
-    "destination port: each is linked to the connections from that host to that port open at its time"
+    "ICMP port unreachable errors printed without their quoted segment (without -v, and every ICMPv6 one) name "
+    "only the destination port: each is linked to the connections from that host to that port open at its time"
 )
 
 

@@ -590,7 +590,7 @@ def _parse_quoted(record: Record, body: str) -> TcpFields | None:
 
 def _unported_quote(line_no: int, icmp_dst: str, body: str) -> TcpFields | None:
     """What an ICMP error printed without its quote tells of the segment it answers: ``ADDR tcp port PORT`` (a
-    port unreachable without -v, any ICMPv6 destination unreachable) names its destination; its sender is the
+    port unreachable without -v, or any ICMPv6 port unreachable) names its destination; its sender is the
     host the error was sent to; its source port is not shown (``sport`` empty)."""
     match = _UNPORTED_RE.search(body)
     if match is None:
