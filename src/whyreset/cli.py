@@ -360,4 +360,3 @@ def _register_subcommands(
 
 def _warn(stream: IO[str] | None, message: str) -> None:
     print(message, file=stream if stream is not None else sys.stderr)
-

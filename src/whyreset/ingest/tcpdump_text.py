@@ -64,9 +64,7 @@ LIMIT_NO_PAYLOAD = "text carries no payload bytes: captured_payload is 0"
 LIMIT_RST_TEXT = "RST payloads are the text tcpdump -v printed (control and non-ASCII bytes escaped its way)"
 LIMIT_RST_TEXT_CUT = "tcpdump prints at most 30 bytes of an RST payload: longer ones are cut"
 LIMIT_FRAME_FROM_IP = "no link-layer length in text without -e: frame_len is the IP packet length"
-LIMIT_FRAME_ESTIMATED = (
-    "no packet length in text without -v/-e: frame_len estimated from headers and payload length"
-)
+LIMIT_FRAME_ESTIMATED = "no packet length in text without -v/-e: frame_len estimated from headers and payload length"
 LIMIT_CHECKSUM_OFFLOAD = (
     "tcpdump reported incorrect TCP checksums: usual for packets captured on the sending host "
     "(checksum offload), not an error"

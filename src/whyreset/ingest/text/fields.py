@@ -54,9 +54,7 @@ _INTERFACE_PATTERN = r"\S+ +(?:In|Out|B|M|P) +"
 """``tcpdump -i any`` (Linux cooked v2) prints the interface and direction first: ``eth0  In  IP ...``."""
 _INTERFACE_RE = re.compile(_INTERFACE_PATTERN)
 _ONE_LINE_TCP_RE = re.compile(
-    f"(?:{_INTERFACE_PATTERN})?"
-    + r"(?P<ip>IP6?) (?P<src>[^\s(]\S*) > (?P<dst>\S+?): "
-    + MODERN_TCP_RE.pattern
+    f"(?:{_INTERFACE_PATTERN})?" + r"(?P<ip>IP6?) (?P<src>[^\s(]\S*) > (?P<dst>\S+?): " + MODERN_TCP_RE.pattern
 )
 OLD_TCP_RE = re.compile(
     r"(?P<flags>[SFRPWEU]+|\.)"
@@ -247,9 +245,7 @@ def _parse_layers(record: Record, text: str) -> ParsedRecord:
     return _parse_network(record, text, pos, ip_version, frame_len)
 
 
-def _parse_network(
-    record: Record, text: str, pos: int, ip_version: int, frame_len: int | None
-) -> ParsedRecord:
+def _parse_network(record: Record, text: str, pos: int, ip_version: int, frame_len: int | None) -> ParsedRecord:
     if text.startswith("IP6 ", pos):
         ip_version, pos = 6, pos + 4
     elif text.startswith("IP ", pos):
@@ -478,8 +474,7 @@ def _apply_options(segment: TcpFields, text: str) -> None:
             segment.ts_val, segment.ts_ecr = int(numbers[0]) & 0xFFFFFFFF, int(numbers[1]) & 0xFFFFFFFF
         elif name == "sack":
             segment.sack = [
-                (_u32(left, "SACK edge"), _u32(right, "SACK edge"))
-                for left, right in _SACK_BLOCK_RE.findall(rest)
+                (_u32(left, "SACK edge"), _u32(right, "SACK edge")) for left, right in _SACK_BLOCK_RE.findall(rest)
             ]
             size += 2 + 8 * len(segment.sack)
             continue
