@@ -35,7 +35,7 @@ from whyreset.diagnose.finding import Finding
 from whyreset.errors import CaptureError, UnknownFormatError, UnsupportedLinkTypeError
 from whyreset.forkmap import map_in_halves
 from whyreset.ids import Outcome
-from whyreset.model import Array, Capture, IcmpError, LazyRows, ReadReport
+from whyreset.model import Array, Capture, IcmpError, LazyRows, ReadReport, gather_plan
 from whyreset.report.jsonout import JsonRecord, connection_record, is_abnormal
 
 Source = str | os.PathLike[str] | IO[bytes]
@@ -485,7 +485,7 @@ def compact_packets(connections: list[Connection]) -> list[Connection]:
     so the fields are swapped in place (``object.__setattr__``, as frozen dataclasses do in
     ``__post_init__``): ``dataclasses.replace`` would cost more than the copy.
     """
-    from whyreset.core.build import detach_details, gather_plan
+    from whyreset.core.build import detach_details
 
     if not connections:
         return connections

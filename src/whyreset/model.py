@@ -10,6 +10,7 @@ Addresses are stored as two uint64 halves of the 128-bit IPv6 address; IPv4 addr
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -34,6 +35,7 @@ IPV4_MAPPED_LO_PREFIX = 0xFFFF << 32
 SACK_MAX_BLOCKS = 4
 
 Array = npt.NDArray[Any]
+I64 = npt.NDArray[np.int64]
 
 # Column name -> dtype. The single source of truth for the table's schema (docs and tests read it).
 PACKET_COLUMNS: dict[str, np.dtype[Any]] = {
@@ -158,6 +160,35 @@ class LazyRows(PacketTable):
         if self._cache is None:
             return self._source, self._start, self._stop
         return self._cache, 0, self._stop - self._start
+
+
+def gather_plan(ranges: Sequence[tuple[Any, int, int]], new_starts: I64) -> list[tuple[Any, I64, I64, I64]]:
+    """Rows ``start:stop`` of several sources moved to ``new_starts``: per distinct source (by identity), the
+    indexes of its ranges in ``ranges``, the rows to take from it and the rows they go to."""
+    count = len(ranges)
+    starts = np.fromiter((start for _, start, _ in ranges), np.int64, count)
+    sizes = np.fromiter((stop - start for _, start, stop in ranges), np.int64, count)
+    members: dict[int, list[int]] = {}
+    for index, (source, _, _) in enumerate(ranges):
+        members.setdefault(id(source), []).append(index)
+    plan = []
+    for indexes in members.values():
+        numbers = np.asarray(indexes, np.int64)
+        plan.append(
+            (
+                ranges[indexes[0]][0],
+                numbers,
+                ranges_index(starts[numbers], sizes[numbers]),
+                ranges_index(new_starts[numbers], sizes[numbers]),
+            )
+        )
+    return plan
+
+
+def ranges_index(starts: I64, sizes: I64) -> I64:
+    """The rows ``start, start + 1, ... start + size - 1`` of every range, one range after the other."""
+    offsets = np.cumsum(sizes) - sizes
+    return np.asarray(np.repeat(starts - offsets, sizes) + np.arange(int(sizes.sum())), np.int64)
 
 
 def ipv4_to_halves(addr_u32: Array) -> tuple[Array, Array]:

@@ -88,7 +88,19 @@ from whyreset.core.zeek import (
     zeek_uids,
 )
 from whyreset.ids import Outcome, Side, TcpState
-from whyreset.model import ACK, FIN, RST, SYN, Array, IcmpError, LazyRows, PacketTable, format_addr
+from whyreset.model import (
+    ACK,
+    FIN,
+    RST,
+    SYN,
+    Array,
+    IcmpError,
+    LazyRows,
+    PacketTable,
+    format_addr,
+    gather_plan,
+    ranges_index,
+)
 
 IDLE_GAP_MIN_NS = 1_000_000_000
 """Silences shorter than this are never reported as idle gaps."""
@@ -1312,37 +1324,6 @@ def _rebase(details: list[tuple[int, _Details]], columns: Mapping[str, Array], f
             item.replies = {mark: row + shift for mark, row in item.replies.items()}
         item.syn_ack_row = item.syn_ack_row + shift if item.syn_ack_row >= 0 else -1
         item.handshake_ack_row = item.handshake_ack_row + shift if item.handshake_ack_row >= 0 else -1
-
-
-def gather_plan(
-    ranges: Sequence[tuple[Any, int, int]], new_starts: IntArray
-) -> list[tuple[Any, IntArray, IntArray, IntArray]]:
-    """Rows ``start:stop`` of several sources moved to ``new_starts``: per distinct source (by identity), the
-    indexes of its ranges in ``ranges``, the rows to take from it and the rows they go to."""
-    count = len(ranges)
-    starts = np.fromiter((start for _, start, _ in ranges), np.int64, count)
-    sizes = np.fromiter((stop - start for _, start, stop in ranges), np.int64, count)
-    members: dict[int, list[int]] = {}
-    for index, (source, _, _) in enumerate(ranges):
-        members.setdefault(id(source), []).append(index)
-    plan = []
-    for indexes in members.values():
-        numbers = np.asarray(indexes, np.int64)
-        plan.append(
-            (
-                ranges[indexes[0]][0],
-                numbers,
-                ranges_index(starts[numbers], sizes[numbers]),
-                ranges_index(new_starts[numbers], sizes[numbers]),
-            )
-        )
-    return plan
-
-
-def ranges_index(starts: IntArray, sizes: IntArray) -> IntArray:
-    """The rows ``start, start + 1, ... start + size - 1`` of every range, one range after the other."""
-    offsets = np.cumsum(sizes) - sizes
-    return np.asarray(np.repeat(starts - offsets, sizes) + np.arange(int(sizes.sum())), np.int64)
 
 
 _PER_ROW = (

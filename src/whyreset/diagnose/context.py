@@ -31,7 +31,7 @@ import numpy as np
 from whyreset.core.connection import Connection, EventKind
 from whyreset.diagnose.facts import row_range
 from whyreset.ids import Side
-from whyreset.model import ACK, FIN, ICMP_UNPORTED_SLACK_NS, RST, SYN, Array, IcmpError
+from whyreset.model import ACK, FIN, ICMP_UNPORTED_SLACK_NS, RST, SYN, Array, IcmpError, gather_plan
 
 Endpoint = tuple[str, int]
 _FIELDS = attrgetter("orig_h", "resp_h", "resp_p", "packets", "resets", "icmp_errors", "established")
@@ -393,10 +393,9 @@ class _Batch:
         self.server = self.resp_host * 65536 + np.fromiter(resp_p, np.int64, count)
         """Per connection: its server (responder host and port) as one integer."""
         self.established = np.fromiter(established, bool, count)
-        ranges = list(map(row_range, packets))
-        bounds = np.fromiter(chain.from_iterable(map(_START_STOP, ranges)), np.int64, 2 * count).reshape(-1, 2)
-        self.starts, self.stops = bounds[:, 0], bounds[:, 1]
-        self.groups = _by_table([columns for columns, _, _ in ranges])
+        self.ranges = list(map(row_range, packets))
+        bounds = np.fromiter(chain.from_iterable(map(_START_STOP, self.ranges)), np.int64, 2 * count).reshape(-1, 2)
+        self.lengths = bounds[:, 1] - bounds[:, 0]
         self.with_resets: list[int] = list(compress(range(count), resets))
         self.with_icmp: list[Connection] = list(compress(connections, icmp_errors))
 
@@ -410,10 +409,13 @@ class _Batch:
         return found
 
     def rows(self) -> _Rows:
-        """The rows of every connection: one gather per table."""
-        lengths = self.stops - self.starts
+        """The rows of every connection: one gather per table (`gather_plan`)."""
+        lengths = self.lengths
         offsets = np.cumsum(lengths) - lengths
-        parts = [self._gather(columns, members) for columns, members in self.groups]
+        parts = [
+            self._gather(columns, members, rows, places - np.repeat(offsets[members], lengths[members]))
+            for columns, members, rows, places in gather_plan(self.ranges, offsets)
+        ]
         conn, pos, flags, ttl, ts_ns, from_orig = (
             np.concatenate(column) if len(parts) > 1 else column[0] for column in zip(*parts, strict=True)
         )
@@ -423,35 +425,21 @@ class _Batch:
             rank += np.where(loops[conn] & ~from_orig, lengths[conn], 0)
         return _Rows(conn, rank, flags, ttl.astype(np.int64), ts_ns, from_orig, (flags & RST) == 0)
 
-    def _gather(self, columns: dict[str, Array], members: Array) -> tuple[Array, ...]:
-        """The rows of one table's connections (``members``, in list order): their connection, position in
-        it, flags, TTL, time and direction."""
-        starts, stops = self.starts[members], self.stops[members]
-        lengths = stops - starts
-        total = int(lengths.sum())
-        offsets = np.cumsum(lengths) - lengths
-        within = np.arange(total) - np.repeat(offsets, lengths)
-        if len(members) and np.array_equal(starts[1:], stops[:-1]):
-            index: Array | slice = slice(int(starts[0]), int(stops[-1]))  # one run of rows: views, no copy
-        else:
-            index = np.repeat(starts, lengths) + within
+    def _gather(self, columns: dict[str, Array], members: Array, rows: Array, within: Array) -> tuple[Array, ...]:
+        """The ``rows`` of one table, those of its connections ``members`` (in list order; ``within``: each row's
+        position in its connection): their connection, position, flags, TTL, time and direction."""
+        index: Array | slice = rows
+        if len(rows) and bool((np.diff(rows) == 1).all()):
+            index = slice(int(rows[0]), int(rows[-1]) + 1)  # one run of rows: views, no copy
         from_orig = [self.connections[m].from_orig for m in members.tolist()]
         return (
-            np.repeat(members, lengths),
+            np.repeat(members, self.lengths[members]),
             within,
             columns["flags"][index],
             columns["ttl"][index],
             columns["ts_ns"][index],
             np.concatenate(from_orig).astype(bool, copy=False) if from_orig else np.zeros(0, bool),
         )
-
-
-def _by_table(tables: list[dict[str, Array]]) -> list[tuple[dict[str, Array], Array]]:
-    """Each distinct table (by identity) and the indexes, in order, of the connections whose rows it holds."""
-    keys = np.fromiter(map(id, tables), np.uint64, len(tables))
-    _, firsts, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
-    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
-    return [(tables[first], group) for first, group in zip(firsts.tolist(), members, strict=True)]
 
 
 def _heads(sorted_keys: Array) -> Array:

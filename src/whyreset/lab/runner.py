@@ -42,6 +42,7 @@ from whyreset.ids import Side
 from whyreset.lab import nsenter
 from whyreset.lab.scenario import ConnectionTruth, KernelDrop, KernelReset, Need, Scenario, SocketCall, Truth
 from whyreset.lab.tracer import KernelTracer, counter_deltas, find_tracefs, read_counters
+from whyreset.model import endpoint_text
 
 if TYPE_CHECKING:
     from whyreset.lab.netns import Topology
@@ -96,8 +97,7 @@ def errno_name(exc: BaseException) -> str | None:
 
 def _endpoint(address: Any) -> str | None:
     if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        return endpoint_text(str(address[0]), address[1])
     return None
 
 
