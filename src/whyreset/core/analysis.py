@@ -297,6 +297,9 @@ def _gap_rows(holes: list[tuple[int, int]], acks: IntArray, rows: IntArray) -> l
     # Holes reached so far, minus those passed entirely before this ACK: the holes this ACK moves into.
     revealed = np.searchsorted(lows, acks, side="left") - np.searchsorted(highs, before, side="right")
     total = np.cumsum(np.where(raised, np.maximum(revealed, 0), 0))
-    thresholds = [10**power for power in range(len(str(int(total[-1])))) if 10**power <= total[-1]]
+    thresholds, threshold = [], 1
+    while threshold <= total[-1]:  # Zeek's ScaledHistoryEntry: the 1st, 10th, 100th...
+        thresholds.append(threshold)
+        threshold *= 10
     picked: list[int] = rows[np.searchsorted(total, thresholds, side="left")].tolist()
     return picked
